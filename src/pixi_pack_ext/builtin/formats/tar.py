@@ -1,0 +1,77 @@
+"""The default format: one uncompressed, deterministic tar (``environment.tar``), or a tar stream."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+from ...archive import safe_extract, write_tar
+from ...hookspecs import PackFormat, WriteRequest, hookimpl
+from ...metadata import METADATA_FILE
+
+
+def write(request: WriteRequest) -> None:
+    if request.output is None:
+        write_tar(request.staging, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    part = request.output.with_name(f".{request.output.name}.part")
+    try:
+        with open(part, "wb") as f:
+            write_tar(request.staging, f)
+        os.replace(part, request.output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def can_read(path: Path | None) -> bool:
+    if path is None:
+        return True
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head != b"#!" and tarfile.is_tarfile(path)
+
+
+def open_pack(path: Path | None, workdir: Path) -> Path:
+    if path is None:
+        safe_extract(sys.stdin.buffer, workdir)
+    else:
+        with open(path, "rb") as f:
+            safe_extract(f, workdir)
+    return workdir
+
+
+def peek_metadata(path: Path) -> str | None:
+    """``pixi-pack.json`` of a tar file, read by skipping over the other members' data."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            while (member := tar.next()) is not None:
+                if member.isfile() and member.name.removeprefix("./") == METADATA_FILE:
+                    source = tar.extractfile(member)
+                    return None if source is None else source.read(1 << 16).decode("utf-8", "replace")
+                tar.members.clear()
+    except tarfile.TarError:
+        return None
+    return None
+
+
+@hookimpl
+def pixi_pack_formats() -> list[PackFormat]:
+    return [
+        PackFormat(
+            name="tar",
+            write=write,
+            default_output=lambda platform: "environment.tar",
+            can_read=can_read,
+            open_pack=open_pack,
+            description="one deterministic tar file (pixi-pack format 1); '-o -' streams it",
+            streams=True,
+            peek_metadata=peek_metadata,
+        )
+    ]

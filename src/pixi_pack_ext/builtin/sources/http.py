@@ -1,0 +1,172 @@
+"""The built-in http/https source: httpx, HTTP/2 where offered, pooled, retried, resumable.
+
+Authentication follows rattler: credentials for the URL's host from the auth store (bearer token,
+basic auth, conda token in the path), or user:password in the URL itself. Secrets never reach a
+message: URLs are redacted before they are shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from ...config import Settings
+from ...errors import AuthenticationError, DownloadError
+from ...hookspecs import ChannelSource, DownloadSink, hookimpl
+from ...redact import redact_url, register_secret
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+TRANSIENT_ERRORS = (httpx.TransportError,)
+MAX_RETRY_AFTER = 30.0
+CHUNK = 1 << 20
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return min(float(value), MAX_RETRY_AFTER)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, min(parsed.timestamp() - time.time(), MAX_RETRY_AFTER)) if parsed else None
+
+
+class HttpSession:
+    """One pooled httpx client for every http(s) download of a run."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        for secret in settings.auth.secrets():
+            register_secret(secret)
+
+    def _authorize(self, url: str) -> tuple[str, dict[str, str], httpx.Auth | None]:
+        """The URL to request, extra headers and auth for ``url``'s host."""
+        parts = urlsplit(url)
+        if parts.username is not None:
+            register_secret(parts.password)
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc = f"{netloc}:{parts.port}"
+            clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+            return clean, {}, httpx.BasicAuth(parts.username or "", parts.password or "")
+        credential = self.settings.auth.lookup(parts.hostname or "")
+        if credential is None:
+            return url, {}, None
+        if credential.bearer_token:
+            return url, {"Authorization": f"Bearer {credential.bearer_token}"}, None
+        if credential.username is not None:
+            return url, {}, httpx.BasicAuth(credential.username, credential.password or "")
+        if credential.conda_token and "/t/" not in parts.path:
+            path = f"/t/{credential.conda_token}{parts.path}"
+            return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment)), {}, None
+        return url, {}, None
+
+    async def download(self, url: str, sink: DownloadSink) -> None:
+        request_url, headers, auth = self._authorize(url)
+        shown = redact_url(url)
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                delay = await self._attempt(request_url, headers, auth, sink, shown)
+            except TRANSIENT_ERRORS as exc:
+                if last:
+                    raise DownloadError(
+                        f"could not download {shown}: {type(exc).__name__} after {attempts} attempts"
+                    ) from None
+                delay = None
+                log.info("retrying %s after %s", shown, type(exc).__name__)
+            else:
+                if delay is None:
+                    return
+                if last:
+                    raise DownloadError(
+                        f"could not download {shown}: server kept failing after {attempts} attempts"
+                    )
+            await asyncio.sleep(delay if delay is not None else (0.25 * 2**attempt) * (1 + random.random()))
+
+    async def _attempt(
+        self,
+        url: str,
+        headers: dict[str, str],
+        auth: httpx.Auth | None,
+        sink: DownloadSink,
+        shown: str,
+    ) -> float | None:
+        """One request; None when the file is complete, else the delay before retrying."""
+        request_headers = dict(headers)
+        resume_from = sink.offset
+        if resume_from:
+            request_headers["Range"] = f"bytes={resume_from}-"
+        async with self.client.stream("GET", url, headers=request_headers, auth=auth) as response:
+            status = response.status_code
+            if status in (401, 403):
+                host = urlsplit(url).hostname
+                raise AuthenticationError(
+                    f"{host} refused {shown} (HTTP {status}); give credentials with --auth-file, "
+                    "RATTLER_AUTH_FILE, ~/.rattler/credentials.json or ~/.netrc"
+                )
+            if status in RETRY_STATUS:
+                log.info("%s answered HTTP %s; retrying", shown, status)
+                return _retry_after(response) or 0.25 + random.random() * 0.25
+            if status == 416 and resume_from:
+                sink.restart()
+                return 0.0
+            if status >= 400:
+                raise DownloadError(f"could not download {shown}: HTTP {status} {response.reason_phrase}")
+            if resume_from and status != 206:
+                sink.restart()
+            async for chunk in response.aiter_raw(CHUNK):
+                sink.write(chunk)
+            expected = response.headers.get("content-length")
+            if expected is not None and status == 200 and int(expected) != sink.offset:
+                got = sink.offset
+                sink.restart()
+                raise httpx.RemoteProtocolError(f"body of {got} bytes, header said {expected}")
+        return None
+
+
+@asynccontextmanager
+async def open_http(settings: Settings) -> AsyncIterator[HttpSession]:
+    """A pooled client sized for the run's download concurrency."""
+    limits = httpx.Limits(max_connections=settings.downloads, max_keepalive_connections=settings.downloads)
+    timeout = httpx.Timeout(connect=30.0, read=settings.read_timeout, write=30.0, pool=None)
+    try:
+        import h2  # noqa: F401
+
+        http2 = True
+    except ImportError:  # HTTP/2 is optional: plain HTTP/1.1 pooling still works
+        http2 = False
+    async with httpx.AsyncClient(
+        http2=http2,
+        limits=limits,
+        timeout=timeout,
+        follow_redirects=True,
+        verify=settings.tls_verify,
+        trust_env=True,
+    ) as client:
+        yield HttpSession(client, settings)
+
+
+@hookimpl
+def pixi_pack_sources() -> list[ChannelSource]:
+    return [
+        ChannelSource(
+            name="http",
+            schemes=("http", "https"),
+            open=open_http,
+            description="HTTP(S) with HTTP/2, pooling, retries, resume and rattler-style auth",
+        )
+    ]

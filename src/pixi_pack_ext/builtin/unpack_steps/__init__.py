@@ -1,0 +1,1 @@
+"""Built-in steps run after the conda packages are installed."""

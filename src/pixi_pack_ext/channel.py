@@ -1,0 +1,62 @@
+"""The pack's local channel: ``channel/<subdir>/repodata.json`` made from the plan's records.
+
+repodata is written from the lock's records (not re-read from the packages), so repodata patches
+that the lock carries (changed depends, constrains, ...) are kept exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .plan import CondaPackage
+
+#: Fields of a repodata record that only make sense in a lock or a prefix, not in repodata.json.
+NON_REPODATA_FIELDS = ("fn", "url", "channel")
+
+
+def repodata_entry(package: CondaPackage) -> dict[str, object]:
+    """The repodata.json record of one package, from its lock record."""
+    data = json.loads(package.record.to_json())
+    for key in NON_REPODATA_FIELDS:
+        data.pop(key, None)
+    return dict(sorted(data.items()))
+
+
+def build_repodata(subdir: str, packages: list[CondaPackage]) -> dict[str, object]:
+    """A repodata.json document for one subdir: ``.tar.bz2`` under packages, ``.conda`` under packages.conda."""
+    tar_bz2: dict[str, object] = {}
+    conda: dict[str, object] = {}
+    for package in sorted(packages, key=lambda p: p.file_name):
+        target = conda if package.file_name.endswith(".conda") else tar_bz2
+        target[package.file_name] = repodata_entry(package)
+    return {
+        "info": {"subdir": subdir},
+        "packages": tar_bz2,
+        "packages.conda": conda,
+        "removed": [],
+        "repodata_version": 1,
+    }
+
+
+def write_channel_index(channel_dir: Path, subdirs: list[str], packages: list[CondaPackage]) -> None:
+    """Write ``repodata.json`` into every subdir folder (empty ones too, like ``noarch`` always)."""
+    for subdir in subdirs:
+        folder = channel_dir / subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        document = build_repodata(subdir, [p for p in packages if p.subdir == subdir])
+        (folder / "repodata.json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def read_repodata(path: Path) -> dict[str, dict[str, object]]:
+    """File name -> record for one subdir's repodata.json (both package tables)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("repodata.json is not a JSON object")
+    records: dict[str, dict[str, object]] = {}
+    for table in ("packages", "packages.conda"):
+        entries = data.get(table) or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"'{table}' in repodata.json is not an object")
+        records.update(entries)
+    return records

@@ -1,0 +1,1 @@
+"""The console entry points; thin: parse, call the core, report."""

@@ -1,0 +1,95 @@
+"""What both commands share: logging set-up, the progress bar, and turning errors into one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from ..errors import PixiPackError
+from ..fetch import Progress
+from ..redact import RedactingFilter, redact
+
+T = TypeVar("T")
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Warnings by default, info with -v, debug with -vv, errors only with -q; secrets always masked."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pixi_pack_ext").setLevel(level)
+    for name in ("httpx", "httpcore", "hpack", "h2"):
+        logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+def run_reporting_errors(action: Callable[[], T]) -> T:
+    """Run ``action``; a PixiPackError becomes one red line and its exit code, Ctrl-C exit 130."""
+    try:
+        return action()
+    except PixiPackError as exc:
+        stderr.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True, markup=True, emoji=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("[bold red]interrupted[/]; nothing was left half-written")
+        sys.exit(130)
+
+
+class RichDownloadProgress(Progress):
+    """Bytes, rate and file count on a terminal."""
+
+    def __init__(self) -> None:
+        self._progress = RichProgress(
+            TextColumn("[bold]downloading"),
+            BarColumn(),
+            TextColumn("{task.fields[files]} files"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self._bytes: TaskID | None = None
+        self._files = 0
+
+    def start(self, total_files: int, total_bytes: int | None) -> None:
+        self._progress.start()
+        self._total_files = total_files
+        self._bytes = self._progress.add_task("packages", total=total_bytes, files=f"0/{total_files}")
+
+    def advance_bytes(self, n: int) -> None:
+        if self._bytes is not None:
+            self._progress.advance(self._bytes, n)
+
+    def file_done(self, label: str) -> None:
+        self._files += 1
+        if self._bytes is not None:
+            self._progress.update(self._bytes, files=f"{self._files}/{self._total_files}")
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def progress_for(quiet: bool) -> Progress:
+    """A rich bar on an interactive terminal, silence otherwise (logs say what happened)."""
+    if quiet or not stderr.is_terminal:
+        return Progress()
+    return RichDownloadProgress()

@@ -1,0 +1,153 @@
+"""``pixi-pack``: pack one environment of a pixi workspace for one platform."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import rich_click as click
+
+from .. import __version__
+from ..pack import PackOptions, pack
+from ..plugins import get_plugin_manager
+from .common import progress_for, run_reporting_errors, setup_logging, stderr
+
+click.rich_click.USE_RICH_MARKUP = True
+
+
+def _list_plugins() -> None:
+    from rich.table import Table
+
+    table = Table("plugin", "from", "provides", title="pixi-pack plugins")
+    for info in get_plugin_manager().describe():
+        provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.provides.items())
+        origin = "built-in" if info.builtin else info.distribution
+        table.add_row(info.name, origin, provides or "-")
+    from rich.console import Console
+
+    Console().print(table)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("manifest_path", required=False, type=click.Path(path_type=Path), default=Path("."))
+@click.option(
+    "-e", "--environment", default="default", show_default=True, help="Environment of the lock to pack."
+)
+@click.option("-p", "--platform", default=None, help="Platform to pack for (default: this machine's).")
+@click.option(
+    "-o",
+    "--output-file",
+    "output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the pack; '-' writes the tar to standard output.",
+)
+@click.option("--format", "format_name", default=None, help="Output format (see 'pixi-pack plugins').")
+@click.option("--directory-only", is_flag=True, help="Write the pack as a folder instead of a tar.")
+@click.option("--create-executable", is_flag=True, help="Write a self-extracting environment.sh / .ps1.")
+@click.option(
+    "--pixi-unpack-source",
+    default=None,
+    help="Path or URL of the pixi-unpack executable to embed in --create-executable output.",
+)
+@click.option(
+    "--use-cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Package cache folder (channel layout).",
+)
+@click.option(
+    "-i", "--inject", multiple=True, type=click.Path(path_type=Path), help="Add a .conda/.tar.bz2/.whl file."
+)
+@click.option("--ignore-pypi-non-wheel", is_flag=True, help="Skip PyPI packages that are not wheels.")
+@click.option(
+    "-c", "--config", type=click.Path(path_type=Path), default=None, help="A pixi/rattler config.toml."
+)
+@click.option(
+    "--auth-file", type=click.Path(path_type=Path), default=None, help="A rattler auth file (JSON)."
+)
+@click.option(
+    "--prefix", type=click.Path(path_type=Path), default=None, help="Pack an installed environment."
+)
+@click.option(
+    "--wheel-dir", multiple=True, type=click.Path(path_type=Path), help="Where --prefix finds wheels."
+)
+@click.option("--concurrent-downloads", type=int, default=None, help="Downloads at a time (default 50).")
+@click.option("--list-plugins", is_flag=True, help="List the loaded plugins and exit.")
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="pixi-pack")
+def pack_command(
+    manifest_path: Path,
+    environment: str,
+    platform: str | None,
+    output: Path | None,
+    format_name: str | None,
+    directory_only: bool,
+    create_executable: bool,
+    pixi_unpack_source: str | None,
+    use_cache: Path | None,
+    inject: tuple[Path, ...],
+    ignore_pypi_non_wheel: bool,
+    config: Path | None,
+    auth_file: Path | None,
+    prefix: Path | None,
+    wheel_dir: tuple[Path, ...],
+    concurrent_downloads: int | None,
+    list_plugins: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Pack a locked pixi environment into one file that installs without any channel access.
+
+    MANIFEST_PATH is a pixi.toml, a pyproject.toml or the workspace folder (default: the current folder).
+    """
+    setup_logging(verbose, quiet)
+    if list_plugins:
+        run_reporting_errors(_list_plugins)
+        return
+    chosen = [
+        name for flag, name in ((directory_only, "directory"), (create_executable, "executable")) if flag
+    ]
+    if format_name:
+        chosen.append(format_name)
+    if len(set(chosen)) > 1:
+        raise click.UsageError("choose one of --format, --directory-only and --create-executable")
+    options = PackOptions(
+        manifest=manifest_path,
+        environment=environment,
+        platform=platform,
+        output=output,
+        format=chosen[0] if chosen else "tar",
+        use_cache=use_cache,
+        config=config,
+        auth_file=auth_file,
+        inject=list(inject),
+        ignore_pypi_non_wheel=ignore_pypi_non_wheel,
+        prefix=prefix,
+        wheel_dirs=list(wheel_dir),
+        downloads=concurrent_downloads,
+        format_options={"pixi_unpack_source": pixi_unpack_source} if pixi_unpack_source else {},
+    )
+    written = run_reporting_errors(lambda: pack(options, progress=progress_for(quiet)))
+    if written is not None and not quiet:
+        stderr.print(f"packed environment '{environment}' into {written}")
+
+
+def main() -> None:
+    """Entry point; ``pixi-pack plugins`` and ``pixi-pack completion`` are spelled like subcommands."""
+    args = sys.argv[1:]
+    if args[:1] == ["plugins"]:
+        setup_logging(0, False)
+        run_reporting_errors(_list_plugins)
+        return
+    if args[:1] == ["completion"]:
+        from .completion import completion_command
+
+        completion_command(args=args[1:], prog_name="pixi-pack completion")
+        return
+    pack_command(prog_name="pixi-pack")
+
+
+if __name__ == "__main__":
+    main()

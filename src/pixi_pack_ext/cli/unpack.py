@@ -1,0 +1,71 @@
+"""``pixi-unpack``: install a pack into ./env and write an activation script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import rich_click as click
+
+from .. import __version__
+from ..activation import SHELLS
+from ..unpack import UnpackOptions, unpack
+from .common import run_reporting_errors, setup_logging, stderr
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("pack_file", required=False, type=click.Path(path_type=Path), default=Path("environment.tar"))
+@click.option(
+    "-o",
+    "--output-directory",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder that receives the environment and the activation script.",
+)
+@click.option("-e", "--env-name", default="env", show_default=True, help="Name of the environment folder.")
+@click.option(
+    "-s",
+    "--shell",
+    type=click.Choice(sorted(SHELLS)),
+    default=None,
+    help="Shell of the activation script (default: bash on Unix, cmd on Windows).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing, non-empty environment folder.")
+@click.option(
+    "--ignore-virtual-packages", is_flag=True, help="Install even if the host lacks glibc/cuda/... versions."
+)
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="pixi-unpack")
+def unpack_command(
+    pack_file: Path,
+    output_directory: Path,
+    env_name: str,
+    shell: str | None,
+    force: bool,
+    ignore_virtual_packages: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Unpack PACK_FILE (default ./environment.tar, '-' for standard input, or a pack folder)."""
+    setup_logging(verbose, quiet)
+    options = UnpackOptions(
+        pack=None if str(pack_file) == "-" else pack_file,
+        output_directory=output_directory,
+        env_name=env_name,
+        shell=shell,
+        force=force,
+        ignore_virtual_packages=ignore_virtual_packages,
+        show_progress=stderr.is_terminal and not quiet,
+    )
+    prefix = run_reporting_errors(lambda: unpack(options))
+    if not quiet:
+        stderr.print(f"unpacked the environment into {prefix}")
+
+
+def main() -> None:
+    unpack_command(prog_name="pixi-unpack")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The exception hierarchy: every failure a user can cause is a ``PixiPackError``.
+
+The CLI turns any ``PixiPackError`` into one red line and its ``exit_code``; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PixiPackError(Exception):
+    """Base of all errors a user can act on; the message is the whole story, one line."""
+
+    exit_code = 1
+
+
+class UsageError(PixiPackError):
+    """A flag, argument or combination of them that cannot work."""
+
+    exit_code = 2
+
+
+class ConfigError(PixiPackError):
+    """A config.toml or auth file that is missing, malformed or has a wrong type."""
+
+
+class LockFileError(PixiPackError):
+    """A pixi.lock that is missing, malformed, or lacks the requested environment or platform."""
+
+
+class PluginError(PixiPackError):
+    """A plugin that failed to load or declared something another plugin declares too."""
+
+
+class DownloadError(PixiPackError):
+    """A package could not be fetched from any of its sources."""
+
+
+class AuthenticationError(DownloadError):
+    """A server refused the request for lack of (valid) credentials."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded or cached file does not match the hash the lock records."""
+
+
+class InjectionError(PixiPackError):
+    """An injected file does not fit the environment (platform, dependencies, format)."""
+
+
+class PackError(PixiPackError):
+    """Writing the pack failed."""
+
+
+class InvalidPackError(PixiPackError):
+    """A pack that is malformed, hostile, for another platform or of an unknown version."""
+
+
+class UnsafeArchiveError(InvalidPackError):
+    """An archive member that would write outside the destination or is not a plain file/dir."""
+
+
+class UnpackError(PixiPackError):
+    """Installing the environment from a valid pack failed."""
+
+
+class EnvironmentMismatchError(UnpackError):
+    """The host lacks a virtual package (glibc, cuda, osx, ...) that the environment needs."""

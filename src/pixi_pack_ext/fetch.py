@@ -1,0 +1,313 @@
+"""Concurrent, verified, cached downloads through the channel-source plugins.
+
+Every file is hashed while it streams and checked against the hash the plan records before it is
+moved into place; mirrors are tried in order before the original URL; a ``--use-cache`` folder in
+channel layout is consulted first and filled atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import ChecksumError, DownloadError, PixiPackError
+from .hookspecs import SourceSession
+from .plugins import PluginManager
+from .redact import redact_url
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by pixi-pack-ext.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One file to fetch: from ``url`` to ``dest``, proven by ``sha256`` (or ``md5``)."""
+
+    label: str
+    url: str
+    dest: Path
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    #: Where the file lives in a ``--use-cache`` folder (``<subdir>/<file>``); None: never cached.
+    cache_key: str | None = None
+
+
+class HashingSink:
+    """Writes a download to a temporary file while hashing it; ``restart`` starts over."""
+
+    def __init__(self, path: Path, on_bytes: Callable[[int], None]) -> None:
+        self.path = path
+        self._on_bytes = on_bytes
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5()
+        self._offset = 0
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._sha256.update(chunk)
+        self._md5.update(chunk)
+        self._offset += len(chunk)
+        self._on_bytes(len(chunk))
+
+    def restart(self) -> None:
+        self._on_bytes(-self._offset)
+        self._file.seek(0)
+        self._file.truncate()
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5()
+        self._offset = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+    def digests(self) -> tuple[str, str]:
+        return self._sha256.hexdigest(), self._md5.hexdigest()
+
+
+def hash_file(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file, read in large chunks."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            sha256.update(chunk)
+            md5.update(chunk)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def check_hash(item: FetchItem, sha256: str, md5: str) -> str | None:
+    """None when the digests match what the item expects, else a description of the mismatch."""
+    if item.sha256:
+        return None if sha256 == item.sha256 else f"expected sha256 {item.sha256}, got {sha256}"
+    if item.md5:
+        return None if md5 == item.md5 else f"expected md5 {item.md5}, got {md5}"
+    return None
+
+
+def candidate_urls(url: str, mirrors: dict[str, list[str]]) -> list[str]:
+    """The mirrors for ``url`` (longest matching prefix wins), in order, then ``url`` itself."""
+    best = ""
+    for prefix in mirrors:
+        norm = prefix.rstrip("/") + "/"
+        if url.startswith(norm) and len(norm) > len(best):
+            best = norm
+    if not best:
+        return [url]
+    rest = url[len(best) :]
+    targets = next(v for k, v in mirrors.items() if k.rstrip("/") + "/" == best)
+    result = [t.rstrip("/") + "/" + rest for t in targets]
+    return [*result, url] if url not in result else result
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Hard-link ``src`` to ``dest`` (same filesystem), else copy it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        dest.unlink()
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+class PackageCache:
+    """A ``--use-cache`` folder in channel layout: ``DIR/<subdir>/<file>`` plus a ``CACHEDIR.TAG``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        tag = root / "CACHEDIR.TAG"
+        if not tag.exists():
+            with contextlib.suppress(OSError):
+                tag.write_text(CACHEDIR_TAG)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def verified_hit(self, item: FetchItem) -> Path | None:
+        """The cached file when it exists and still matches the item's hash; a corrupt one is removed."""
+        assert item.cache_key is not None
+        path = self.path(item.cache_key)
+        if not path.is_file():
+            return None
+        mismatch = check_hash(item, *hash_file(path))
+        if mismatch is None:
+            return path
+        log.warning("cached %s is corrupt (%s); fetching it again", path, mismatch)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+    def temp_path(self, key: str) -> Path:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.close(fd)
+        return Path(name)
+
+
+class Progress:
+    """What the fetcher reports; the CLI supplies a rich progress bar, tests and pipes a quiet one."""
+
+    def start(self, total_files: int, total_bytes: int | None) -> None: ...
+
+    def advance_bytes(self, n: int) -> None: ...
+
+    def file_done(self, label: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Fetcher:
+    """Fetch many files concurrently through the source plugins, verifying each one."""
+
+    def __init__(
+        self,
+        plugins: PluginManager,
+        settings: Settings,
+        cache: PackageCache | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.plugins = plugins
+        self.settings = settings
+        self.cache = cache
+        self.progress = progress or Progress()
+        self._sessions: dict[str, SourceSession] = {}
+        self._stack = AsyncExitStack()
+        self._session_lock = asyncio.Lock()
+
+    async def _session_for(self, url: str) -> SourceSession:
+        source = self.plugins.source_for(url)
+        async with self._session_lock:
+            if source.name not in self._sessions:
+                self._sessions[source.name] = await self._stack.enter_async_context(
+                    source.open(self.settings)
+                )
+            return self._sessions[source.name]
+
+    async def fetch_all(self, items: list[FetchItem]) -> None:
+        """Fetch every item; the first failure cancels the rest and is raised."""
+        sizes = [i.size for i in items]
+        self.progress.start(len(items), sum(s for s in sizes if s) if all(sizes) else None)
+        semaphore = asyncio.Semaphore(max(1, self.settings.downloads))
+
+        async def one(item: FetchItem) -> None:
+            async with semaphore:
+                await self.fetch(item)
+            self.progress.file_done(item.label)
+
+        try:
+            async with self._stack, _TaskGroup() as group:
+                for item in items:
+                    group.create_task(one(item))
+        finally:
+            self.progress.stop()
+
+    async def fetch(self, item: FetchItem) -> None:
+        """Put a verified copy of ``item`` at ``item.dest`` (from the cache when it has one)."""
+        item.dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.cache is not None and item.cache_key is not None:
+            hit = await asyncio.to_thread(self.cache.verified_hit, item)
+            if hit is not None:
+                if item.size:
+                    self.progress.advance_bytes(item.size)
+                await asyncio.to_thread(link_or_copy, hit, item.dest)
+                return
+            temp = self.cache.temp_path(item.cache_key)
+            try:
+                await self._download_verified(item, temp)
+                os.replace(temp, self.cache.path(item.cache_key))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+            await asyncio.to_thread(link_or_copy, self.cache.path(item.cache_key), item.dest)
+            return
+        temp = item.dest.with_name(f".{item.dest.name}.part")
+        try:
+            await self._download_verified(item, temp)
+            os.replace(temp, item.dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    async def _download_verified(self, item: FetchItem, temp: Path) -> None:
+        """Try each candidate URL until one yields the right bytes at ``temp``."""
+        failures: list[str] = []
+        last_error: PixiPackError | None = None
+        for url in candidate_urls(item.url, self.settings.mirrors):
+            sink = HashingSink(temp, self.progress.advance_bytes)
+            try:
+                session = await self._session_for(url)
+                await session.download(url, sink)
+            except PixiPackError as exc:
+                sink.restart()
+                last_error = exc
+                failures.append(str(exc))
+                log.info("%s", exc)
+                continue
+            finally:
+                sink.close()
+            mismatch = check_hash(item, *sink.digests())
+            if mismatch is None:
+                return
+            sink_bytes = sink.offset
+            self.progress.advance_bytes(-sink_bytes)
+            last_error = ChecksumError(
+                f"checksum mismatch for {item.label} from {redact_url(url)}: {mismatch}"
+            )
+            failures.append(str(last_error))
+            log.warning("%s", last_error)
+        assert last_error is not None
+        if len(failures) == 1:
+            raise last_error
+        if isinstance(last_error, ChecksumError) and all("checksum mismatch" in f for f in failures):
+            raise ChecksumError(f"{failures[-1]} (and {len(failures) - 1} mirror(s) gave wrong bytes too)")
+        raise DownloadError(f"could not fetch {item.label} from any source; last error: {failures[-1]}")
+
+
+class _TaskGroup:
+    """Run tasks together; on the first failure cancel the others and raise that failure itself.
+
+    Unlike ``asyncio.TaskGroup`` this raises the plain exception (not a group), which is what the
+    CLI reports, and it works on Python 3.10.
+    """
+
+    async def __aenter__(self) -> _TaskGroup:
+        self._tasks: list[asyncio.Task[None]] = []
+        return self
+
+    def create_task(self, coro: Coroutine[object, object, None]) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception()]
+        if failed or exc_info[0] is not None:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]

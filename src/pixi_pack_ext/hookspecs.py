@@ -1,0 +1,194 @@
+"""The plugin author's contract: every hook pixi-pack-ext calls, and the records they return.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match the specs
+below. Each hook returns a list of typed records; the core looks records up by name or by what they
+match and refuses two records that claim the same name. Built-in sources, injectors and formats are
+registered through these same hooks, so a third-party plugin can do anything a built-in does.
+
+Register a plugin with an entry point in the ``pixi_pack`` group::
+
+    [project.entry-points.pixi_pack]
+    my-plugin = "my_package.plugin_module"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .plan import PackPlan
+
+PROJECT_NAME = "pixi_pack"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------------------------------
+# Channel sources
+# --------------------------------------------------------------------------------------------------
+
+
+class DownloadSink(Protocol):
+    """Where a source writes the bytes of one file; the core hashes and counts them as they pass.
+
+    ``offset`` is how many bytes the sink already holds, so a source that can resume asks the server
+    for the rest (``Range: bytes=offset-``); one that cannot calls ``restart()`` and sends everything.
+    """
+
+    @property
+    def offset(self) -> int: ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class SourceSession(Protocol):
+    """An open connection pool of one source, shared by all downloads of one pack run."""
+
+    async def download(self, url: str, sink: DownloadSink) -> None:
+        """Stream the file at ``url`` into ``sink``; raise ``DownloadError`` (or a subclass) on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChannelSource:
+    """A way to fetch package files for some URLs.
+
+    ``schemes`` are the URL schemes it serves (``"https"``, ``"s3"``, ...). ``open`` is called once per
+    pack run with the resolved settings and returns an async context manager yielding a session; the
+    session lives as long as the downloads do.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    open: Callable[[Settings], AbstractAsyncContextManager[SourceSession]]
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Injectors
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Injector:
+    """Adds a local file (``--inject PATH``) to a pack plan without re-solving.
+
+    ``suffixes`` are the file name endings it accepts (``".conda"``, ``".whl"``). ``inject`` validates
+    the file against the plan (platform, dependencies) and adds it, raising ``InjectionError`` with a
+    clear message when the file does not fit.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    inject: Callable[[Path, PackPlan], None]
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Output formats
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """What a format needs to write a pack: the laid-out pack folder and where the result goes.
+
+    ``staging`` holds the complete pack (``pixi-pack.json``, ``environment.yml``, ``channel/``, ``pypi/``)
+    and belongs to the format once ``write`` is called (it may move it). ``output`` is a path, or
+    ``None`` for standard output. ``options`` carries format-specific CLI values (``--pixi-unpack-source``,
+    ``--base-image``, ...).
+    """
+
+    staging: Path
+    output: Path | None
+    platform: str
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PackFormat:
+    """A way to write a pack (tar, folder, self-extracting script, image, ...) and to read it back.
+
+    ``write`` must leave nothing at the output path when it fails. ``can_read(path)`` says whether
+    this format recognises an existing input (``None`` for "can it read standard input"), and
+    ``open_pack(path, workdir)`` makes the pack available as a folder and returns it (extracting into
+    ``workdir`` if it needs to). Formats that only write leave the read side as ``None``.
+    ``peek_metadata(path)`` lets the unpacker refuse a wrong-platform pack before writing anything.
+    """
+
+    name: str
+    write: Callable[[WriteRequest], None]
+    default_output: Callable[[str], str]
+    can_read: Callable[[Path | None], bool] | None = None
+    open_pack: Callable[[Path | None, Path], Path] | None = None
+    description: str = ""
+    #: True when the format can write to standard output (``-o -``).
+    streams: bool = False
+    #: Read ``pixi-pack.json`` from an existing input without unpacking it (None: cannot look ahead).
+    peek_metadata: Callable[[Path], str | None] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Unpack steps
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnpackContext:
+    """What an after-install step knows: the pack folder, the environment prefix and its platform."""
+
+    pack_dir: Path
+    prefix: Path
+    platform: str
+
+
+@dataclass(frozen=True)
+class UnpackStep:
+    """Work done after the conda packages are installed (wheels, extra files, ...), in ``order``."""
+
+    name: str
+    run: Callable[[UnpackContext], Awaitable[None] | None]
+    order: int = 100
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Hook specifications
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pixi_pack_sources() -> list[ChannelSource]:
+    """Return the channel sources this plugin provides.
+
+    Example::
+
+        @hookimpl
+        def pixi_pack_sources():
+            return [ChannelSource(name="ftp", schemes=("ftp",), open=open_ftp_session)]
+    """
+
+
+@hookspec
+def pixi_pack_injectors() -> list[Injector]:
+    """Return the injectors this plugin provides (file types accepted by ``--inject``)."""
+
+
+@hookspec
+def pixi_pack_formats() -> list[PackFormat]:
+    """Return the output formats this plugin provides (selected with ``--format NAME``)."""
+
+
+@hookspec
+def pixi_pack_unpack_steps() -> list[UnpackStep]:
+    """Return steps that run after the conda packages of a pack are installed."""

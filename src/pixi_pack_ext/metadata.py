@@ -1,0 +1,98 @@
+"""``pixi-pack.json`` (pack format "1") and ``environment.yml``: the pack's self-description.
+
+Both match pixi-pack's, so packs travel both ways between the tools and conda/micromamba can create
+the environment from ``environment.yml`` and the local channel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import PACK_FORMAT_VERSION, __version__
+from .errors import InvalidPackError
+from .plan import PackPlan
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "pixi-pack.json"
+ENVIRONMENT_FILE = "environment.yml"
+CHANNEL_DIR = "channel"
+PYPI_DIR = "pypi"
+
+
+@dataclass(frozen=True)
+class PackMetadata:
+    """The content of ``pixi-pack.json``."""
+
+    version: str
+    platform: str
+    pixi_pack_version: str | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, object] = {"version": self.version}
+        if self.pixi_pack_version is not None:
+            data["pixi-pack-version"] = self.pixi_pack_version
+        data["platform"] = self.platform
+        return json.dumps(data)
+
+
+def metadata_for(platform: str) -> PackMetadata:
+    return PackMetadata(version=PACK_FORMAT_VERSION, platform=platform, pixi_pack_version=__version__)
+
+
+def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
+    """Parse ``pixi-pack.json``; anything malformed is an ``InvalidPackError`` naming what is wrong."""
+    if not text.strip():
+        raise InvalidPackError(f"{source} is empty; this is not a valid pack")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise InvalidPackError(f"{source} is not valid JSON; this is not a valid pack") from None
+    if not isinstance(data, dict):
+        raise InvalidPackError(f"{source} must be a JSON object")
+    version = data.get("version")
+    if not isinstance(version, str):
+        raise InvalidPackError(f"{source} has no string 'version'; this is not a valid pack")
+    if version != PACK_FORMAT_VERSION:
+        raise InvalidPackError(
+            f"pack format version '{version}' is not supported (this pixi-unpack reads version "
+            f"'{PACK_FORMAT_VERSION}'); unpack it with the tool version that made it"
+        )
+    platform = data.get("platform")
+    if not isinstance(platform, str) or not platform:
+        raise InvalidPackError(f"{source} has no string 'platform'")
+    made_by = data.get("pixi-pack-version")
+    if made_by is not None and not isinstance(made_by, str):
+        raise InvalidPackError(f"{source} has a non-string 'pixi-pack-version'")
+    return PackMetadata(version=version, platform=platform, pixi_pack_version=made_by)
+
+
+def read_metadata(pack_dir: Path) -> PackMetadata:
+    path = pack_dir / METADATA_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidPackError(f"the pack has no {METADATA_FILE}; this is not a pixi-pack pack") from None
+    except UnicodeDecodeError:
+        raise InvalidPackError(f"{METADATA_FILE} is not UTF-8 text; this is not a valid pack") from None
+    return parse_metadata(text)
+
+
+def environment_yml(plan: PackPlan) -> str:
+    """The conda/micromamba environment file: the local channel only, exact name=version=build pins."""
+    lines = ["channels:", f"  - ./{CHANNEL_DIR}", "  - nodefaults", "dependencies:"]
+    for package in sorted(plan.conda, key=lambda p: p.name):
+        lines.append(f"  - {package.spec}")
+    wheels = [p for p in plan.pypi if p.is_wheel]
+    if wheels:
+        if "pip" not in plan.conda_by_name():
+            log.warning(
+                "the environment has PyPI packages but no pip: conda/micromamba compatibility mode "
+                "(environment.yml) cannot install them; add pip to the environment"
+            )
+        lines += ["  - pip:", "    - --no-index", f"    - --find-links ./{PYPI_DIR}"]
+        lines += [f"    - {p.name}=={p.version}" for p in sorted(wheels, key=lambda p: p.name.lower())]
+    return "\n".join(lines) + "\n"

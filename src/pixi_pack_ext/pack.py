@@ -1,0 +1,163 @@
+"""Make a pack: plan -> inject -> fetch and verify -> lay out -> hand to the output format.
+
+Everything is laid out in a staging folder next to the output (so the final move is a rename), and
+the staging folder is removed whatever happens: a failed pack leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .channel import write_channel_index
+from .config import AuthStore, Settings, load_config
+from .errors import PackError, PixiPackError, UsageError
+from .fetch import Fetcher, FetchItem, PackageCache, Progress
+from .hookspecs import WriteRequest
+from .lockfile import read_plan
+from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
+from .plan import PackPlan
+from .plugins import PluginManager, get_plugin_manager
+from .pypi import select_wheels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PackOptions:
+    """Everything ``pixi-pack`` was asked to do; the CLI fills it, tests may too."""
+
+    manifest: Path = Path(".")
+    environment: str = "default"
+    platform: str | None = None
+    #: Output path; None: the format's default name; Path("-"): standard output.
+    output: Path | None = None
+    format: str = "tar"
+    use_cache: Path | None = None
+    config: Path | None = None
+    auth_file: Path | None = None
+    inject: list[Path] = field(default_factory=list)
+    ignore_pypi_non_wheel: bool = False
+    #: Pack an installed prefix instead of a lock (``--prefix``).
+    prefix: Path | None = None
+    wheel_dirs: list[Path] = field(default_factory=list)
+    format_options: dict[str, object] = field(default_factory=dict)
+    downloads: int | None = None
+
+
+def resolve_settings(options: PackOptions) -> Settings:
+    settings = load_config(options.config)
+    settings.auth = AuthStore.discover(options.auth_file or settings.auth_file)
+    if options.downloads is not None:
+        if options.downloads < 1:
+            raise UsageError("--concurrent-downloads must be at least 1")
+        settings.downloads = options.downloads
+    return settings
+
+
+def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) -> PackPlan:
+    """The plan from the lock (or the installed prefix), with injections applied and wheels chosen."""
+    if options.prefix is not None:
+        from .prefix import plan_from_prefix
+
+        plan = plan_from_prefix(options.prefix, options, settings)
+    else:
+        plan = read_plan(options.manifest, options.environment, options.platform)
+    for path in options.inject:
+        if not path.is_file():
+            raise UsageError(f"injected file '{path}' does not exist")
+        plugins.injector_for(path).inject(path.resolve(), plan)
+    select_wheels(plan, ignore_non_wheel=options.ignore_pypi_non_wheel)
+    return plan
+
+
+def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
+    """One FetchItem per file of the plan, with its destination in the staging folder."""
+    items: dict[str, FetchItem] = {}
+    base = plan.workspace or Path.cwd()
+    for package in plan.conda:
+        url = str(package.local_path) if package.local_path else package.url
+        if package.local_path is None and "://" not in url and not Path(url).is_absolute():
+            url = str((base / url).resolve())
+        items[package.pack_path] = FetchItem(
+            label=package.spec,
+            url=url,
+            dest=staging / package.pack_path,
+            sha256=package.sha256,
+            md5=package.md5,
+            size=package.record.size,
+            cache_key=None if package.local_path else f"{package.subdir}/{package.file_name}",
+        )
+    for wheel in plan.pypi:
+        url = str(wheel.local_path) if wheel.local_path else wheel.location.removeprefix("direct+")
+        items[wheel.pack_path] = FetchItem(
+            label=f"{wheel.name}=={wheel.version}",
+            url=url,
+            dest=staging / wheel.pack_path,
+            sha256=wheel.sha256,
+            cache_key=None if wheel.local_path else f"{PYPI_DIR}/{wheel.file_name}",
+        )
+    return list(items.values())
+
+
+def lay_out(plan: PackPlan, staging: Path) -> None:
+    """Write the pack's index files next to the fetched packages."""
+    write_channel_index(staging / CHANNEL_DIR, plan.subdirs(), plan.conda)
+    (staging / METADATA_FILE).write_text(metadata_for(plan.platform).to_json())
+    (staging / ENVIRONMENT_FILE).write_text(environment_yml(plan))
+    if any(p.is_wheel for p in plan.pypi):
+        (staging / PYPI_DIR).mkdir(exist_ok=True)
+
+
+def pack(
+    options: PackOptions,
+    plugins: PluginManager | None = None,
+    progress: Progress | None = None,
+) -> Path | None:
+    """Make the pack; returns where it was written (None for standard output)."""
+    plugins = plugins or get_plugin_manager()
+    fmt = plugins.format_named(options.format)
+    settings = resolve_settings(options)
+    plan = make_plan(options, plugins, settings)
+    for note in plan.notes:
+        log.warning("%s", note)
+
+    to_stdout = options.output is not None and str(options.output) == "-"
+    if to_stdout and not fmt.streams:
+        raise UsageError(f"format '{fmt.name}' cannot write to standard output; give -o a file name")
+    output = None if to_stdout else (options.output or Path(fmt.default_output(plan.platform))).absolute()
+    if output is not None and not output.parent.is_dir():
+        raise UsageError(
+            f"folder '{output.parent}' (of output '{output.name}') does not exist; create it or choose another -o"
+        )
+
+    staging_parent = output.parent if output is not None else None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".pixi-pack-", dir=staging_parent))
+    except OSError as exc:
+        raise PackError(f"cannot create a staging folder next to the output: {exc.strerror}") from None
+    try:
+        cache = PackageCache(options.use_cache) if options.use_cache else None
+        fetcher = Fetcher(plugins, settings, cache=cache, progress=progress)
+        asyncio.run(fetcher.fetch_all(fetch_items(plan, staging)))
+        lay_out(plan, staging)
+        fmt.write(
+            WriteRequest(
+                staging=staging, output=output, platform=plan.platform, options=options.format_options
+            )
+        )
+    except OSError as exc:
+        if isinstance(exc, PixiPackError):
+            raise
+        raise PackError(
+            f"writing the pack failed: {exc.strerror or exc} ({exc.filename or output})"
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+    return output

@@ -1,0 +1,204 @@
+"""The plugin manager: built-ins and entry-point plugins, looked up by name with clear errors.
+
+Built-in plugins are listed by module name below and registered exactly like third-party ones; the
+rest of the core only asks the manager. ``PIXI_PACK_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points
+(built-ins still load), like ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UsageError
+from .hookspecs import ChannelSource, Injector, PackFormat, UnpackStep
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "pixi_pack"
+DISABLE_AUTOLOAD_ENV = "PIXI_PACK_DISABLE_PLUGIN_AUTOLOAD"
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "pixi_pack_ext.builtin.sources.http",
+    "pixi_pack_ext.builtin.sources.file",
+    "pixi_pack_ext.builtin.formats.tar",
+    "pixi_pack_ext.builtin.formats.directory",
+)
+
+T = TypeVar("T", ChannelSource, Injector, PackFormat, UnpackStep)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin: its name, where it came from, and what it provides."""
+
+    name: str
+    module: str
+    distribution: str
+    builtin: bool
+    provides: dict[str, list[str]] = field(default_factory=dict)
+
+
+class PluginManager:
+    """Loads plugins once and indexes what they provide; refuses duplicate names."""
+
+    def __init__(self, *, autoload: bool | None = None, extra_plugins: Iterable[object] = ()) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._origins: dict[str, tuple[str, str, bool]] = {}
+        if autoload is None:
+            autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+        for module_name in BUILTIN_PLUGINS:
+            self._register(importlib.import_module(module_name), module_name, "pixi-pack-ext", builtin=True)
+        if autoload:
+            self._load_entry_points()
+        for plugin in extra_plugins:
+            name = getattr(plugin, "__name__", type(plugin).__name__)
+            self._register(plugin, name, "(registered in code)", builtin=False)
+
+    def _register(self, plugin: object, name: str, distribution: str, *, builtin: bool) -> None:
+        if self._pm.has_plugin(name):
+            raise PluginError(f"plugin '{name}' from {distribution} is registered twice")
+        self._pm.register(plugin, name=name)
+        self._origins[name] = (getattr(plugin, "__name__", name), distribution, builtin)
+
+    def _load_entry_points(self) -> None:
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else "unknown distribution"
+            if self._pm.has_plugin(ep.name):
+                log.warning(
+                    "plugin '%s' from %s is installed twice; the second copy is ignored", ep.name, dist
+                )
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not break the tool
+                log.warning(
+                    "plugin '%s' from %s failed to load and is skipped: %s: %s",
+                    ep.name,
+                    dist,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            self._register(plugin, ep.name, dist, builtin=False)
+
+    # -- what plugins provide -------------------------------------------------------------------
+
+    def _collect(self, hook_name: str) -> list[tuple[str, T]]:
+        hook = getattr(self._pm.hook, hook_name)
+        found: list[tuple[str, T]] = []
+        for impl in hook.get_hookimpls():
+            try:
+                records = impl.function() or []
+            except Exception as exc:
+                raise PluginError(f"plugin '{impl.plugin_name}' failed in {hook_name}: {exc}") from exc
+            found.extend((impl.plugin_name, record) for record in records)
+        seen: dict[str, str] = {}
+        for plugin_name, record in found:
+            if record.name in seen:
+                raise PluginError(
+                    f"{hook_name}: the name '{record.name}' is declared by both plugin '{seen[record.name]}' "
+                    f"and plugin '{plugin_name}'; uninstall one of them"
+                )
+            seen[record.name] = plugin_name
+        return found
+
+    @cached_property
+    def sources(self) -> list[ChannelSource]:
+        return [r for _, r in self._collect("pixi_pack_sources")]
+
+    @cached_property
+    def injectors(self) -> list[Injector]:
+        return [r for _, r in self._collect("pixi_pack_injectors")]
+
+    @cached_property
+    def formats(self) -> list[PackFormat]:
+        return [r for _, r in self._collect("pixi_pack_formats")]
+
+    @cached_property
+    def unpack_steps(self) -> list[UnpackStep]:
+        return sorted(
+            (r for _, r in self._collect("pixi_pack_unpack_steps")), key=lambda s: (s.order, s.name)
+        )
+
+    # -- lookups ----------------------------------------------------------------------------------
+
+    def source_for(self, url: str) -> ChannelSource:
+        scheme = urlsplit(url).scheme.lower()
+        if len(scheme) <= 1:  # a plain path, or a Windows drive letter
+            scheme = "file"
+        for source in self.sources:
+            if scheme in source.schemes:
+                return source
+        known = sorted({s for src in self.sources for s in src.schemes})
+        raise PluginError(
+            f"no channel source handles '{scheme}://' URLs (known: {', '.join(known)}); "
+            "install a plugin that provides one"
+        )
+
+    def format_named(self, name: str) -> PackFormat:
+        for fmt in self.formats:
+            if fmt.name == name:
+                return fmt
+        raise UsageError(f"unknown format '{name}'; available: {', '.join(f.name for f in self.formats)}")
+
+    def format_reading(self, path: Path | None) -> PackFormat:
+        for fmt in self.formats:
+            if fmt.can_read is not None and fmt.open_pack is not None and fmt.can_read(path):
+                return fmt
+        what = "standard input" if path is None else f"'{path}'"
+        readers = ", ".join(f.name for f in self.formats if f.can_read)
+        raise UsageError(f"{what} is not a pack any installed format can read (formats: {readers})")
+
+    def injector_for(self, path: Path) -> Injector:
+        name = path.name.lower()
+        for injector in self.injectors:
+            if any(name.endswith(suffix) for suffix in injector.suffixes):
+                return injector
+        suffixes = sorted({s for i in self.injectors for s in i.suffixes})
+        raise UsageError(f"cannot inject '{path}': only {', '.join(suffixes)} files can be injected")
+
+    def describe(self) -> list[PluginInfo]:
+        """What is loaded, from where, and what each plugin provides (for ``pixi-pack plugins``)."""
+        provided: dict[str, dict[str, list[str]]] = {}
+        for hook_name, kind in (
+            ("pixi_pack_sources", "sources"),
+            ("pixi_pack_injectors", "injectors"),
+            ("pixi_pack_formats", "formats"),
+            ("pixi_pack_unpack_steps", "unpack steps"),
+        ):
+            for plugin_name, record in self._collect(hook_name):
+                provided.setdefault(plugin_name, {}).setdefault(kind, []).append(record.name)
+        return [
+            PluginInfo(name, module, dist, builtin, provided.get(name, {}))
+            for name, (module, dist, builtin) in self._origins.items()
+        ]
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide manager, created on first use."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the loaded plugins (tests that install or register plugins call this)."""
+    global _manager
+    _manager = None

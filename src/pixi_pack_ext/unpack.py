@@ -1,0 +1,194 @@
+"""Unpack: validate the pack, extract it safely, verify every package, install with rattler.
+
+Order matters for safety: ``pixi-pack.json`` is validated before anything is written when the input
+allows a look ahead; extraction goes to a temporary folder; every package is checked against the
+pack's repodata sha256 before rattler sees it; a failure removes the half-made environment and every
+temporary file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import rattler
+from rattler import Channel, RepoData
+
+from .activation import write_activation_script
+from .channel import read_repodata
+from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
+from .fetch import hash_file
+from .hookspecs import UnpackContext
+from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
+from .plugins import PluginManager, get_plugin_manager
+from .virtual_packages import check_virtual_packages
+
+log = logging.getLogger(__name__)
+
+HISTORY_NOTE = "// created by pixi-unpack (pixi-pack-ext); kept for `conda run -p`\n"
+
+
+@dataclass
+class UnpackOptions:
+    """Everything ``pixi-unpack`` was asked to do."""
+
+    #: The pack (a file or folder); None reads standard input.
+    pack: Path | None = Path("environment.tar")
+    output_directory: Path = Path(".")
+    env_name: str = "env"
+    shell: str | None = None
+    force: bool = False
+    ignore_virtual_packages: bool = False
+    show_progress: bool = False
+
+
+def host_platform() -> str:
+    return str(rattler.Platform.current())
+
+
+def validate_metadata(metadata: PackMetadata) -> None:
+    """A pack for another platform cannot be installed here."""
+    host = host_platform()
+    if metadata.platform != host:
+        raise InvalidPackError(
+            f"the pack was made for {metadata.platform} but this machine is {host}; "
+            f"make a pack for this machine with 'pixi-pack -p {host}'"
+        )
+
+
+def verify_channel(pack_dir: Path) -> list[rattler.RepoDataRecord]:
+    """Check every package the pack's repodata lists against its sha256 and return install records."""
+    channel_dir = pack_dir / CHANNEL_DIR
+    if not channel_dir.is_dir():
+        raise InvalidPackError("the pack has no channel/ folder; this is not a pixi-pack pack")
+    channel = Channel(channel_dir.resolve().as_uri() + "/")
+    records: list[rattler.RepoDataRecord] = []
+    for subdir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
+        repodata_path = subdir / "repodata.json"
+        if not repodata_path.is_file():
+            raise InvalidPackError(f"the pack's channel/{subdir.name} has no repodata.json")
+        try:
+            entries = read_repodata(repodata_path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidPackError(f"channel/{subdir.name}/repodata.json is malformed: {exc}") from None
+        for file_name, entry in entries.items():
+            if "/" in file_name or "\\" in file_name or file_name in ("", ".", ".."):
+                raise InvalidPackError(
+                    f"channel/{subdir.name}/repodata.json lists an unsafe file name '{file_name}'"
+                )
+            path = subdir / file_name
+            if not path.is_file():
+                raise InvalidPackError(
+                    f"channel/{subdir.name}/{file_name} is listed in repodata.json but missing"
+                )
+            expected = entry.get("sha256") if isinstance(entry, dict) else None
+            if not isinstance(expected, str):
+                raise InvalidPackError(f"channel/{subdir.name}/repodata.json has no sha256 for {file_name}")
+            actual, _ = hash_file(path)
+            if actual != expected:
+                raise InvalidPackError(
+                    f"channel/{subdir.name}/{file_name} is corrupt: expected sha256 {expected}, got {actual}"
+                )
+        if entries:
+            try:
+                records.extend(RepoData.from_path(repodata_path).into_repo_data(channel))
+            except Exception as exc:  # rattler's parse errors
+                raise InvalidPackError(f"channel/{subdir.name}/repodata.json is malformed: {exc}") from None
+    return records
+
+
+def _prepare_prefix(prefix: Path, force: bool) -> None:
+    if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())):
+        if not force:
+            raise UsageError(
+                f"'{prefix}' already exists and is not empty; remove it or pass --force to replace it"
+            )
+
+
+def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
+    """Install the pack into ``output_directory/env_name``; returns the prefix."""
+    plugins = plugins or get_plugin_manager()
+    pack = options.pack
+    if pack is not None and str(pack) == "-":
+        pack = None
+    if pack is not None and not pack.exists():
+        raise UsageError(
+            f"pack '{pack}' does not exist; pass the path of an environment.tar (or '-' for stdin)"
+        )
+    fmt = plugins.format_reading(pack)
+    output_dir = options.output_directory.absolute()
+    prefix = output_dir / options.env_name
+    if options.env_name in ("", ".", "..") or "/" in options.env_name or "\\" in options.env_name:
+        raise UsageError(f"environment name '{options.env_name}' must be a plain folder name")
+    _prepare_prefix(prefix, options.force)
+    if pack is not None and fmt.peek_metadata is not None:
+        text = fmt.peek_metadata(pack)
+        if text is not None:
+            from .metadata import parse_metadata
+
+            validate_metadata(parse_metadata(text))
+
+    created_output = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=".pixi-unpack-", dir=output_dir))
+    prefix_created = False
+    try:
+        pack_dir = fmt.open_pack(pack, workdir / "pack")  # type: ignore[misc]
+        metadata = read_metadata(pack_dir)
+        validate_metadata(metadata)
+        records = verify_channel(pack_dir)
+        if not options.ignore_virtual_packages:
+            check_virtual_packages(records, metadata.platform)
+        if prefix.exists():
+            shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
+        prefix_created = True
+        _install(records, prefix, workdir / "cache", metadata.platform, options.show_progress)
+        context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
+        for step in plugins.unpack_steps:
+            result = step.run(context)
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+        write_activation_script(output_dir, prefix, options.shell, metadata.platform)
+    except BaseException as exc:
+        if prefix_created:
+            shutil.rmtree(prefix, ignore_errors=True)
+        if created_output:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, PixiPackError):
+            raise UnpackError(f"unpacking failed: {exc.strerror or exc} ({exc.filename or prefix})") from None
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(workdir)
+    return prefix
+
+
+def _install(
+    records: list[rattler.RepoDataRecord], prefix: Path, cache_dir: Path, platform: str, show_progress: bool
+) -> None:
+    """Install with rattler (prefix rewriting, noarch python, entry points) and write conda-meta/history."""
+    try:
+        asyncio.run(
+            rattler.install(
+                records,
+                target_prefix=prefix,
+                cache_dir=cache_dir,
+                platform=rattler.Platform(platform),
+                show_progress=show_progress,
+                execute_link_scripts=False,
+            )
+        )
+    except Exception as exc:
+        raise UnpackError(f"installing the environment into {prefix} failed: {exc}") from None
+    # rattler marks prefixes as cache folders; an environment is not one (backup tools would skip it).
+    with contextlib.suppress(FileNotFoundError):
+        (prefix / "CACHEDIR.TAG").unlink()
+    history = prefix / "conda-meta" / "history"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    if not history.exists():
+        history.write_text(HISTORY_NOTE)
