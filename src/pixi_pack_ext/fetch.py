@@ -303,7 +303,7 @@ class _TaskGroup:
     async def __aexit__(self, *exc_info: object) -> None:
         if not self._tasks:
             return
-        done, pending = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+        _done, pending = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
         failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception()]
         if failed or exc_info[0] is not None:
             for task in pending:

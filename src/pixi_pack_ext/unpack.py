@@ -103,11 +103,10 @@ def verify_channel(pack_dir: Path) -> list[rattler.RepoDataRecord]:
 
 
 def _prepare_prefix(prefix: Path, force: bool) -> None:
-    if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())):
-        if not force:
-            raise UsageError(
-                f"'{prefix}' already exists and is not empty; remove it or pass --force to replace it"
-            )
+    if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())) and not force:
+        raise UsageError(
+            f"'{prefix}' already exists and is not empty; remove it or pass --force to replace it"
+        )
 
 
 def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
