@@ -56,7 +56,7 @@ def read_plan(manifest_path: Path, environment: str, platform: str | None) -> Pa
         raise LockFileError(
             f"environment '{environment}' is not in {lock_path} (it has: {names}); choose one with -e/--environment"
         )
-    platform = platform or str(rattler.Platform.current())
+    platform = platform or str(rattler.Subdir.current())
     packages_by_platform = {lp.name: (lp, pkgs) for lp, pkgs in env.packages_by_platform().items()}
     if platform not in packages_by_platform:
         names = ", ".join(sorted(packages_by_platform)) or "none"

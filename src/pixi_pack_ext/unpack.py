@@ -48,7 +48,7 @@ class UnpackOptions:
 
 
 def host_platform() -> str:
-    return str(rattler.Platform.current())
+    return str(rattler.Subdir.current())
 
 
 def validate_metadata(metadata: PackMetadata) -> None:
@@ -177,7 +177,7 @@ def _install(
                 records,
                 target_prefix=prefix,
                 cache_dir=cache_dir,
-                platform=rattler.Platform(platform),
+                platform=rattler.Subdir(platform),
                 show_progress=show_progress,
                 execute_link_scripts=False,
             )

@@ -1,0 +1,101 @@
+"""The test world: a real channel built from recipes, served on 127.0.0.1, and locked workspaces.
+
+Session fixtures build the channel once (about a second); tests that need a changed world copy or
+extend it in their own tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pixi_pack_ext.plugins import reset_plugin_manager
+from pixi_pack_ext.testing.world import ChannelServer, build_channel, lock_workspace
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "examples" / "demo"
+BIN = Path(sys.executable).parent
+
+
+def cli(name: str) -> str:
+    """The path of one of our console scripts in the running environment."""
+    path = BIN / name
+    return str(path) if path.exists() else name
+
+
+def run(
+    *args: str | os.PathLike[str],
+    cwd: Path | None = None,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command (our console scripts by bare name) and return its completed process."""
+    argv = [cli(str(args[0])) if str(args[0]).startswith("pixi-") else str(args[0]), *map(str, args[1:])]
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    result = subprocess.run(argv, cwd=cwd, input=input, capture_output=True, env=full_env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{argv} exited {result.returncode}\nstdout:\n{result.stdout.decode(errors='replace')[-3000:]}\n"
+            f"stderr:\n{result.stderr.decode(errors='replace')[-3000:]}"
+        )
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins() -> Iterator[None]:
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def channel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo channel (noarch, linux-64, win-64, osx-arm64; .conda and .tar.bz2), built once."""
+    channel = tmp_path_factory.mktemp("world") / "channel"
+    build_channel(DEMO / "recipes", channel)
+    return channel
+
+
+@pytest.fixture(scope="session")
+def channel_server(channel_dir: Path) -> Iterator[ChannelServer]:
+    with ChannelServer(channel_dir) as server:
+        yield server
+
+
+def make_workspace(target: Path, channel_url: str, version: int = 7) -> Path:
+    """A copy of the demo workspace locked against ``channel_url``."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEMO / "pixi.toml", target / "pixi.toml")
+    lock_workspace(target, channel_url, version=version)
+    return target
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory, channel_server: ChannelServer) -> Path:
+    """The demo workspace with a v7 pixi.lock pointing at the session channel server."""
+    return make_workspace(tmp_path_factory.mktemp("ws7"), channel_server.url)
+
+
+@pytest.fixture(scope="session")
+def workspace_v6(tmp_path_factory: pytest.TempPathFactory, channel_server: ChannelServer) -> Path:
+    """The same workspace with a lock written in format v6."""
+    return make_workspace(tmp_path_factory.mktemp("ws6"), channel_server.url, version=6)
+
+
+def host_platform() -> str:
+    import rattler
+
+    return str(rattler.Subdir.current())
+
+
+needs_linux64 = pytest.mark.skipif(
+    host_platform() != "linux-64", reason="the fixture binaries are built for linux-64"
+)
