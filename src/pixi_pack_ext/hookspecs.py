@@ -105,14 +105,38 @@ class WriteRequest:
 
     ``staging`` holds the complete pack (``pixi-pack.json``, ``environment.yml``, ``channel/``, ``pypi/``)
     and belongs to the format once ``write`` is called (it may move it). ``output`` is a path, or
-    ``None`` for standard output. ``options`` carries format-specific CLI values (``--pixi-unpack-source``,
-    ``--base-image``, ...).
+    ``None`` for standard output. ``options`` carries format-specific values keyed by
+    ``FormatOption.key`` (``--base-image X`` or ``--format-option base-image=X`` arrive as
+    ``{"base_image": "X"}``), plus ``pixi_unpack_source`` from the core's ``--pixi-unpack-source``.
     """
 
     staging: Path
     output: Path | None
     platform: str
     options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FormatOption:
+    """A setting a format accepts, declared so that ``pixi-pack`` can offer and check it.
+
+    ``pixi-pack`` turns each declared option into a ``--NAME VALUE`` flag (unless the core already
+    uses that flag; ``--format-option NAME=VALUE`` always works) and refuses options the chosen
+    format does not declare. Values reach ``WriteRequest.options`` as strings under ``key``.
+
+    Example::
+
+        FormatOption("base-image", "OCI layout or archive to build on", metavar="PATH")
+    """
+
+    name: str
+    help: str = ""
+    metavar: str = "VALUE"
+
+    @property
+    def key(self) -> str:
+        """The key of the value in ``WriteRequest.options`` (``base-image`` -> ``base_image``)."""
+        return self.name.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -124,6 +148,9 @@ class PackFormat:
     ``open_pack(path, workdir)`` makes the pack available as a folder and returns it (extracting into
     ``workdir`` if it needs to). Formats that only write leave the read side as ``None``.
     ``peek_metadata(path)`` lets the unpacker refuse a wrong-platform pack before writing anything.
+    ``options`` declares the format's settings (see ``FormatOption``); ``check(platform, options)``,
+    when given, is called before anything is downloaded and raises a ``PixiPackError`` for a target
+    platform or option values the format cannot handle.
     """
 
     name: str
@@ -136,6 +163,10 @@ class PackFormat:
     streams: bool = False
     #: Read ``pixi-pack.json`` from an existing input without unpacking it (None: cannot look ahead).
     peek_metadata: Callable[[Path], str | None] | None = None
+    #: The settings this format accepts (``--NAME VALUE`` / ``--format-option NAME=VALUE``).
+    options: tuple[FormatOption, ...] = ()
+    #: Refuse a platform or option values early: ``check(platform, options)`` before any download.
+    check: Callable[[str, dict[str, object]], None] | None = None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .channel import write_channel_index
 from .config import AuthStore, Settings, load_config
-from .errors import PackError, PixiPackError, UsageError
+from .errors import DownloadError, PackError, PixiPackError, UsageError
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .hookspecs import WriteRequest
 from .lockfile import read_plan
@@ -126,6 +126,8 @@ def pack(
     plan = make_plan(options, plugins, settings)
     for note in plan.notes:
         log.warning("%s", note)
+    if fmt.check is not None:  # refuse a platform or options the format cannot use before downloading
+        fmt.check(plan.platform, options.format_options)
 
     to_stdout = options.output is not None and str(options.output) == "-"
     if to_stdout and not fmt.streams:
@@ -144,7 +146,12 @@ def pack(
     try:
         cache = PackageCache(options.use_cache) if options.use_cache else None
         fetcher = Fetcher(plugins, settings, cache=cache, progress=progress)
-        asyncio.run(fetcher.fetch_all(fetch_items(plan, staging)))
+        try:
+            asyncio.run(fetcher.fetch_all(fetch_items(plan, staging)))
+        except DownloadError as exc:
+            if not plan.fetch_hint:
+                raise
+            raise type(exc)(f"{exc}; {plan.fetch_hint}") from None
         lay_out(plan, staging)
         fmt.write(
             WriteRequest(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import rich_click as click
 
 from .. import __version__
+from ..errors import PixiPackError
 from ..pack import PackOptions, pack
 from ..plugins import get_plugin_manager
 from .common import progress_for, run_reporting_errors, setup_logging, stderr
+from .format_options import META_KEY, add_format_flags, format_options_for
 
 click.rich_click.USE_RICH_MARKUP = True
 
@@ -43,6 +46,13 @@ def _list_plugins() -> None:
     help="Where to write the pack; '-' writes the tar to standard output.",
 )
 @click.option("--format", "format_name", default=None, help="Output format (see 'pixi-pack plugins').")
+@click.option(
+    "--format-option",
+    "format_option",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting of the chosen format (repeatable); formats also offer theirs as --NAME VALUE.",
+)
 @click.option("--directory-only", is_flag=True, help="Write the pack as a folder instead of a tar.")
 @click.option("--create-executable", is_flag=True, help="Write a self-extracting environment.sh / .ps1.")
 @click.option(
@@ -83,6 +93,7 @@ def pack_command(
     platform: str | None,
     output: Path | None,
     format_name: str | None,
+    format_option: tuple[str, ...],
     directory_only: bool,
     create_executable: bool,
     pixi_unpack_source: str | None,
@@ -129,6 +140,15 @@ def pack_command(
         downloads=concurrent_downloads,
         format_options={"pixi_unpack_source": pixi_unpack_source} if pixi_unpack_source else {},
     )
+    flags = click.get_current_context().meta.get(META_KEY, {})
+    if format_option or flags:
+        options.format_options.update(
+            run_reporting_errors(
+                lambda: format_options_for(
+                    get_plugin_manager().format_named(options.format), format_option, flags
+                )
+            )
+        )
     written = run_reporting_errors(lambda: pack(options, progress=progress_for(quiet)))
     if written is not None and not quiet:
         stderr.print(f"packed environment '{environment}' into {written}")
@@ -146,6 +166,8 @@ def main() -> None:
 
         completion_command(args=args[1:], prog_name="pixi-pack completion")
         return
+    with contextlib.suppress(PixiPackError):  # a broken plugin set is reported when packing
+        add_format_flags(pack_command, get_plugin_manager().formats)  # --base-image, ...
     pack_command(prog_name="pixi-pack")
 
 
