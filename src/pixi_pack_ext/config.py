@@ -27,10 +27,18 @@ DEFAULT_DOWNLOADS = 50
 
 #: Keys of pixi's config.toml that pixi-pack-ext reads.
 USED_KEYS = {"mirrors", "s3-options", "concurrency", "tls-no-verify", "authentication-override-file"}
-#: Keys pixi's config.toml may hold that do not concern packing; accepted silently.
+#: pixi still reads these older snake_case spellings; so do we.
+SNAKE_CASE_ALIASES = {
+    "tls_no_verify": "tls-no-verify",
+    "authentication_override_file": "authentication-override-file",
+}
+#: Keys pixi's (or rattler's) config.toml may hold that do not concern packing; accepted silently.
 PIXI_ONLY_KEYS = {
     "default-channels",
+    "default_channels",
     "change-ps1",
+    "change_ps1",
+    "force-activate",
     "shell",
     "pinning-strategy",
     "detached-environments",
@@ -40,6 +48,10 @@ PIXI_ONLY_KEYS = {
     "proxy-config",
     "run-post-link-scripts",
     "tool-platform",
+    "tls-root-certs",
+    "build",
+    "channel-config",
+    "extensions",
     "max-concurrent-solves",
     "max-concurrent-downloads",
 }
@@ -70,10 +82,35 @@ class Settings:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+#: How TOML calls the Python types a parsed file holds (for error messages).
+TOML_TYPE_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _toml_type(value: Any) -> str:
+    return next((name for kind, name in TOML_TYPE_NAMES.items() if isinstance(value, kind)), "a date/time")
+
+
 def _expect(value: Any, kind: type | tuple[type, ...], key: str, path: Path, expected: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"'{key}' in {path} must be {expected}, not {type(value).__name__}")
+        raise ConfigError(f"'{key}' in {path} must be {expected}, not {_toml_type(value)}")
     return value
+
+
+def _expect_url(value: Any, key: str, path: Path, schemes: tuple[str, ...] | None = None) -> str:
+    """A string that is a URL (``scheme://...``), optionally of one of ``schemes``."""
+    text = _expect(value, str, key, path, "a URL string")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if not scheme or (schemes is not None and scheme not in schemes):
+        wanted = " or ".join(f"{s}://" for s in schemes) if schemes else "scheme://"
+        raise ConfigError(f"'{key}' in {path} must be a URL starting with {wanted}, not '{text}'")
+    return text
 
 
 def load_config(path: Path | None) -> Settings:
@@ -88,16 +125,19 @@ def load_config(path: Path | None) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
     settings.raw = data
+    for alias, key in SNAKE_CASE_ALIASES.items():
+        if alias in data and key not in data:
+            data[key] = data.pop(alias)
     for key in data:
         if key not in USED_KEYS and key not in PIXI_ONLY_KEYS:
             log.warning("unknown key '%s' in %s is ignored", key, path)
 
     mirrors = _expect(data.get("mirrors", {}), dict, "mirrors", path, "a table of URL = [mirror URLs]")
     for prefix, targets in mirrors.items():
-        _expect(targets, list, f"mirrors.{prefix}", path, "a list of URLs")
-        for target in targets:
-            _expect(target, str, f"mirrors.{prefix}", path, "a list of URL strings")
-        settings.mirrors[prefix] = list(targets)
+        key = f'mirrors."{prefix}"'
+        _expect_url(prefix, key, path)
+        _expect(targets, list, key, path, "an array of mirror URLs")
+        settings.mirrors[prefix] = [_expect_url(target, key, path) for target in targets]
 
     s3 = _expect(data.get("s3-options", {}), dict, "s3-options", path, "a table of bucket tables")
     for bucket, options in s3.items():
@@ -109,7 +149,7 @@ def load_config(path: Path | None) -> Settings:
         if "endpoint-url" not in options or "region" not in options:
             raise ConfigError(f"'{key}' in {path} needs both 'endpoint-url' and 'region'")
         settings.s3_options[bucket] = S3Options(
-            endpoint_url=_expect(options["endpoint-url"], str, f"{key}.endpoint-url", path, "a string"),
+            endpoint_url=_expect_url(options["endpoint-url"], f"{key}.endpoint-url", path, ("http", "https")),
             region=_expect(options["region"], str, f"{key}.region", path, "a string"),
             force_path_style=_expect(
                 options.get("force-path-style", False), bool, f"{key}.force-path-style", path, "a boolean"
@@ -120,11 +160,17 @@ def load_config(path: Path | None) -> Settings:
     for sub in concurrency:
         if sub not in ("downloads", "solves"):
             log.warning("unknown key 'concurrency.%s' in %s is ignored", sub, path)
-    if "downloads" in concurrency:
-        downloads = _expect(concurrency["downloads"], int, "concurrency.downloads", path, "an integer")
-        if downloads < 1:
-            raise ConfigError(f"'concurrency.downloads' in {path} must be at least 1, not {downloads}")
-        settings.downloads = downloads
+    # pixi's older top-level spelling counts when the [concurrency] table does not say.
+    for key, value in (
+        ("concurrency.downloads", concurrency.get("downloads")),
+        ("max-concurrent-downloads", data.get("max-concurrent-downloads")),
+    ):
+        if value is not None:
+            downloads = _expect(value, int, key, path, "an integer")
+            if downloads < 1:
+                raise ConfigError(f"'{key}' in {path} must be at least 1, not {downloads}")
+            settings.downloads = downloads
+            break
     if "tls-no-verify" in data:
         settings.tls_verify = not _expect(data["tls-no-verify"], bool, "tls-no-verify", path, "a boolean")
     if "authentication-override-file" in data:
@@ -189,33 +235,52 @@ def _parse_credential(value: Any, host: str, path: Path) -> Credential:
 
 
 class AuthStore:
-    """Credentials by host, from an auth file, ``RATTLER_AUTH_FILE``, ``~/.rattler`` and netrc.
+    """Credentials by host, layered like rattler's authentication storage.
 
-    Lookup order follows rattler: an exact host, then a wildcard (``*.example.com``), then netrc.
+    Files are consulted in order: ``--auth-file`` (or the config's ``authentication-override-file``),
+    ``RATTLER_AUTH_FILE``, ``~/.rattler/credentials.json``; then netrc (``NETRC`` or ``~/.netrc``).
+    Within a file an exact host wins over a wildcard (``*.example.com``). Keys are host names
+    without port; S3 buckets are keyed ``s3://bucket``.
     """
 
-    def __init__(self, entries: dict[str, Credential] | None = None, use_netrc: bool = True) -> None:
-        self.entries = entries or {}
+    def __init__(
+        self,
+        entries: dict[str, Credential] | None = None,
+        use_netrc: bool = True,
+        layers: list[dict[str, Credential]] | None = None,
+    ) -> None:
+        self.layers = layers if layers is not None else [entries or {}]
         self.use_netrc = use_netrc
+
+    @property
+    def entries(self) -> dict[str, Credential]:
+        """Every entry, earlier layers winning (what a merged auth file would hold)."""
+        merged: dict[str, Credential] = {}
+        for layer in reversed(self.layers):
+            merged.update(layer)
+        return merged
 
     @classmethod
     def discover(cls, explicit: Path | None) -> AuthStore:
-        """Load the first auth file that applies: ``--auth-file``, ``RATTLER_AUTH_FILE``, ``~/.rattler``."""
-        candidates: list[tuple[Path, bool]] = []
+        """Load ``explicit`` (which must exist), ``RATTLER_AUTH_FILE`` and ``~/.rattler/credentials.json``."""
+        layers: list[dict[str, Credential]] = []
         if explicit is not None:
-            candidates.append((explicit, True))
+            if not explicit.is_file():
+                raise ConfigError(
+                    f"auth file '{explicit}' does not exist; check --auth-file "
+                    "(or authentication-override-file in the config)"
+                )
+            layers.append(cls._read(explicit))
         env_file = os.environ.get("RATTLER_AUTH_FILE")
         if env_file:
-            candidates.append((Path(env_file), True))
-        candidates.append((Path.home() / ".rattler" / "credentials.json", False))
-        for path, required in candidates:
-            if path.is_file():
-                return cls(cls._read(path))
-            if required:
-                raise ConfigError(
-                    f"auth file '{path}' does not exist; check --auth-file or RATTLER_AUTH_FILE"
-                )
-        return cls()
+            if Path(env_file).is_file():
+                layers.append(cls._read(Path(env_file)))
+            else:
+                log.warning("RATTLER_AUTH_FILE names '%s', which does not exist; it is ignored", env_file)
+        default = Path.home() / ".rattler" / "credentials.json"
+        if default.is_file():
+            layers.append(cls._read(default))
+        return cls(layers=layers)
 
     @staticmethod
     def _read(path: Path) -> dict[str, Credential]:
@@ -225,16 +290,18 @@ class AuthStore:
             raise ConfigError(f"auth file '{path}' is not valid JSON: {type(exc).__name__}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"auth file '{path}' must be a JSON object of host -> credential")
-        return {host: _parse_credential(value, host, path) for host, value in data.items()}
+        return {host.lower(): _parse_credential(value, host, path) for host, value in data.items()}
 
     def lookup(self, host: str) -> Credential | None:
+        """The credential for ``host`` (a host name, or ``s3://bucket``), or None."""
         host = host.lower()
-        if host in self.entries:
-            return self.entries[host]
-        for pattern, credential in self.entries.items():
-            if pattern.startswith("*.") and host.endswith(pattern[1:]):
-                return credential
-        if self.use_netrc:
+        for layer in self.layers:
+            if host in layer:
+                return layer[host]
+            for pattern, credential in layer.items():
+                if pattern.startswith("*.") and host.endswith(pattern[1:]):
+                    return credential
+        if self.use_netrc and "://" not in host:
             return self._from_netrc(host)
         return None
 
@@ -254,3 +321,14 @@ class AuthStore:
 
     def secrets(self) -> list[str]:
         return [s for c in self.entries.values() for s in c.secrets()]
+
+    def rattler_json(self, kinds: tuple[str, ...] = ("S3Credentials",)) -> dict[str, Any]:
+        """The merged entries of the given kinds in rattler's auth-file format (for rattler's client)."""
+        out: dict[str, Any] = {}
+        for host, c in self.entries.items():
+            if "S3Credentials" in kinds and c.s3_access_key_id is not None:
+                data = {"access_key_id": c.s3_access_key_id, "secret_access_key": c.s3_secret_access_key}
+                if c.s3_session_token:
+                    data["session_token"] = c.s3_session_token
+                out[host] = {"S3Credentials": data}
+        return out
