@@ -34,6 +34,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pixi_pack_ext.builtin.sources.file",
     "pixi_pack_ext.builtin.formats.tar",
     "pixi_pack_ext.builtin.formats.directory",
+    "pixi_pack_ext.builtin.injectors.conda",
+    "pixi_pack_ext.builtin.injectors.wheel",
+    "pixi_pack_ext.builtin.unpack_steps.wheels",
 )
 
 T = TypeVar("T", ChannelSource, Injector, PackFormat, UnpackStep)
@@ -48,6 +51,7 @@ class PluginInfo:
     distribution: str
     builtin: bool
     provides: dict[str, list[str]] = field(default_factory=dict)
+    version: str = ""
 
 
 class PluginManager:
@@ -57,6 +61,7 @@ class PluginManager:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._origins: dict[str, tuple[str, str, bool]] = {}
+        self._versions: dict[str, str] = {}
         if autoload is None:
             autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
         for module_name in BUILTIN_PLUGINS:
@@ -70,8 +75,25 @@ class PluginManager:
     def _register(self, plugin: object, name: str, distribution: str, *, builtin: bool) -> None:
         if self._pm.has_plugin(name):
             raise PluginError(f"plugin '{name}' from {distribution} is registered twice")
-        self._pm.register(plugin, name=name)
+        try:
+            self._pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin '{name}' from {distribution} does not fit the hooks: {exc}") from None
         self._origins[name] = (getattr(plugin, "__name__", name), distribution, builtin)
+        unknown = [
+            impl.function.__name__
+            for caller in self._pm.get_hookcallers(plugin) or []
+            if not caller.has_spec()
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin
+        ]
+        for hook_name in unknown:
+            log.warning(
+                "plugin '%s' from %s implements '%s', which is not a pixi-pack hook (a typo?); it is never called",
+                name,
+                distribution,
+                hook_name,
+            )
 
     def _load_entry_points(self) -> None:
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -92,32 +114,74 @@ class PluginManager:
                     exc,
                 )
                 continue
-            self._register(plugin, ep.name, dist, builtin=False)
+            try:
+                self._register(plugin, ep.name, dist, builtin=False)
+            except PluginError as exc:
+                log.warning("%s; it is skipped", exc)
+                continue
+            if ep.dist is not None:
+                self._versions[ep.name] = ep.dist.version
 
     # -- what plugins provide -------------------------------------------------------------------
 
-    def _collect(self, hook_name: str) -> list[tuple[str, T]]:
+    def _origin(self, plugin_name: str) -> str:
+        """``plugin 'x' (from distribution d)`` for messages."""
+        _, dist, builtin = self._origins.get(plugin_name, (plugin_name, "unknown distribution", False))
+        return f"plugin '{plugin_name}' ({'built in' if builtin else f'from {dist}'})"
+
+    def _collect(self, hook_name: str, *, check: bool = True) -> list[tuple[str, T]]:
         hook = getattr(self._pm.hook, hook_name)
         found: list[tuple[str, T]] = []
+        # In registration order: built-ins first, then entry points by name.
         for impl in hook.get_hookimpls():
             try:
                 records = impl.function() or []
             except Exception as exc:
-                raise PluginError(f"plugin '{impl.plugin_name}' failed in {hook_name}: {exc}") from exc
-            found.extend((impl.plugin_name, record) for record in records)
-        seen: dict[str, str] = {}
-        for plugin_name, record in found:
-            if record.name in seen:
                 raise PluginError(
-                    f"{hook_name}: the name '{record.name}' is declared by both plugin '{seen[record.name]}' "
-                    f"and plugin '{plugin_name}'; uninstall one of them"
-                )
-            seen[record.name] = plugin_name
+                    f"{self._origin(impl.plugin_name)} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                ) from None
+            found.extend((impl.plugin_name, record) for record in records)
+        if check:
+            self._refuse_duplicates(hook_name, [(plugin, record.name) for plugin, record in found], "name")
         return found
+
+    def _refuse_duplicates(self, hook_name: str, claims: list[tuple[str, str]], what: str) -> None:
+        seen: dict[str, str] = {}
+        for plugin_name, value in claims:
+            if value in seen:
+                raise PluginError(
+                    f"{hook_name}: the {what} '{value}' is declared by both {self._origin(seen[value])} "
+                    f"and {self._origin(plugin_name)}; uninstall one of them "
+                    f"(or set {DISABLE_AUTOLOAD_ENV}=1 to load no third-party plugins)"
+                )
+            seen[value] = plugin_name
+
+    def _is_builtin(self, plugin_name: str) -> bool:
+        return self._origins.get(plugin_name, ("", "", False))[2]
 
     @cached_property
     def sources(self) -> list[ChannelSource]:
-        return [r for _, r in self._collect("pixi_pack_sources")]
+        """Sources in lookup order: third-party first, so a plugin may take over a built-in's scheme.
+
+        Two third-party sources claiming one scheme are refused (which one wins would be an accident).
+        """
+        found = self._collect("pixi_pack_sources")
+        third_party = [(p, r) for p, r in found if not self._is_builtin(p)]
+        self._refuse_duplicates(
+            "pixi_pack_sources",
+            [(p, scheme.lower()) for p, r in third_party for scheme in r.schemes],
+            "scheme",
+        )
+        builtin = [(p, r) for p, r in found if self._is_builtin(p)]
+        for plugin_name, record in third_party:
+            taken = {s.lower() for _, b in builtin for s in b.schemes} & {s.lower() for s in record.schemes}
+            if taken:
+                log.info(
+                    "%s serves %s:// in place of the built-in source",
+                    self._origin(plugin_name),
+                    ", ".join(sorted(taken)),
+                )
+        return [r for _, r in third_party + builtin]
 
     @cached_property
     def injectors(self) -> list[Injector]:
@@ -140,7 +204,7 @@ class PluginManager:
         if len(scheme) <= 1:  # a plain path, or a Windows drive letter
             scheme = "file"
         for source in self.sources:
-            if scheme in source.schemes:
+            if scheme in (s.lower() for s in source.schemes):
                 return source
         known = sorted({s for src in self.sources for s in src.schemes})
         raise PluginError(
@@ -179,12 +243,19 @@ class PluginManager:
             ("pixi_pack_formats", "formats"),
             ("pixi_pack_unpack_steps", "unpack steps"),
         ):
-            for plugin_name, record in self._collect(hook_name):
-                provided.setdefault(plugin_name, {}).setdefault(kind, []).append(record.name)
+            for plugin_name, record in self._collect(hook_name, check=False):
+                label = record.name
+                if isinstance(record, ChannelSource):
+                    label += f" ({', '.join(s + '://' for s in record.schemes)})"
+                provided.setdefault(plugin_name, {}).setdefault(kind, []).append(label)
         return [
-            PluginInfo(name, module, dist, builtin, provided.get(name, {}))
+            PluginInfo(name, module, dist, builtin, provided.get(name, {}), self._versions.get(name, ""))
             for name, (module, dist, builtin) in self._origins.items()
         ]
+
+    def check(self) -> None:
+        """Raise ``PluginError`` when two plugins declare the same name (or a source scheme)."""
+        _ = self.sources, self.injectors, self.formats, self.unpack_steps
 
 
 _manager: PluginManager | None = None

@@ -21,14 +21,19 @@ click.rich_click.USE_RICH_MARKUP = True
 def _list_plugins() -> None:
     from rich.table import Table
 
-    table = Table("plugin", "from", "provides", title="pixi-pack plugins")
-    for info in get_plugin_manager().describe():
+    manager = get_plugin_manager()
+    table = Table(title="pixi-pack plugins")
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("from")
+    table.add_column("provides")
+    for info in manager.describe():
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.provides.items())
-        origin = "built-in" if info.builtin else info.distribution
+        origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
         table.add_row(info.name, origin, provides or "-")
     from rich.console import Console
 
     Console().print(table)
+    manager.check()  # after the listing, so a conflict can be seen in it
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
