@@ -43,6 +43,10 @@ class ChecksumError(DownloadError):
     """A downloaded or cached file does not match the hash the lock records."""
 
 
+class PrefixError(PixiPackError):
+    """An installed environment (``--prefix``) that is not a conda prefix or cannot be packed."""
+
+
 class InjectionError(PixiPackError):
     """An injected file does not fit the environment (platform, dependencies, format)."""
 

@@ -93,6 +93,8 @@ class PackPlan:
     virtual_packages: list[str] = field(default_factory=list)
     workspace: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: Added to a download error: where else the files were looked for (``--prefix`` says which caches).
+    fetch_hint: str = ""
 
     def conda_by_name(self) -> dict[str, CondaPackage]:
         return {pkg.name: pkg for pkg in self.conda}

@@ -1,0 +1,289 @@
+"""``pixi-pack --prefix``: pack an environment that is already installed, with its channel down.
+
+The environment is installed with rattler from a real lock; its channel server is then stopped, so
+every package must come from a local package cache (conda's ``pkgs/``, ``RATTLER_CACHE_DIR``,
+``--use-cache``). The result must be the very pack the lock gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import filecmp
+import hashlib
+import json
+import shutil
+import sys
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import rattler
+from conftest import make_workspace, run
+
+from pixi_pack_ext.testing.world import ChannelServer
+
+ENV = "prod"
+PLATFORM = "linux-64"
+
+
+@dataclass(frozen=True)
+class InstalledWorld:
+    """A lock, the pack made from it, and the environment rattler installed from it (channel now down)."""
+
+    lock_pack: Path
+    #: Filled by the lock pack: ``<subdir>/<file>`` for every package.
+    use_cache: Path
+    #: Every package archive, flat, as conda keeps them in ``pkgs/``.
+    archives: Path
+    #: Installed by rattler; its package cache holds only extracted folders.
+    prefix: Path
+
+
+@pytest.fixture(scope="module")
+def installed(channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> InstalledWorld:
+    root = tmp_path_factory.mktemp("prefix-world")
+    server = ChannelServer(channel_dir).start()
+    try:
+        workspace = make_workspace(root / "ws", server.url)
+        lock_pack = root / "lock.tar"
+        use_cache = root / "use-cache"
+        run("pixi-pack", workspace, "-e", ENV, "-p", PLATFORM, "-o", lock_pack, "--use-cache", use_cache)
+        env = rattler.LockFile.from_path(workspace / "pixi.lock").environment(ENV)
+        assert env is not None
+        records = next(
+            [p.repo_data_record() for p in packages]
+            for platform, packages in env.packages_by_platform().items()
+            if platform.name == PLATFORM
+        )
+        prefix = root / "rattler-env"
+        asyncio.run(
+            rattler.install(
+                records,
+                target_prefix=prefix,
+                cache_dir=root / "rattler-cache",
+                platform=rattler.Subdir(PLATFORM),
+            )
+        )
+    finally:
+        server.stop()
+    archives = root / "archives"
+    archives.mkdir()
+    for package in use_cache.glob("*/*"):
+        if package.name.endswith((".conda", ".tar.bz2")):
+            shutil.copy(package, archives / package.name)
+    assert not list((root / "rattler-cache").glob("*.conda")), "rattler's cache keeps archives now"
+    return InstalledWorld(lock_pack, use_cache, archives, prefix)
+
+
+def isolated(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment where no package cache of this machine can answer."""
+    return {
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+        "RATTLER_CACHE_DIR": "",
+        "PIXI_CACHE_DIR": "",
+        "CONDA_PKGS_DIRS": "",
+        **extra,
+    }
+
+
+def conda_root(world: InstalledWorld, tmp_path: Path, with_pkgs: bool = True) -> Path:
+    """A copy of the environment laid out as conda does: ``<root>/envs/demo`` and ``<root>/pkgs``."""
+    root = tmp_path / "conda"
+    prefix = root / "envs" / "demo"
+    shutil.copytree(world.prefix, prefix, symlinks=True)
+    if with_pkgs:
+        shutil.copytree(world.archives, root / "pkgs")
+    return prefix
+
+
+def error_line(result: object) -> str:
+    stderr = result.stderr.decode()  # type: ignore[attr-defined]
+    assert result.returncode == 1, stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def test_conda_style_prefix_packs_identically_to_its_lock(installed: InstalledWorld, tmp_path: Path) -> None:
+    prefix = conda_root(installed, tmp_path)
+    out = tmp_path / "prefix.tar"
+    result = run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
+    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert "changed since installation" not in result.stderr.decode()
+
+
+@pytest.mark.parametrize("where", ["use-cache", "RATTLER_CACHE_DIR"])
+def test_rattler_prefix_takes_archives_from_other_caches(
+    installed: InstalledWorld, tmp_path: Path, where: str
+) -> None:
+    out = tmp_path / "prefix.tar"
+    if where == "use-cache":
+        cache = tmp_path / "cache"
+        shutil.copytree(installed.use_cache, cache)
+        run(
+            "pixi-pack", "--prefix", installed.prefix, "-o", out, "--use-cache", cache, env=isolated(tmp_path)
+        )
+    else:
+        shutil.copytree(installed.archives, tmp_path / "rattler" / "pkgs")
+        env = isolated(tmp_path, RATTLER_CACHE_DIR=str(tmp_path / "rattler"))
+        run("pixi-pack", "--prefix", installed.prefix, "-o", out, env=env)
+    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+
+
+def test_edited_files_are_reported_and_originals_packed(installed: InstalledWorld, tmp_path: Path) -> None:
+    prefix = conda_root(installed, tmp_path)
+    (prefix / "share" / "greeting" / "message.txt").write_text("edited by hand\n")
+    (prefix / "share" / "libgreet" / "platform.txt").unlink()
+    out = tmp_path / "prefix.tar"
+    result = run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
+    stderr = " ".join(result.stderr.decode().split())
+    assert "2 file(s) of" in stderr and "changed since installation" in stderr
+    assert "share/greeting/message.txt (greeting-data)" in stderr
+    assert "share/libgreet/platform.txt (libgreet, missing)" in stderr
+    assert "bin/hello" not in stderr  # rewritten at install (prefix placeholder), not edited
+    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+
+
+def test_package_found_nowhere_is_a_clean_error(installed: InstalledWorld, tmp_path: Path) -> None:
+    prefix = conda_root(installed, tmp_path)
+    archive = next((prefix.parent.parent / "pkgs").glob("libgreet-2.1-*.conda"))
+    archive.unlink()
+    # Its channel still answers, but no longer has the file.
+    (tmp_path / "gone" / "linux-64").mkdir(parents=True)
+    with ChannelServer(tmp_path / "gone") as gone:
+        record_path = next((prefix / "conda-meta").glob("libgreet-*.json"))
+        record = json.loads(record_path.read_text())
+        record["url"] = f"{gone.url}linux-64/{record['fn']}"
+        record_path.write_text(json.dumps(record))
+        out = tmp_path / "prefix.tar"
+        result = run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path), check=False)
+    line = error_line(result)
+    assert "HTTP 404" in line and f"libgreet=2.1={archive.name.split('-')[-1].removesuffix('.conda')}" in line
+    assert "only the extracted folder of libgreet" in line and "--use-cache" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conda", "gone"]
+
+
+def test_archive_with_wrong_bytes_is_not_used(installed: InstalledWorld, tmp_path: Path) -> None:
+    prefix = conda_root(installed, tmp_path)
+    next((prefix.parent.parent / "pkgs").glob("libgreet-2.1-*.conda")).write_bytes(b"not the package")
+    cache = tmp_path / "cache"
+    shutil.copytree(installed.use_cache, cache)
+    out = tmp_path / "prefix.tar"
+    run("pixi-pack", "--prefix", prefix, "-o", out, "--use-cache", cache, env=isolated(tmp_path))
+    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+
+
+def _broken_record(prefix: Path, change: str) -> None:
+    record_path = next((prefix / "conda-meta").glob("libgreet-*.json"))
+    record = json.loads(record_path.read_text())
+    if change == "no-url":
+        del record["url"]
+    else:
+        del record["sha256"], record["md5"]
+    record_path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "does not exist"),
+        ("plain-folder", "is not a conda environment (it has no conda-meta folder)"),
+        ("empty-conda-meta", "has no installed conda packages"),
+        ("no-url", "has no URL"),
+        ("no-hash", "has no sha256 or md5"),
+    ],
+)
+def test_what_cannot_be_packed_is_a_clean_error(
+    installed: InstalledWorld, tmp_path: Path, case: str, message: str
+) -> None:
+    prefix = tmp_path / "env"
+    if case == "plain-folder":
+        (prefix / "bin").mkdir(parents=True)
+    elif case == "empty-conda-meta":
+        (prefix / "conda-meta").mkdir(parents=True)
+        (prefix / "conda-meta" / "history").write_text("")
+    elif case in ("no-url", "no-hash"):
+        shutil.copytree(installed.prefix, prefix, symlinks=True)
+        _broken_record(prefix, case)
+    out = tmp_path / "out.tar"
+    line = error_line(run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path), check=False))
+    assert message in line
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pixi-pack")]
+
+
+# --------------------------------------------------------------------------------------------------
+# PyPI packages installed into the prefix
+# --------------------------------------------------------------------------------------------------
+
+
+def build_wheel(folder: Path, name: str = "tinywheel", version: str = "1.0") -> Path:
+    """A real (pure-python) wheel, written the way wheel builders write it."""
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": b"GREETING = 'hello from a wheel'\n",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def pip_install(wheel: Path, prefix: Path) -> None:
+    """Install a wheel into the prefix's site-packages as pip does (INSTALLER says pip)."""
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    site = prefix / "lib" / "python3.12" / "site-packages"
+    scheme = {key: str(site) for key in ("purelib", "platlib")}
+    scheme |= {"scripts": str(prefix / "bin"), "headers": str(prefix / "include"), "data": str(prefix)}
+    destination = SchemeDictionaryDestination(scheme, interpreter=sys.executable, script_kind="posix")
+    with WheelFile.open(wheel) as source:
+        install(source, destination, {"INSTALLER": b"pip\n"})
+
+
+def test_pypi_wheel_from_wheel_dir_is_packed(installed: InstalledWorld, tmp_path: Path) -> None:
+    prefix = conda_root(installed, tmp_path)
+    wheel = build_wheel(tmp_path / "wheels")
+    pip_install(wheel, prefix)
+    build_wheel(tmp_path / "other", version="2.0")  # same name, other release: never chosen
+    out = tmp_path / "prefix.tar"
+    run(
+        "pixi-pack", "--prefix", prefix, "-o", out, "--wheel-dir", tmp_path / "other",
+        "--wheel-dir", tmp_path / "wheels", env=isolated(tmp_path),
+    )  # fmt: skip
+    with tarfile.open(out) as tar:
+        packed = tar.extractfile("pypi/tinywheel-1.0-py3-none-any.whl").read()  # type: ignore[union-attr]
+        env_yml = tar.extractfile("environment.yml").read().decode()  # type: ignore[union-attr]
+    assert packed == wheel.read_bytes()
+    assert "    - tinywheel==1.0\n" in env_yml
+
+
+def test_pypi_package_without_wheel_fails_or_is_skipped(installed: InstalledWorld, tmp_path: Path) -> None:
+    prefix = conda_root(installed, tmp_path)
+    pip_install(build_wheel(tmp_path / "built"), prefix)
+    out = tmp_path / "prefix.tar"
+    line = error_line(run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path), check=False))
+    assert "tinywheel==1.0" in line and "--wheel-dir" in line and "--ignore-pypi-non-wheel" in line
+    assert not out.exists()
+
+    result = run(
+        "pixi-pack", "--prefix", prefix, "-o", out, "--ignore-pypi-non-wheel", env=isolated(tmp_path)
+    )
+    assert "skipping PyPI package(s)" in result.stderr.decode() and "tinywheel==1.0" in result.stderr.decode()
+    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
