@@ -99,9 +99,9 @@ def conda_root(world: InstalledWorld, tmp_path: Path, with_pkgs: bool = True) ->
     return prefix
 
 
-def error_line(result: object) -> str:
+def error_line(result: object, exit_code: int = 1) -> str:
     stderr = result.stderr.decode()  # type: ignore[attr-defined]
-    assert result.returncode == 1, stderr  # type: ignore[attr-defined]
+    assert result.returncode == exit_code, stderr  # type: ignore[attr-defined]
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
@@ -114,6 +114,7 @@ def test_conda_style_prefix_packs_identically_to_its_lock(installed: InstalledWo
     result = run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
     assert filecmp.cmp(out, installed.lock_pack, shallow=False)
     assert "changed since installation" not in result.stderr.decode()
+    assert f"packed the environment at '{prefix}' into {out}" in result.stderr.decode()
 
 
 @pytest.mark.parametrize("where", ["use-cache", "RATTLER_CACHE_DIR"])
@@ -287,3 +288,8 @@ def test_pypi_package_without_wheel_fails_or_is_skipped(installed: InstalledWorl
     )
     assert "skipping PyPI package(s)" in result.stderr.decode() and "tinywheel==1.0" in result.stderr.decode()
     assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+
+
+def test_wheel_dir_needs_prefix(workspace: Path, tmp_path: Path) -> None:
+    result = run("pixi-pack", workspace, "--wheel-dir", tmp_path, "-o", tmp_path / "out.tar", check=False)
+    assert "--wheel-dir only applies with --prefix" in error_line(result, exit_code=2)

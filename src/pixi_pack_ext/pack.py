@@ -67,6 +67,8 @@ def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) 
 
         plan = plan_from_prefix(options.prefix, options, settings)
     else:
+        if options.wheel_dirs:
+            raise UsageError("--wheel-dir only applies with --prefix (a lock names its wheels itself)")
         plan = read_plan(options.manifest, options.environment, options.platform)
     for path in options.inject:
         if not path.is_file():

@@ -191,7 +191,7 @@ def _add_wheels(
 
 
 def plan_from_prefix(prefix: Path, options: PackOptions, settings: Settings) -> PackPlan:
-    """The pack plan of the environment installed at ``prefix`` (``settings``: for future sources)."""
+    """The pack plan of the environment installed at ``prefix``; fetching needs no ``settings`` yet."""
     prefix = prefix.expanduser().absolute()
     records = read_records(prefix)
     plan = PackPlan(platform=prefix_platform(prefix, records, options.platform), environment=prefix.name)

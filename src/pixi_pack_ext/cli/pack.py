@@ -156,7 +156,8 @@ def pack_command(
         )
     written = run_reporting_errors(lambda: pack(options, progress=progress_for(quiet)))
     if written is not None and not quiet:
-        stderr.print(f"packed environment '{environment}' into {written}")
+        what = f"the environment at '{prefix}'" if prefix is not None else f"environment '{environment}'"
+        stderr.print(f"packed {what} into {written}")
 
 
 def main() -> None:
