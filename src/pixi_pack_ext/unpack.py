@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import rattler
 from rattler import Channel, RepoData
@@ -25,6 +27,7 @@ from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
 from .fetch import hash_file
 from .hookspecs import UnpackContext
 from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
+from .package_guard import check_packages
 from .plugins import PluginManager, get_plugin_manager
 from .virtual_packages import check_virtual_packages
 
@@ -96,10 +99,30 @@ def verify_channel(pack_dir: Path) -> list[rattler.RepoDataRecord]:
                 )
         if entries:
             try:
-                records.extend(RepoData.from_path(repodata_path).into_repo_data(channel))
+                parsed = RepoData.from_path(repodata_path).into_repo_data(channel)
             except Exception as exc:  # rattler's parse errors
                 raise InvalidPackError(f"channel/{subdir.name}/repodata.json is malformed: {exc}") from None
+            records.extend(_pin_to_verified_files(parsed, subdir, entries))
     return records
+
+
+def _pin_to_verified_files(
+    records: list[rattler.RepoDataRecord], subdir: Path, entries: dict[str, dict[str, object]]
+) -> list[rattler.RepoDataRecord]:
+    """Point every record at the file just verified: rattler builds URLs from the record's own
+    ``subdir`` field, and a hostile ``"subdir": "../../x"`` would install an unverified file."""
+    for record in records:
+        if record.file_name not in entries:
+            raise InvalidPackError(
+                f"channel/{subdir.name}/repodata.json has a record for '{record.file_name}' it does not list"
+            )
+        record.url = (subdir / record.file_name).resolve().as_uri()
+    return records
+
+
+def package_files(records: list[rattler.RepoDataRecord]) -> list[Path]:
+    """The local package file of each (verified, pinned) record."""
+    return [Path(url2pathname(urlsplit(r.url).path)) for r in records]
 
 
 def _prepare_prefix(prefix: Path, force: bool) -> None:
@@ -141,6 +164,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         metadata = read_metadata(pack_dir)
         validate_metadata(metadata)
         records = verify_channel(pack_dir)
+        check_packages(package_files(records))
         if not options.ignore_virtual_packages:
             check_virtual_packages(records, metadata.platform)
         if prefix.exists():

@@ -1,0 +1,163 @@
+"""Refuse conda packages whose files would land outside the environment, before rattler sees them.
+
+rattler links what a package's ``info/paths.json`` lists and recreates its symlinks as they are: a
+hostile package can list ``../../x`` (written outside the prefix) or ``/etc/x`` (rattler aborts the
+whole process on it), or ship a symlink to a folder outside the prefix that another package's file
+is then written through. So every path, every archive member and every symlink of all packages is
+resolved on paper, following the symlinks of all packages together, and must stay in the prefix.
+Hashes say the bytes are the ones that were packed; this says those bytes are safe to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rattler.package_streaming import PackageArchive
+
+from .errors import UnsafeArchiveError
+
+#: More symlink hops than this while resolving one path is a loop (Linux's own limit).
+MAX_LINK_HOPS = 40
+
+
+def unsafe_reason(path: str) -> str | None:
+    """Why ``path`` (relative to the prefix) cannot be installed, or None when it is fine."""
+    if not path or "\0" in path:
+        return "an empty or NUL-containing path"
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        return "an absolute path"
+    if ".." in _parts(path):
+        return "a '..' component"
+    return None
+
+
+def _parts(path: str) -> list[str]:
+    """Components of a package path; ``\\`` separates too (it does on Windows hosts)."""
+    return [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+
+
+@dataclass
+class PackageContents:
+    """What one package would put into the prefix: paths, and symlinks with their targets."""
+
+    name: str
+    paths: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    hardlinks: dict[str, str] = field(default_factory=dict)
+
+
+async def read_contents(path: Path) -> PackageContents:
+    """``paths.json`` and the archive's member list (names and link targets, no file data)."""
+    contents = PackageContents(path.name)
+    archive = await PackageArchive.from_path(path)
+    try:
+        paths_json = await archive.paths_json()
+        contents.paths = [str(p.relative_path) for p in paths_json.paths]
+    except Exception:  # no paths.json (very old packages): the member list is what gets linked
+        contents.paths = []
+    for section in ("info", "pkg"):
+        async for entry in archive.stream(section):
+            contents.members.append(entry.name)
+            target = entry.link_target
+            if entry.is_symlink and target is not None:
+                contents.symlinks[entry.name] = target
+            elif entry.is_hardlink and target is not None:
+                contents.hardlinks[entry.name] = target
+    return contents
+
+
+class _Tree:
+    """The symlinks of every package together, to resolve paths the way the file system would."""
+
+    def __init__(self, packages: list[PackageContents]) -> None:
+        self.links: dict[tuple[str, ...], tuple[str, str]] = {}
+        for package in packages:
+            for name, target in package.symlinks.items():
+                self.links[tuple(_parts(name))] = (target, package.name)
+
+    def resolve(self, parts: list[str]) -> tuple[str, ...] | None:
+        """The path inside the prefix that ``parts`` ends at, or None when it leaves the prefix."""
+        resolved: list[str] = []
+        pending = list(reversed(parts))
+        hops = 0
+        while pending:
+            name = pending.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not resolved:
+                    return None
+                resolved.pop()
+                continue
+            resolved.append(name)
+            link = self.links.get(tuple(resolved))
+            if link is None:
+                continue
+            hops += 1
+            target = link[0]
+            if hops > MAX_LINK_HOPS or target.startswith(("/", "\\")) or target[1:2] == ":":
+                return None
+            resolved.pop()
+            pending.extend(reversed(target.replace("\\", "/").split("/")))
+        return tuple(resolved)
+
+
+def check_contents(packages: list[PackageContents]) -> None:
+    """Raise ``UnsafeArchiveError`` for the first path or link of any package that escapes."""
+    for package in packages:
+        for kind, names in (("info/paths.json", package.paths), ("the archive", package.members)):
+            for name in names:
+                reason = unsafe_reason(name)
+                if reason is not None:
+                    raise UnsafeArchiveError(
+                        f"refusing package {package.name}: {kind} lists '{name}', {reason}"
+                    )
+        for name, target in package.hardlinks.items():
+            reason = unsafe_reason(target)
+            if reason is not None:
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: hard link '{name}' points to '{target}', {reason}"
+                )
+    tree = _Tree(packages)
+    for package in packages:
+        for name, target in package.symlinks.items():
+            parts = _parts(name)
+            absolute = unsafe_reason(target) == "an absolute path"
+            if absolute or tree.resolve([*parts[:-1], *target.replace("\\", "/").split("/")]) is None:
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: symlink '{name}' -> '{target}' points outside "
+                    "the environment (or loops)"
+                )
+        for name in package.paths:
+            if tree.resolve(_parts(name)) is None:
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: '{name}' would be written through a symlink "
+                    "that leaves the environment"
+                )
+
+
+async def _read_all(files: list[Path], concurrency: int) -> list[PackageContents]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(path: Path) -> PackageContents:
+        async with semaphore:
+            try:
+                return await read_contents(path)
+            except UnsafeArchiveError:
+                raise
+            except Exception as exc:  # rattler's read errors: the archive itself is broken
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UnsafeArchiveError(
+                    f"refusing package {path.name}: it is not a readable package archive ({first})"
+                ) from None
+
+    return list(await asyncio.gather(*(one(f) for f in files)))
+
+
+def check_packages(files: list[Path], concurrency: int = 4) -> None:
+    """Read every package's paths and links and refuse any that would escape the prefix."""
+    if files:
+        check_contents(asyncio.run(_read_all(files, concurrency)))
