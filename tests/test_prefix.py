@@ -293,3 +293,25 @@ def test_pypi_package_without_wheel_fails_or_is_skipped(installed: InstalledWorl
 def test_wheel_dir_needs_prefix(workspace: Path, tmp_path: Path) -> None:
     result = run("pixi-pack", workspace, "--wheel-dir", tmp_path, "-o", tmp_path / "out.tar", check=False)
     assert "--wheel-dir only applies with --prefix" in error_line(result, exit_code=2)
+
+
+def test_records_written_by_conda_point_at_their_archives(installed: InstalledWorld, tmp_path: Path) -> None:
+    """conda's records carry extra keys and the archive's own path; the archives may live anywhere."""
+    prefix = tmp_path / "env"
+    shutil.copytree(installed.prefix, prefix, symlinks=True)
+    archives = shutil.copytree(installed.archives, tmp_path / "elsewhere")
+    for record_path in (prefix / "conda-meta").glob("*.json"):
+        record = json.loads(record_path.read_text())
+        subdir_channel = record["channel"].rstrip("/") + "/" + record["subdir"]
+        record.update(
+            channel=subdir_channel,
+            auth=None,
+            requested_spec="",
+            package_tarball_full_path=str(archives / record["fn"]),
+            extracted_package_dir=str(tmp_path / "extracted" / record["name"]),
+            link={"source": str(tmp_path / "extracted" / record["name"]), "type": 1},
+        )
+        record_path.write_text(json.dumps(record, indent=2))
+    out = tmp_path / "prefix.tar"
+    run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
+    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
