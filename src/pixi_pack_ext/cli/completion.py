@@ -8,12 +8,14 @@ click's scripts; PowerShell gets a small one here that speaks click's bash proto
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import rich_click
-from click.shell_completion import CompletionItem, get_completion_class
+from click.core import ParameterSource
+from click.shell_completion import CompletionItem, get_completion_class, split_arg_string
 
 SHELLS = ("bash", "zsh", "fish", "powershell")
 
@@ -117,14 +119,60 @@ def completion_command(shell: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _any_given(ctx: click.Context) -> bool:
+    """Whether the command line so far sets any option (subcommand words must come first)."""
+    return any(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE for name in ctx.params)
+
+
 def complete_manifest(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """MANIFEST_PATH: the subcommand words, then the shell's own file completion."""
+    """MANIFEST_PATH: the shell's own file completion, plus the subcommand words where they match.
+
+    Shells drop file completion once a plain word is offered (bash does), so when a subcommand word
+    matches, the matching paths are listed here as plain words too.
+    """
     words = [
         CompletionItem(word, help=text)
         for word, text in PACK_SUBCOMMANDS.items()
-        if word.startswith(incomplete) and not ctx.params.get("manifest_path")
+        if word.startswith(incomplete) and not _any_given(ctx)
     ]
-    return [*words, CompletionItem(incomplete, type="file")]
+    if not words:
+        return [CompletionItem(incomplete, type="file")]
+    folder, _, prefix = incomplete.rpartition("/")
+    try:
+        entries = sorted(Path(folder or ".").iterdir())
+    except OSError:
+        entries = []
+    paths = [
+        CompletionItem(f"{folder}/{p.name}" if folder else p.name)
+        for p in entries
+        if p.name.startswith(prefix) and (prefix.startswith(".") or not p.name.startswith("."))
+    ]
+    return [*words, *paths]
+
+
+def _manifest(ctx: click.Context) -> Path:
+    """MANIFEST_PATH as typed so far.
+
+    click loses positionals when the line ends in an option still waiting for its value
+    (``pixi-pack ws -e <TAB>``), so the words the shell passed are scanned as well.
+    """
+    if ctx.get_parameter_source("manifest_path") == ParameterSource.COMMANDLINE:
+        return Path(ctx.params["manifest_path"])
+    takes_value = {
+        name
+        for param in ctx.command.params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    skip = False
+    for word in split_arg_string(os.environ.get("COMP_WORDS", ""))[1:]:
+        if skip:
+            skip = False
+        elif word.startswith("-"):
+            skip = word in takes_value
+        elif Path(word).exists():
+            return Path(word)
+    return Path(".")
 
 
 def _lock_names(ctx: click.Context, pick: Callable[[object], list[str]]) -> list[str]:
@@ -134,7 +182,7 @@ def _lock_names(ctx: click.Context, pick: Callable[[object], list[str]]) -> list
     from ..lockfile import find_lock_file
 
     try:
-        lock = rattler.LockFile.from_path(find_lock_file(Path(ctx.params.get("manifest_path") or ".")))
+        lock = rattler.LockFile.from_path(find_lock_file(_manifest(ctx)))
         return sorted(set(pick(lock)))
     except Exception:  # completion must never print a traceback into the user's prompt
         return []

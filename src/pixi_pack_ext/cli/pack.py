@@ -13,6 +13,7 @@ from ..errors import PixiPackError
 from ..pack import PackOptions, pack
 from ..plugins import get_plugin_manager
 from .common import progress_for, run_reporting_errors, setup_logging, stderr
+from .completion import complete_environment, complete_manifest, complete_platform
 from .format_options import META_KEY, add_format_flags, format_options_for
 
 click.rich_click.USE_RICH_MARKUP = True
@@ -37,11 +38,28 @@ def _list_plugins() -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("manifest_path", required=False, type=click.Path(path_type=Path), default=Path("."))
-@click.option(
-    "-e", "--environment", default="default", show_default=True, help="Environment of the lock to pack."
+@click.argument(
+    "manifest_path",
+    required=False,
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    shell_complete=complete_manifest,
 )
-@click.option("-p", "--platform", default=None, help="Platform to pack for (default: this machine's).")
+@click.option(
+    "-e",
+    "--environment",
+    default="default",
+    show_default=True,
+    help="Environment of the lock to pack.",
+    shell_complete=complete_environment,
+)
+@click.option(
+    "-p",
+    "--platform",
+    default=None,
+    help="Platform to pack for (default: this machine's).",
+    shell_complete=complete_platform,
+)
 @click.option(
     "-o",
     "--output-file",
