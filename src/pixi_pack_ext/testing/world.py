@@ -134,6 +134,12 @@ class _QuietHandler(SimpleHTTPRequestHandler):
                 log.active -= 1
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connections when a client opens dozens at once
+    # (the kernel then retries after a second), which makes concurrent downloads look slow.
+    request_queue_size = 1024
+
+
 class ChannelServer:
     """A real HTTP server for a folder on 127.0.0.1 (a random free port), counting its requests."""
 
@@ -142,7 +148,7 @@ class ChannelServer:
         self.log = RequestLog()
         base = handler or _QuietHandler
         handler_class = type("Handler", (base,), {"request_log": self.log})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler_class, directory=str(directory)))
+        self._server = _Server(("127.0.0.1", 0), partial(handler_class, directory=str(directory)))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -1,0 +1,549 @@
+"""Benchmarks of pixi-pack-ext against the floors of the machine and against its peers.
+
+    python benchmarks/run.py [--quick] [--runs N] [--only S,L,T]
+
+Builds synthetic worlds (``workloads.py``), serves each on 127.0.0.1, and runs every command in a fresh
+child process, interleaving ours and the baseline in each round. Prints medians, the ratio of the
+medians (ours / baseline) next to its target, and the peak RSS of each command. Scratch files go to
+``benchmarks/.work/scratch`` and are removed as soon as a measurement is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from measure import CommandFailed, Run, Series, interleaved, run_once  # noqa: E402
+from workloads import WORK, MiB, World, build_world, workloads  # noqa: E402
+
+from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PIXI_PACK = str(BIN / "pixi-pack")
+PIXI_UNPACK = str(BIN / "pixi-unpack")
+CONDA_PACK_VENV = WORK / "venvs" / "conda-pack"
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2", ".whl")
+RSS_LIMIT_MIB = 250
+
+
+class SendfileHandler(_QuietHandler):
+    """Serve file bodies with ``sendfile`` so the server is never what limits a loopback download."""
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
+        self.wfile.flush()
+        self.connection.sendfile(source)
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    workload: str
+    what: str
+    ours: Series | None
+    baseline_name: str = ""
+    baseline: Series | None = None
+    limit: float | None = None
+    note: str = ""
+    ratio_override: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ratio_override is not None:
+            return self.ratio_override
+        if self.ours is None or self.baseline is None or not self.baseline.runs:
+            return None
+        return self.ours.median / self.baseline.median
+
+    @property
+    def verdict(self) -> str:
+        if self.limit is None or self.ratio is None:
+            return "-" if not self.note.startswith("SKIP") else "skip"
+        return "met" if self.ratio <= self.limit else "MISSED"
+
+
+class Bench:
+    """Holds the scratch space and the rows; one method per kind of measurement."""
+
+    def __init__(self, runs: int) -> None:
+        self.runs = runs
+        self.rows: list[Row] = []
+        self.scratch = WORK / "scratch"
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True)
+
+    def fresh(self, name: str) -> Path:
+        path = self.scratch / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def drop(self, *paths: Path) -> None:
+        for path in paths:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        print(format_row(row), flush=True)
+        return row
+
+    # -- pack ----------------------------------------------------------------------------------------
+
+    def pack_cold(
+        self, world: World, server: ChannelServer, ws: Path, floor: bool = True
+    ) -> tuple[Series, Path]:
+        """Cold pack vs ``curl --parallel`` of the same URLs plus ``tar -cf``; keeps one pack for unpacking."""
+        files = world.package_files()
+        curl_config = self.scratch / "curl.cfg"
+        lines = []
+        for path in files:
+            rel = path.relative_to(world.serve)
+            dest = ("pypi/" + path.name) if rel.parts[0] == "wheels" else rel.as_posix()
+            lines.append(f'url = "{server.url}{rel.as_posix()}"\noutput = "{{DIR}}/{dest}"\n')
+        template = "".join(lines)
+
+        def ours() -> Run:
+            out = self.fresh("pack-out")
+            try:
+                return run_once(
+                    [PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "-o", out / "environment.tar", "-q"]
+                )
+            finally:
+                self.drop(out)
+
+        def curl_tar() -> Run:
+            out = self.fresh("curl-out")
+            files_dir = out / "files"
+            curl_config.write_text(template.replace("{DIR}", str(files_dir)))
+            script = (
+                f"curl --parallel --parallel-max 50 --create-dirs -sSf -K {curl_config} "
+                f"&& tar -cf {out / 'environment.tar'} -C {files_dir} ."
+            )
+            try:
+                return run_once(["sh", "-c", script])
+            finally:
+                self.drop(out)
+
+        steps: dict[str, Callable[[], Run]] = {"ours": ours}
+        if floor:
+            steps["floor"] = curl_tar
+        result = interleaved(self.runs, steps)
+        self.add(
+            Row(
+                world.workload.name,
+                "cold pack (loopback HTTP)",
+                result["ours"],
+                "curl --parallel + tar -cf",
+                result.get("floor"),
+                1.3 if floor else None,
+            )
+        )
+        keep = self.scratch / f"{world.workload.name}-environment.tar"
+        run_once([PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "-o", keep, "-q"])
+        return result["ours"], keep
+
+    def pack_warm(self, world: World, server: ChannelServer, ws: Path) -> None:
+        """Warm-cache pack: no package requests, and close to ``tar -cf`` of the cached files."""
+        cache = self.fresh(f"{world.workload.name}-cache")
+        run_once(
+            [
+                PIXI_PACK,
+                ws,
+                "-e",
+                "default",
+                "-p",
+                "linux-64",
+                "-o",
+                self.scratch / "fill.tar",
+                "-q",
+                "--use-cache",
+                cache,
+            ]
+        )
+        self.drop(self.scratch / "fill.tar")
+        before = _package_requests(server)
+
+        def ours() -> Run:
+            out = self.fresh("pack-out")
+            try:
+                return run_once(
+                    [
+                        PIXI_PACK,
+                        ws,
+                        "-e",
+                        "default",
+                        "-p",
+                        "linux-64",
+                        "-o",
+                        out / "environment.tar",
+                        "-q",
+                        "--use-cache",
+                        cache,
+                    ]
+                )
+            finally:
+                self.drop(out)
+
+        def tar_floor() -> Run:
+            out = self.fresh("tar-out")
+            try:
+                return run_once(["tar", "-cf", out / "environment.tar", "-C", cache, "."])
+            finally:
+                self.drop(out)
+
+        result = interleaved(self.runs, {"ours": ours, "floor": tar_floor})
+        requests = _package_requests(server) - before
+        self.add(
+            Row(
+                world.workload.name,
+                "warm-cache pack",
+                result["ours"],
+                "tar -cf of the cached files",
+                result["floor"],
+                1.2,
+            )
+        )
+        self.add(
+            Row(
+                world.workload.name,
+                "warm-cache package requests",
+                None,
+                note=f"{requests} over {self.runs} runs (target 0)",
+                ratio_override=float(requests),
+                limit=0.0,
+            )
+        )
+        self.drop(cache)
+
+    # -- unpack --------------------------------------------------------------------------------------
+
+    def unpack(self, world: World, pack: Path, floor: bool = True) -> Series:
+        """``pixi-unpack`` of the tar vs a bare ``rattler.install`` of the same records from the same files."""
+        extracted = self.fresh(f"{world.workload.name}-extracted")
+        subprocess.run(["tar", "-xf", pack, "-C", extracted], check=True)
+
+        def ours() -> Run:
+            out = self.fresh("unpack-out")
+            try:
+                return run_once([PIXI_UNPACK, pack, "-o", out, "-q"])
+            finally:
+                self.drop(out)
+
+        def rattler_floor() -> Run:
+            out = self.fresh("floor-out")
+            try:
+                return run_once(
+                    [
+                        sys.executable,
+                        HERE / "install_floor.py",
+                        extracted / "channel",
+                        out / "env",
+                        out / "cache",
+                    ]
+                )
+            finally:
+                self.drop(out)
+
+        steps: dict[str, Callable[[], Run]] = {"ours": ours}
+        if floor:
+            steps["floor"] = rattler_floor
+        result = interleaved(self.runs, steps)
+        self.drop(extracted)
+        self.add(
+            Row(
+                world.workload.name,
+                "unpack",
+                result["ours"],
+                "bare rattler.install",
+                result.get("floor"),
+                1.2 if floor else None,
+            )
+        )
+        return result["ours"]
+
+    def conda_pack(self, world: World, pack: Path, ours: Series) -> None:
+        """conda-pack's unpack (tar -xf + conda-unpack) of the same environment, vs our unpack."""
+        name = world.workload.name
+        tool = CONDA_PACK_VENV / "bin" / "conda-pack"
+        if not tool.exists():
+            reason = _install_conda_pack()
+            if reason:
+                self.add(Row(name, "unpack vs conda-pack", None, note=f"SKIP: {reason}"))
+                return
+        env_root = self.fresh(f"{name}-cp-env")
+        run_once([PIXI_UNPACK, pack, "-o", env_root, "-q"])
+        archive = self.scratch / f"{name}-conda-pack.tar"
+        try:
+            run_once(
+                [
+                    tool,
+                    "-p",
+                    env_root / "env",
+                    "-o",
+                    archive,
+                    "--format",
+                    "tar",
+                    "--ignore-missing-files",
+                    "-q",
+                ]
+            )
+        except CommandFailed as exc:
+            self.add(
+                Row(name, "unpack vs conda-pack", None, note=f"SKIP: conda-pack failed: {str(exc)[-200:]}")
+            )
+            return
+        finally:
+            self.drop(env_root)
+        python = CONDA_PACK_VENV / "bin" / "python"
+
+        def conda_unpack() -> Run:
+            out = self.fresh("cp-out")
+            script = f"tar -xf {archive} -C {out} && {python} {out}/bin/conda-unpack"
+            try:
+                return run_once(["sh", "-c", script])
+            finally:
+                self.drop(out)
+
+        result = interleaved(self.runs, {"conda-pack": conda_unpack})
+        self.drop(archive)
+        self.add(
+            Row(
+                name,
+                "unpack vs conda-pack",
+                ours,
+                "tar -xf + conda-unpack (uncompressed tar)",
+                result["conda-pack"],
+                1.0,
+            )
+        )
+
+    def self_extracting(self, world: World, ws: Path, pack: Path, ours_unpack: Series) -> Series | None:
+        """The self-extracting executable's unpack vs pixi-unpack of the tar."""
+        name = world.workload.name
+        reason = _executable_format_missing()
+        if reason:
+            self.add(Row(name, "self-extracting unpack", None, note=f"SKIP: {reason}"))
+            return None
+        exe = self.scratch / f"{name}-environment.sh"
+        run_once([PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "--create-executable", "-o", exe, "-q"])
+
+        def sfx() -> Run:
+            out = self.fresh("sfx-out")
+            try:
+                return run_once(["sh", exe, "-o", out, "-q"], cwd=out)
+            finally:
+                self.drop(out)
+
+        def tar_unpack() -> Run:
+            out = self.fresh("unpack-out")
+            try:
+                return run_once([PIXI_UNPACK, pack, "-o", out, "-q"])
+            finally:
+                self.drop(out)
+
+        result = interleaved(self.runs, {"sfx": sfx, "tar": tar_unpack})
+        self.drop(exe)
+        self.add(
+            Row(name, "self-extracting unpack", result["sfx"], "pixi-unpack of the tar", result["tar"], 1.1)
+        )
+        return result["sfx"]
+
+    # -- progress --------------------------------------------------------------------------------------
+
+    def progress_cost(self, world: World, ws: Path, pack: Path) -> None:
+        """The rich progress on a (pseudo) terminal vs the same command with stderr discarded."""
+        name = world.workload.name
+        if shutil.which("script") is None:
+            self.add(
+                Row(name, "progress display", None, note="SKIP: no 'script' command for a pseudo terminal")
+            )
+            return
+        for label, command in (
+            ("pack", f"{PIXI_PACK} {ws} -e default -p linux-64 -o {{OUT}}/environment.tar"),
+            ("unpack", f"{PIXI_UNPACK} {pack} -o {{OUT}}"),
+        ):
+
+            def shown(command: str = command) -> Run:
+                out = self.fresh("progress-out")
+                try:
+                    return run_once(["script", "-qec", command.replace("{OUT}", str(out)), "/dev/null"])
+                finally:
+                    self.drop(out)
+
+            def hidden(command: str = command) -> Run:
+                out = self.fresh("progress-out")
+                try:
+                    return run_once(
+                        ["script", "-qec", command.replace("{OUT}", str(out)) + " 2>/dev/null", "/dev/null"]
+                    )
+                finally:
+                    self.drop(out)
+
+            result = interleaved(self.runs, {"shown": shown, "hidden": hidden})
+            self.add(
+                Row(
+                    name,
+                    f"{label} with progress shown",
+                    result["shown"],
+                    "same, stderr not a terminal",
+                    result["hidden"],
+                    1.05,
+                )
+            )
+
+
+def _package_requests(server: ChannelServer) -> int:
+    with server.log.lock:
+        return sum(1 for p in server.log.paths if p.endswith(PACKAGE_SUFFIXES))
+
+
+def _install_conda_pack() -> str | None:
+    """Install conda-pack (PyPI) into its own venv; the reason it could not be, or None."""
+    try:
+        subprocess.run([sys.executable, "-m", "venv", CONDA_PACK_VENV], check=True, capture_output=True)
+        subprocess.run(
+            [CONDA_PACK_VENV / "bin" / "pip", "install", "-q", "conda-pack"], check=True, capture_output=True
+        )
+    except subprocess.CalledProcessError as exc:
+        return f"could not install conda-pack: {exc.stderr.decode(errors='replace')[-200:]}"
+    return None
+
+
+def _executable_format_missing() -> str | None:
+    from pixi_pack_ext.errors import PixiPackError
+    from pixi_pack_ext.plugins import get_plugin_manager
+
+    try:
+        get_plugin_manager().format_named("executable")
+    except PixiPackError:
+        return "no 'executable' pack format (--create-executable) is available yet"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+
+HEADER = f"{'workload':<8} {'measurement':<30} {'ours s':>8} {'base s':>8} {'ratio':>7} {'target':>7} {'verdict':>7} {'RSS MiB':>8}  baseline / note"
+
+
+def format_row(row: Row) -> str:
+    ours = f"{row.ours.median:8.2f}" if row.ours and row.ours.runs else f"{'-':>8}"
+    base = f"{row.baseline.median:8.2f}" if row.baseline and row.baseline.runs else f"{'-':>8}"
+    ratio = f"{row.ratio:7.2f}" if row.ratio is not None else f"{'-':>7}"
+    limit = f"<={row.limit:5.2f}" if row.limit is not None else f"{'-':>7}"
+    rss = f"{row.ours.peak_rss:8.0f}" if row.ours and row.ours.runs else f"{'-':>8}"
+    tail = " / ".join(x for x in (row.baseline_name, row.note) if x)
+    return f"{row.workload:<8} {row.what:<30} {ours} {base} {ratio} {limit} {row.verdict:>7} {rss}  {tail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads (S 50 MiB, L 200 MiB)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
+    parser.add_argument("--only", default="S,L,T", help="comma-separated subset of S, L, T")
+    parser.add_argument("--keep", action="store_true", help="keep benchmarks/.work/scratch afterwards")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+
+    needed = 3 * (200 if args.quick else 2200) * MiB
+    free = shutil.disk_usage(WORK.parent).free
+    if free < needed * 2:
+        sys.exit(
+            f"not enough free disk space under {WORK}: {free / MiB:.0f} MiB free, want {2 * needed / MiB:.0f}"
+        )
+
+    loads = workloads(args.quick)
+    bench = Bench(args.runs)
+    started = time.perf_counter()
+    print(
+        f"pixi-pack-ext benchmarks ({'quick' if args.quick else 'full'} mode, {args.runs} runs each, "
+        f"{os.cpu_count()} CPUs, host {socket.gethostname()})",
+        flush=True,
+    )
+    worlds = {name: build_world(w) for name, w in loads.items() if name[0] in only}
+    print(HEADER, flush=True)
+    try:
+        for name in ("S", "L"):
+            if name not in worlds:
+                continue
+            world = worlds[name]
+            with ChannelServer(world.serve, handler=SendfileHandler) as server:
+                ws = world.workspace(bench.fresh(f"{name}-ws"), server.url)
+                ours_pack, pack = bench.pack_cold(world, server, ws)
+                bench.pack_warm(world, server, ws)
+                ours_unpack = bench.unpack(world, pack)
+                bench.conda_pack(world, pack, ours_unpack)
+                sfx = bench.self_extracting(world, ws, pack, ours_unpack)
+                if name == "L":
+                    for label, series in (
+                        ("pack", ours_pack),
+                        ("unpack", ours_unpack),
+                        ("self-extracting unpack", sfx),
+                    ):
+                        bench.add(
+                            Row(
+                                name,
+                                f"peak RSS of {label}",
+                                series,
+                                note=f"limit {RSS_LIMIT_MIB} MiB" if series else f"SKIP: no {label} measured",
+                                ratio_override=series.peak_rss / RSS_LIMIT_MIB if series else None,
+                                limit=1.0 if series else None,
+                            )
+                        )
+                bench.drop(pack)
+        if "T200" in worlds:
+            scale: dict[str, dict[str, Series]] = {}
+            for name in ("T200", "T1000"):
+                world = worlds[name]
+                with ChannelServer(world.serve, handler=SendfileHandler) as server:
+                    ws = world.workspace(bench.fresh(f"{name}-ws"), server.url)
+                    pack_series, pack = bench.pack_cold(world, server, ws)
+                    unpack_series = bench.unpack(world, pack)
+                    scale[name] = {"pack": pack_series, "unpack": unpack_series}
+                    if name == "T1000":
+                        bench.progress_cost(world, ws, pack)
+                    bench.drop(pack)
+            for label in ("pack", "unpack"):
+                bench.add(
+                    Row(
+                        "T1000",
+                        f"{label} scale T1000/T200",
+                        scale["T1000"][label],
+                        f"T200 {label}",
+                        scale["T200"][label],
+                        6.0,
+                    )
+                )
+    finally:
+        if not args.keep:
+            shutil.rmtree(bench.scratch, ignore_errors=True)
+
+    print()
+    print(f"summary ({time.perf_counter() - started:.0f} s; ratio = median ours / median baseline)")
+    print(HEADER)
+    for row in bench.rows:
+        print(format_row(row))
+    missed = [r for r in bench.rows if r.verdict == "MISSED"]
+    print(
+        f"\n{len(missed)} target(s) missed"
+        + (": " + "; ".join(f"{r.workload} {r.what}" for r in missed) if missed else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
