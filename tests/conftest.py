@@ -99,3 +99,12 @@ def host_platform() -> str:
 needs_linux64 = pytest.mark.skipif(
     host_platform() != "linux-64", reason="the fixture binaries are built for linux-64"
 )
+
+
+@pytest.fixture(scope="session")
+def py_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A channel with a host-python ``python`` package and real wheels, served (see pypi_world.py)."""
+    from pypi_world import python_world
+
+    with python_world(tmp_path_factory.mktemp("pyworld")) as world:
+        yield world

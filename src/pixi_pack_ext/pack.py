@@ -19,6 +19,7 @@ from .config import AuthStore, Settings, load_config
 from .errors import DownloadError, PackError, PixiPackError, UsageError
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .hookspecs import WriteRequest
+from .injection import apply_injections
 from .lockfile import read_plan
 from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
 from .plan import PackPlan
@@ -70,10 +71,7 @@ def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) 
         if options.wheel_dirs:
             raise UsageError("--wheel-dir only applies with --prefix (a lock names its wheels itself)")
         plan = read_plan(options.manifest, options.environment, options.platform)
-    for path in options.inject:
-        if not path.is_file():
-            raise UsageError(f"injected file '{path}' does not exist")
-        plugins.injector_for(path).inject(path.resolve(), plan)
+    apply_injections(options.inject, plan, plugins)
     select_wheels(plan, ignore_non_wheel=options.ignore_pypi_non_wheel)
     return plan
 

@@ -1,0 +1,157 @@
+"""PyPI wheels from the lock: packed into ``pypi/``, installed offline by pixi-unpack, refused when unusable."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from conftest import needs_linux64, run
+from pypi_world import PythonWorld, needs_host_python
+
+from pixi_pack_ext.testing.python import retag_wheel
+from pixi_pack_ext.testing.world import PypiEntry
+
+
+def _last_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    lines = result.stderr.decode().strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _pack_tar_names(pack: Path) -> list[str]:
+    with tarfile.open(pack) as tar:
+        return sorted(tar.getnames())
+
+
+@needs_linux64
+@needs_host_python
+def test_wheels_packed_installed_and_runnable(py_world: PythonWorld, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "wheels").mkdir()
+    local = shutil.copy(py_world.wheels["greet-local"], workspace / "wheels")
+    py_world.lock(
+        workspace,
+        specs=["python", "pip"],
+        pypi=[
+            py_world.entry("greet-cli"),
+            py_world.entry("greet-two", location="direct+" + py_world.wheel_url("greet-two")),
+            py_world.entry("greet-local", location=f"wheels/{Path(local).name}"),
+        ],
+    )
+    pack = tmp_path / "environment.tar"
+    result = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
+    assert "no pip" not in result.stderr.decode()
+
+    names = _pack_tar_names(pack)
+    for wheel in ("greet-cli", "greet-two", "greet-local"):
+        assert f"pypi/{py_world.wheels[wheel].name}" in names
+    with tarfile.open(pack) as tar:
+        env_yml = tar.extractfile("environment.yml").read().decode()  # type: ignore[union-attr]
+    assert "  - pip:\n    - --no-index\n    - --find-links ./pypi\n" in env_yml
+    assert "    - greet-cli==1.0\n" in env_yml and "    - greet-local==1.0\n" in env_yml
+
+    out = tmp_path / "target"
+    out.mkdir()
+    run("pixi-unpack", pack, cwd=out)
+    env = out / "env"
+    python = env / "bin" / "python"
+    site = env / "lib" / f"python{py_world.python.short_version}" / "site-packages"
+
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys, greet_cli, greet_two, greet_local; print(sys.prefix); print(greet_two.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.splitlines() == [str(env), str(site / "greet_two" / "__init__.py")]
+
+    script = env / "bin" / "greet"
+    assert script.read_text().splitlines()[0] == f"#!{python}"
+    assert subprocess.run([script], capture_output=True, text=True, check=True).stdout.strip() == (
+        f"greet prefix={env}"
+    )
+
+    dist_info = site / "greet_cli-1.0.dist-info"
+    assert (dist_info / "INSTALLER").read_text().strip() == "pixi-pack-ext"
+    record = (dist_info / "RECORD").read_text()
+    assert "greet_cli/__init__.py,sha256=" in record and "../../../bin/greet,sha256=" in record
+    tag = f"cpython-{py_world.python.short_version.replace('.', '')}"
+    assert (site / "greet_cli" / "__pycache__" / f"__init__.{tag}.pyc").is_file()
+
+
+def test_wheel_with_wrong_sha256_is_refused(py_world: PythonWorld, tmp_path: Path) -> None:
+    workspace = py_world.lock(tmp_path / "ws", pypi=[py_world.entry("greet-two", sha256="0" * 64)])
+    pack = tmp_path / "environment.tar"
+    result = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack, check=False)
+    assert result.returncode != 0
+    line = _last_line(result)
+    assert "greet-two" in line and "sha256" in line, line
+    assert "Traceback" not in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ws"]
+
+
+def test_non_wheels_refused_then_skipped_with_flag(py_world: PythonWorld, tmp_path: Path) -> None:
+    sdist = PypiEntry("greet-src", "1.0", f"{py_world.server.url}wheels/greet_src-1.0.tar.gz")
+    git = PypiEntry("greet-git", "1.0", "git+https://example.invalid/greet-git.git?rev=abc#abc")
+    workspace = py_world.lock(tmp_path / "ws", pypi=[py_world.entry("greet-two"), sdist, git])
+    pack = tmp_path / "environment.tar"
+
+    refused = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack, check=False)
+    assert refused.returncode != 0
+    line = _last_line(refused)
+    assert "greet-" in line and "not a wheel" in line and "--ignore-pypi-non-wheel" in line, line
+    assert not pack.exists()
+
+    skipped = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack, "--ignore-pypi-non-wheel")
+    stderr = skipped.stderr.decode()
+    assert "skipping PyPI package 'greet-src'" in stderr and "skipping PyPI package 'greet-git'" in stderr
+    assert "no pip" in stderr  # the environment has wheels but no pip for environment.yml
+    names = _pack_tar_names(pack)
+    assert [n for n in names if n.startswith("pypi/")] == [f"pypi/{py_world.wheels['greet-two'].name}"]
+
+
+def test_workspace_own_editable_project_is_skipped(py_world: PythonWorld, tmp_path: Path) -> None:
+    workspace = py_world.lock(tmp_path / "ws", pypi=[PypiEntry("pyworld", "0.1", ".")])
+    pack = tmp_path / "environment.tar"
+    result = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
+    assert "workspace's own project" in result.stderr.decode()
+    assert not [n for n in _pack_tar_names(pack) if n.startswith("pypi/")]
+
+
+@needs_linux64
+@needs_host_python
+def test_wheel_for_another_platform_is_refused_at_unpack(py_world: PythonWorld, tmp_path: Path) -> None:
+    windows_wheel = retag_wheel(py_world.wheels["greet-two"], "cp311-cp311-win_amd64", tmp_path / "retagged")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    shutil.copy(windows_wheel, workspace)
+    py_world.lock(workspace, pypi=[PypiEntry("greet-two", "1.0", windows_wheel.name)])
+    pack = tmp_path / "environment.tar"
+    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
+
+    out = tmp_path / "target"
+    out.mkdir()
+    result = run("pixi-unpack", pack, cwd=out, check=False)
+    assert result.returncode != 0
+    line = _last_line(result)
+    assert windows_wheel.name in line and "cannot run here" in line and "win_amd64" in line, line
+    assert list(out.iterdir()) == []
+
+
+@needs_linux64
+def test_wheels_without_python_are_refused_at_unpack(py_world: PythonWorld, tmp_path: Path) -> None:
+    workspace = py_world.lock(tmp_path / "ws", specs=["pip"], pypi=[py_world.entry("greet-two")])
+    pack = tmp_path / "environment.tar"
+    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
+    out = tmp_path / "target"
+    out.mkdir()
+    result = run("pixi-unpack", pack, cwd=out, check=False)
+    assert result.returncode != 0
+    assert "no python" in _last_line(result)
+    assert list(out.iterdir()) == []
