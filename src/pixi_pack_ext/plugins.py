@@ -32,6 +32,7 @@ DISABLE_AUTOLOAD_ENV = "PIXI_PACK_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pixi_pack_ext.builtin.sources.http",
     "pixi_pack_ext.builtin.sources.file",
+    "pixi_pack_ext.builtin.sources.s3",
     "pixi_pack_ext.builtin.formats.tar",
     "pixi_pack_ext.builtin.formats.directory",
     "pixi_pack_ext.builtin.injectors.conda",

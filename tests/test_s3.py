@@ -1,0 +1,208 @@
+"""s3:// channels end to end: a real S3 endpoint on 127.0.0.1 (moto) holding the demo channel.
+
+The lock names ``s3://conda-channel/channel/...`` for every package, as pixi writes it for an S3
+channel; ``[s3-options.conda-channel]`` says where the bucket lives, credentials come from the auth
+file or the AWS environment. Nothing on the machine (``~/.aws``, ``~/.rattler``, proxies) leaks in.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run
+
+from pixi_pack_ext.testing.locks import relocate_workspace
+from pixi_pack_ext.testing.s3 import REGION, S3ChannelServer
+from pixi_pack_ext.testing.world import ChannelServer
+
+pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
+
+BUCKET = "conda-channel"
+SECRET = "s3-secret-never-shown"
+
+
+@pytest.fixture(scope="module")
+def s3(channel_dir: Path) -> Iterator[S3ChannelServer]:
+    with S3ChannelServer(channel_dir, bucket=BUCKET) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_workspace(workspace: Path, channel_server: ChannelServer, s3: S3ChannelServer, tmp_path: Path) -> Path:
+    return relocate_workspace(workspace, tmp_path / "ws", channel_server.url, s3.url)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what a test gives: no AWS profile, env credentials, auth file, netrc or proxy of this machine."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "RATTLER_AUTH_FILE",
+        "NETRC",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def write_config(path: Path, s3: S3ChannelServer, *, path_style: bool = True) -> Path:
+    host = "127.0.0.1" if path_style else "localhost"
+    path.write_text(
+        f'[s3-options.{BUCKET}]\nendpoint-url = "http://{host}:{s3.port}"\nregion = "{REGION}"\n'
+        f"force-path-style = {'true' if path_style else 'false'}\n"
+    )
+    return path
+
+
+def write_auth(path: Path) -> Path:
+    credentials = {"access_key_id": "pack-reader", "secret_access_key": SECRET}
+    path.write_text(json.dumps({f"s3://{BUCKET}": {"S3Credentials": credentials}}))
+    return path
+
+
+def assert_pack_holds_channel_files(pack_file: Path, channel_dir: Path) -> None:
+    """Every package in the pack is byte for byte the channel's file (the lock's hashes hold)."""
+    with tarfile.open(pack_file) as tar:
+        packages = [m for m in tar.getmembers() if m.name.endswith((".conda", ".tar.bz2"))]
+        assert packages
+        for member in packages:
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            assert data == (channel_dir / member.name.removeprefix("channel/")).read_bytes()
+        assert SECRET.encode() not in b"".join(
+            tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        )
+
+
+def test_path_style_with_credentials_from_auth_file(
+    s3_workspace: Path, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.toml", s3)
+    auth = write_auth(tmp_path / "auth.json")
+    pack_file = tmp_path / "environment.tar"
+    result = run(
+        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
+        "-o", pack_file, "-v",
+    )  # fmt: skip
+    assert_pack_holds_channel_files(pack_file, channel_dir)
+    assert SECRET.encode() not in result.stderr + result.stdout
+
+
+def test_credentials_from_rattler_auth_file_env(
+    s3_workspace: Path, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.toml", s3)
+    auth = write_auth(tmp_path / "auth.json")
+    pack_file = tmp_path / "environment.tar"
+    run(
+        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "-o", pack_file,
+        env={"RATTLER_AUTH_FILE": str(auth)},
+    )  # fmt: skip
+    assert_pack_holds_channel_files(pack_file, channel_dir)
+
+
+def test_credentials_from_the_aws_environment(
+    s3_workspace: Path, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.toml", s3)
+    pack_file = tmp_path / "environment.tar"
+    run(
+        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "-o", pack_file,
+        env={"AWS_ACCESS_KEY_ID": "env-reader", "AWS_SECRET_ACCESS_KEY": SECRET},
+    )  # fmt: skip
+    assert_pack_holds_channel_files(pack_file, channel_dir)
+
+
+def test_no_credentials_is_one_clear_line(s3_workspace: Path, s3: S3ChannelServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", s3)
+    pack_file = tmp_path / "environment.tar"
+    result = run(
+        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "-o", pack_file,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"no usable S3 credentials for bucket '{BUCKET}'" in lines[0]
+    assert "--auth-file" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0]
+    assert "Traceback" not in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "ws"]  # nothing half-written
+
+
+def test_missing_object_names_the_url_without_signature(
+    s3_workspace: Path, s3: S3ChannelServer, tmp_path: Path
+) -> None:
+    lock = s3_workspace / "pixi.lock"
+    name = "hello-bin-1.0-"
+    assert name in lock.read_text()
+    lock.write_text(lock.read_text().replace(name, "hello-bin-1.0-gone-"))
+    config = write_config(tmp_path / "config.toml", s3)
+    auth = write_auth(tmp_path / "auth.json")
+    result = run(
+        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
+        "-o", tmp_path / "environment.tar", check=False,
+    )  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert f"s3://{BUCKET}/channel/linux-64/hello-bin-1.0-gone-" in err and "HTTP 404" in err
+    assert "X-Amz-" not in err and "pack-reader" not in err
+    assert not (tmp_path / "environment.tar").exists()
+
+
+def test_virtual_host_style(
+    s3_workspace: Path, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
+) -> None:
+    """``force-path-style = false`` asks ``conda-channel.localhost:PORT`` for ``/channel/...``.
+
+    That name need not resolve here, so the first run must fail naming it (proof that the bucket
+    went into the host name); moto as the HTTP proxy then plays the DNS and the pack succeeds.
+    """
+    config = write_config(tmp_path / "config.toml", s3, path_style=False)
+    auth = write_auth(tmp_path / "auth.json")
+    pack_file = tmp_path / "environment.tar"
+    args = ("pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth)
+    import socket
+
+    try:
+        socket.getaddrinfo(f"{BUCKET}.localhost", s3.port)
+    except OSError:
+        failed = run(*args, "-o", pack_file, check=False)
+        assert failed.returncode == 1
+        assert f"could not connect to {BUCKET}.localhost:{s3.port}" in failed.stderr.decode()
+        assert not pack_file.exists()
+    run(*args, "-o", pack_file, env={"HTTP_PROXY": s3.proxy, "http_proxy": s3.proxy})
+    assert_pack_holds_channel_files(pack_file, channel_dir)
+
+
+def test_s3_mirror_of_an_http_channel(
+    workspace: Path, channel_server: ChannelServer, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
+) -> None:
+    """A ``[mirrors]`` entry may point an http channel at a bucket (the original is then not asked)."""
+    config = write_config(tmp_path / "config.toml", s3)
+    with config.open("a") as f:
+        f.write(f'\n[mirrors]\n"{channel_server.url}" = ["{s3.url}"]\n')
+    auth = write_auth(tmp_path / "auth.json")
+    pack_file = tmp_path / "environment.tar"
+    before = channel_server.log.count(".conda") + channel_server.log.count(".tar.bz2")
+    run(
+        "pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
+        "-o", pack_file,
+    )  # fmt: skip
+    assert channel_server.log.count(".conda") + channel_server.log.count(".tar.bz2") == before
+    assert_pack_holds_channel_files(pack_file, channel_dir)
