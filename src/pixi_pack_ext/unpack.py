@@ -116,6 +116,11 @@ def _pin_to_verified_files(
             raise InvalidPackError(
                 f"channel/{subdir.name}/repodata.json has a record for '{record.file_name}' it does not list"
             )
+        if record.subdir != subdir.name:
+            raise InvalidPackError(
+                f"channel/{subdir.name}/repodata.json says '{record.file_name}' is for subdir "
+                f"'{record.subdir}'; a pack keeps each package in its own subdir's folder"
+            )
         record.url = (subdir / record.file_name).resolve().as_uri()
     return records
 

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 from ...archive import safe_extract, write_tar
+from ...errors import InvalidPackError
 from ...hookspecs import PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
 
@@ -54,7 +55,14 @@ def peek_metadata(path: Path) -> str | None:
             while (member := tar.next()) is not None:
                 if member.isfile() and member.name.removeprefix("./") == METADATA_FILE:
                     source = tar.extractfile(member)
-                    return None if source is None else source.read(1 << 16).decode("utf-8", "replace")
+                    if source is None:
+                        return None
+                    try:
+                        return source.read(1 << 16).decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise InvalidPackError(
+                            f"{METADATA_FILE} is not UTF-8 text; this is not a valid pack"
+                        ) from None
                 tar.members.clear()
     except tarfile.TarError:
         return None

@@ -1,0 +1,1 @@
+"""Hostile packs, packages and inputs: refused cleanly, nothing written outside, nothing let in."""
