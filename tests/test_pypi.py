@@ -89,7 +89,7 @@ def test_wheel_with_wrong_sha256_is_refused(py_world: PythonWorld, tmp_path: Pat
     workspace = py_world.lock(tmp_path / "ws", pypi=[py_world.entry("greet-two", sha256="0" * 64)])
     pack = tmp_path / "environment.tar"
     result = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 1, result.stderr.decode()
     line = _last_line(result)
     assert "greet-two" in line and "sha256" in line, line
     assert "Traceback" not in result.stderr.decode()
@@ -103,7 +103,7 @@ def test_non_wheels_refused_then_skipped_with_flag(py_world: PythonWorld, tmp_pa
     pack = tmp_path / "environment.tar"
 
     refused = run("pixi-pack", workspace, "-p", "linux-64", "-o", pack, check=False)
-    assert refused.returncode != 0
+    assert refused.returncode == 1, refused.stderr.decode()
     line = _last_line(refused)
     assert "greet-" in line and "not a wheel" in line and "--ignore-pypi-non-wheel" in line, line
     assert not pack.exists()
@@ -138,7 +138,7 @@ def test_wheel_for_another_platform_is_refused_at_unpack(py_world: PythonWorld, 
     out = tmp_path / "target"
     out.mkdir()
     result = run("pixi-unpack", pack, cwd=out, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 1, result.stderr.decode()
     line = _last_line(result)
     assert windows_wheel.name in line and "cannot run here" in line and "win_amd64" in line, line
     assert list(out.iterdir()) == []
@@ -152,6 +152,6 @@ def test_wheels_without_python_are_refused_at_unpack(py_world: PythonWorld, tmp_
     out = tmp_path / "target"
     out.mkdir()
     result = run("pixi-unpack", pack, cwd=out, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 1, result.stderr.decode()
     assert "no python" in _last_line(result)
     assert list(out.iterdir()) == []

@@ -7,7 +7,6 @@ dependency check runs in the core once every injected file is in (see ``injectio
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import rattler
@@ -26,17 +25,41 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_record(path: Path) -> rattler.RepoDataRecord:
-    """The repodata record of a local package file, named the canonical ``name-version-build.ext``."""
+    """The repodata record of a local package file, named the canonical ``name-version-build.ext``.
+
+    Built from the package's ``index.json`` (rattler's synchronous reader; its async archive reader
+    can crash the interpreter at exit) plus the file's own hashes and size.
+    """
     try:
-        record = asyncio.run(rattler.RepoDataRecord.from_package_archive(path))
+        index = rattler.IndexJson.from_package_archive(path)
     except Exception as exc:  # rattler's archive and JSON errors
         raise InjectionError(
             f"cannot inject '{path.name}': it is not a readable conda package ({_first_line(exc)})"
         ) from None
     sha256, md5 = hash_file(path)
-    record.sha256 = bytes.fromhex(sha256)
-    record.md5 = bytes.fromhex(md5)
-    record.size = path.stat().st_size
+    record = rattler.PackageRecord(
+        name=index.name,
+        version=index.version,
+        build=index.build,
+        build_number=index.build_number,
+        subdir=index.subdir or "",
+        arch=index.arch,
+        platform=index.platform,
+        noarch=index.noarch,
+        depends=list(index.depends),
+        constrains=list(index.constrains),
+        sha256=bytes.fromhex(sha256),
+        md5=bytes.fromhex(md5),
+        size=path.stat().st_size,
+        features=index.features,
+        license=index.license,
+        license_family=index.license_family,
+        python_site_packages_path=index.python_site_packages_path,
+        extra_depends=dict(index.extra_depends) or None,
+        flags=list(index.flags) or None,
+    )
+    record.timestamp = index.timestamp
+    record.track_features = list(index.track_features)
     extension = ".conda" if path.name.lower().endswith(".conda") else ".tar.bz2"
     file_name = f"{record.name.normalized}-{record.version}-{record.build}{extension}"
     return rattler.RepoDataRecord(record, file_name, path.as_uri(), path.parent.as_uri() + "/")
