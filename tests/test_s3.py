@@ -8,18 +8,24 @@ file or the AWS environment. Nothing on the machine (``~/.aws``, ``~/.rattler``,
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import run
+from pack_checks import (
+    assert_no_secret,
+    assert_pack_holds_channel_files,
+    isolated_credentials,  # noqa: F401 - a fixture
+)
 
 from pixi_pack_ext.testing.locks import relocate_workspace
 from pixi_pack_ext.testing.s3 import REGION, S3ChannelServer
 from pixi_pack_ext.testing.world import ChannelServer
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
+# No AWS profile, env credentials, auth file, netrc or proxy of this machine.
+pytestmark = pytest.mark.usefixtures("isolated_credentials")
 
 BUCKET = "conda-channel"
 SECRET = "s3-secret-never-shown"
@@ -34,30 +40,6 @@ def s3(channel_dir: Path) -> Iterator[S3ChannelServer]:
 @pytest.fixture
 def s3_workspace(workspace: Path, channel_server: ChannelServer, s3: S3ChannelServer, tmp_path: Path) -> Path:
     return relocate_workspace(workspace, tmp_path / "ws", channel_server.url, s3.url)
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Only what a test gives: no AWS profile, env credentials, auth file, netrc or proxy of this machine."""
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "RATTLER_AUTH_FILE",
-        "NETRC",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def write_config(path: Path, s3: S3ChannelServer, *, path_style: bool = True) -> Path:
@@ -75,21 +57,6 @@ def write_auth(path: Path) -> Path:
     return path
 
 
-def assert_pack_holds_channel_files(pack_file: Path, channel_dir: Path) -> None:
-    """Every package in the pack is byte for byte the channel's file (the lock's hashes hold)."""
-    with tarfile.open(pack_file) as tar:
-        packages = [m for m in tar.getmembers() if m.name.endswith((".conda", ".tar.bz2"))]
-        assert packages
-        for member in packages:
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            assert data == (channel_dir / member.name.removeprefix("channel/")).read_bytes()
-        assert SECRET.encode() not in b"".join(
-            tar.extractfile(m).read()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.isfile()
-        )
-
-
 def test_path_style_with_credentials_from_auth_file(
     s3_workspace: Path, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
 ) -> None:
@@ -100,8 +67,8 @@ def test_path_style_with_credentials_from_auth_file(
         "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
         "-o", pack_file, "-v",
     )  # fmt: skip
-    assert_pack_holds_channel_files(pack_file, channel_dir)
-    assert SECRET.encode() not in result.stderr + result.stdout
+    assert_pack_holds_channel_files(pack_file, channel_dir, secrets=(SECRET,))
+    assert_no_secret(result.stderr + result.stdout, SECRET)
 
 
 def test_credentials_from_rattler_auth_file_env(
@@ -142,7 +109,7 @@ def test_no_credentials_is_one_clear_line(s3_workspace: Path, s3: S3ChannelServe
     assert f"no usable S3 credentials for bucket '{BUCKET}'" in lines[0]
     assert "--auth-file" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0]
     assert "Traceback" not in result.stderr.decode()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "ws"]  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "home", "ws"]  # nothing half-written
 
 
 def test_missing_object_names_the_url_without_signature(

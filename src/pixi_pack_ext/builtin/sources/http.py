@@ -42,6 +42,14 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, min(parsed.timestamp() - time.time(), MAX_RETRY_AFTER)) if parsed else None
 
 
+def _range_starts_at(response: httpx.Response, offset: int) -> bool:
+    """Whether a 206 answer's ``Content-Range: bytes START-END/TOTAL`` starts where we asked."""
+    value = response.headers.get("content-range", "")
+    unit, _, spec = value.partition(" ")
+    start = spec.split("-", 1)[0]
+    return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
+
+
 class HttpSession:
     """One pooled httpx client for every http(s) download of a run."""
 
@@ -64,6 +72,8 @@ class HttpSession:
         credential = self.settings.auth.lookup(parts.hostname or "")
         if credential is None:
             return url, {}, None
+        for secret in credential.secrets():  # netrc entries are only known once looked up
+            register_secret(secret)
         if credential.bearer_token:
             return url, {"Authorization": f"Bearer {credential.bearer_token}"}, None
         if credential.username is not None:
@@ -80,7 +90,7 @@ class HttpSession:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                delay = await self._attempt(request_url, headers, auth, sink, shown)
+                retry = await self._attempt(request_url, headers, auth, sink, shown)
             except TRANSIENT_ERRORS as exc:
                 if last:
                     raise DownloadError(
@@ -89,12 +99,11 @@ class HttpSession:
                 delay = None
                 log.info("retrying %s after %s", shown, type(exc).__name__)
             else:
-                if delay is None:
+                if retry is None:
                     return
+                delay, reason = retry
                 if last:
-                    raise DownloadError(
-                        f"could not download {shown}: server kept failing after {attempts} attempts"
-                    )
+                    raise DownloadError(f"could not download {shown}: {reason} after {attempts} attempts")
             await asyncio.sleep(delay if delay is not None else (0.25 * 2**attempt) * (1 + random.random()))
 
     async def _attempt(
@@ -104,8 +113,8 @@ class HttpSession:
         auth: httpx.Auth | None,
         sink: DownloadSink,
         shown: str,
-    ) -> float | None:
-        """One request; None when the file is complete, else the delay before retrying."""
+    ) -> tuple[float, str] | None:
+        """One request; None when the file is complete, else (delay before retrying, why)."""
         request_headers = dict(headers)
         resume_from = sink.offset
         if resume_from:
@@ -114,20 +123,24 @@ class HttpSession:
             status = response.status_code
             if status in (401, 403):
                 host = urlsplit(url).hostname
+                sent = auth is not None or "Authorization" in headers or "/t/" in urlsplit(url).path
+                what = "refused the credentials given for it" if sent else "needs credentials"
                 raise AuthenticationError(
-                    f"{host} refused {shown} (HTTP {status}); give credentials with --auth-file, "
-                    "RATTLER_AUTH_FILE, ~/.rattler/credentials.json or ~/.netrc"
+                    f"{host} {what} (HTTP {status} for {shown}); give credentials for '{host}' with "
+                    "--auth-file, RATTLER_AUTH_FILE, ~/.rattler/credentials.json or ~/.netrc"
                 )
             if status in RETRY_STATUS:
                 log.info("%s answered HTTP %s; retrying", shown, status)
-                return _retry_after(response) or 0.25 + random.random() * 0.25
+                return _retry_after(response) or 0.25 + random.random() * 0.25, f"HTTP {status}"
             if status == 416 and resume_from:
                 sink.restart()
-                return 0.0
+                return 0.0, "HTTP 416"
             if status >= 400:
                 raise DownloadError(f"could not download {shown}: HTTP {status} {response.reason_phrase}")
-            if resume_from and status != 206:
-                sink.restart()
+            if resume_from and (status != 206 or not _range_starts_at(response, resume_from)):
+                sink.restart()  # the server sent the whole file (or another part): start over
+                if status == 206:
+                    return 0.0, "a wrong Content-Range"
             async for chunk in response.aiter_raw(CHUNK):
                 sink.write(chunk)
             expected = response.headers.get("content-length")
