@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 from conftest import needs_linux64, run
+from packaging.tags import parse_tag
 from pypi_world import PythonWorld, needs_host_python
 
+from pixi_pack_ext.envpython import EnvPython, fits_loosely, parse_wheel_name
 from pixi_pack_ext.testing.python import retag_wheel
 from pixi_pack_ext.testing.world import PypiEntry
 
@@ -155,3 +158,69 @@ def test_wheels_without_python_are_refused_at_unpack(py_world: PythonWorld, tmp_
     assert result.returncode == 1, result.stderr.decode()
     assert "no python" in _last_line(result)
     assert list(out.iterdir()) == []
+
+
+def _conda_meta(prefix: Path, records: list[dict[str, object]]) -> Path:
+    meta = prefix / "conda-meta"
+    meta.mkdir(parents=True)
+    for record in records:
+        (meta / f"{record['name']}-{record['version']}-{record['build']}.json").write_text(json.dumps(record))
+    return prefix
+
+
+def test_env_python_is_read_from_conda_records(tmp_path: Path) -> None:
+    plain = EnvPython.from_prefix(
+        _conda_meta(
+            tmp_path / "a",
+            [
+                {"name": "python", "version": "3.12.4", "build": "h1_0_cpython"},
+                {"name": "python-dateutil", "version": "2.9", "build": "py_0"},
+            ],
+        )
+    )
+    assert plain is not None and plain.version == (3, 12) and plain.abi == "cp312"
+    assert plain.site_packages("linux-64") == "lib/python3.12/site-packages"
+    assert plain.site_packages("win-64") == "Lib/site-packages"
+
+    free = EnvPython.from_prefix(
+        _conda_meta(
+            tmp_path / "b",
+            [
+                {
+                    "name": "python",
+                    "version": "3.13.1",
+                    "build": "h9_0_cp313t",
+                    "python_site_packages_path": "lib/python3.13t/site-packages",
+                },
+                {"name": "python_abi", "version": "3.13", "build": "5_cp313t"},
+            ],
+        )
+    )
+    assert free is not None and free.free_threaded and free.abi == "cp313t"
+    assert free.site_packages("linux-64") == "lib/python3.13t/site-packages"
+    tags = free.supported_tags(["manylinux_2_17_x86_64"])
+    assert parse_tag("cp313-cp313t-manylinux_2_17_x86_64") <= tags
+    assert not parse_tag("cp312-abi3-manylinux_2_17_x86_64") & tags  # abi3 does not apply free-threaded
+
+    assert (
+        EnvPython.from_prefix(_conda_meta(tmp_path / "c", [{"name": "pip", "version": "24", "build": "0"}]))
+        is None
+    )
+
+
+def test_wheel_platform_tags_match_conda_platforms() -> None:
+    python = EnvPython(3, 11)
+    fits = {
+        "numpy-2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": {"linux-64"},
+        "numpy-2.0-cp311-cp311-macosx_11_0_arm64.whl": {"osx-arm64"},
+        "numpy-2.0-cp311-cp311-macosx_10_9_universal2.whl": {"osx-arm64", "osx-64"},
+        "numpy-2.0-cp311-cp311-win_amd64.whl": {"win-64"},
+        "numpy-2.0-cp312-cp312-win_amd64.whl": set(),
+        "six-1.16-py2.py3-none-any.whl": {"linux-64", "osx-arm64", "osx-64", "win-64", "linux-aarch64"},
+        "cryptography-43-cp39-abi3-manylinux_2_28_aarch64.whl": {"linux-aarch64"},
+        "musl-1.0-cp311-cp311-musllinux_1_2_x86_64.whl": set(),
+    }
+    for file_name, platforms in fits.items():
+        wheel = parse_wheel_name(file_name)
+        for platform in ("linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"):
+            assert fits_loosely(wheel, python, platform) == (platform in platforms), (file_name, platform)

@@ -83,9 +83,12 @@ class ChannelSource:
 class Injector:
     """Adds a local file (``--inject PATH``) to a pack plan without re-solving.
 
-    ``suffixes`` are the file name endings it accepts (``".conda"``, ``".whl"``). ``inject`` validates
-    the file against the plan (platform, dependencies) and adds it, raising ``InjectionError`` with a
-    clear message when the file does not fit.
+    ``suffixes`` are the file name endings it accepts (``".conda"``, ``".whl"``). ``inject`` checks the
+    file itself (readable, built for the plan's platform) and adds it to ``plan.conda`` or ``plan.pypi``
+    (replacing a package of the same name, with a line in ``plan.notes``), raising ``InjectionError``
+    with a clear message when the file does not fit. Once every file is in, the core checks the plan
+    as a whole (conda dependencies and constraints, wheel tags against the python), so injected files
+    may depend on each other in any order.
     """
 
     name: str
