@@ -202,8 +202,9 @@ def test_every_directive_is_known() -> None:
 
 
 def _help(command: str) -> str:
+    program, *sub = command.split()
     result = subprocess.run(
-        [str(BIN / command), "--help"],
+        [str(BIN / program), *sub, "--help"],
         capture_output=True,
         text=True,
         check=True,
@@ -214,12 +215,14 @@ def _help(command: str) -> str:
 
 def documented_flags() -> dict[str, set[str]]:
     """Every ``--flag``/``-f`` that a docs code block passes to pixi-pack or pixi-unpack."""
-    found: dict[str, set[str]] = {"pixi-pack": set(), "pixi-unpack": set()}
+    found: dict[str, set[str]] = {"pixi-pack": set(), "pixi-unpack": set(), "pixi-pack completion": set()}
     for page in [*PAGES, REPO / "README.md"]:
         for block in blocks(page):
             for line in block.body.splitlines():
                 for match in re.finditer(r"(?:^|[|;&(]\s*|\s)(pixi[- ](?:un)?pack)(?![\w-])([^|;&#]*)", line):
                     command = match[1].replace(" ", "-")
+                    if match[2].split()[:1] == ["completion"]:
+                        command = "pixi-pack completion"
                     found[command] |= set(re.findall(r"(?:^|\s)(--?[a-zA-Z][\w-]*)", match[2]))
     return found
 
