@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 TRANSIENT_ERRORS = (httpx.TransportError,)
 MAX_RETRY_AFTER = 30.0
-CHUNK = 1 << 20
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -141,7 +140,9 @@ class HttpSession:
                 sink.restart()  # the server sent the whole file (or another part): start over
                 if status == 206:
                     return 0.0, "a wrong Content-Range"
-            async for chunk in response.aiter_raw(CHUNK):
+            # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them to a
+            # dropped connection; as received, every byte counts toward the resume offset.
+            async for chunk in response.aiter_raw():
                 sink.write(chunk)
             expected = response.headers.get("content-length")
             if expected is not None and status == 200 and int(expected) != sink.offset:
