@@ -25,12 +25,13 @@ def _list_plugins() -> None:
     manager = get_plugin_manager()
     table = Table(title="pixi-pack plugins")
     table.add_column("plugin", no_wrap=True)
-    table.add_column("from")
+    table.add_column("from", no_wrap=True)
     table.add_column("provides")
     for info in manager.describe():
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.provides.items())
         origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
-        table.add_row(info.name, origin, provides or "-")
+        name = info.name.removeprefix("pixi_pack_ext.builtin.") if info.builtin else info.name
+        table.add_row(name, origin, provides or "-")
     from rich.console import Console
 
     Console().print(table)
