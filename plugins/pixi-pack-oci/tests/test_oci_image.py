@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,13 @@ def pack_image(
     )
 
 
-def unpack_rootfs(archive: Path, work: Path) -> Path:
+NAME = "docker.io/demo/env:latest"  # what --image-name demo/env stands for
+
+
+def unpack_rootfs(archive: Path, work: Path, name: str = NAME) -> Path:
     """The image's root file system, unpacked by umoci."""
     layout = read_layout(archive, work / "layout")
-    run("umoci", "unpack", "--image", f"{layout}:latest", work / "bundle")
+    run("umoci", "unpack", "--image", f"{layout}:{name}", work / "bundle")
     return work / "bundle" / "rootfs"
 
 
@@ -66,7 +70,7 @@ def chroot(rootfs: Path, *command: str) -> str:
 def image(workspace: Path, base_layout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The prod environment on the amd64 busybox base, with default settings."""
     output = tmp_path_factory.mktemp("oci-image") / "image.tar"
-    pack_image(workspace, output, "--base-image", f"{base_layout}:amd64")
+    pack_image(workspace, output, "--base-image", f"{base_layout}:amd64", "--image-name", "demo/env")
     return output
 
 
@@ -127,7 +131,14 @@ def test_same_lock_and_base_give_the_same_image(
     image: Path, workspace: Path, base_layout: Path, tmp_path: Path
 ) -> None:
     again = tmp_path / "again.tar"
-    pack_image(workspace, again, "--format-option", f"base-image={base_layout}:amd64")
+    pack_image(
+        workspace,
+        again,
+        "--format-option",
+        f"base-image={base_layout}:amd64",
+        "--format-option",
+        "image-name=demo/env",
+    )
     assert manifest_digest(again) == manifest_digest(image)
     assert again.read_bytes() == image.read_bytes()
     # The base as an OCI archive instead of a folder, and the image streamed to standard output.
@@ -138,7 +149,7 @@ def test_same_lock_and_base_give_the_same_image(
     streamed = tmp_path / "streamed.tar"
     run(
         "pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--format", "oci", "-o", "-",
-        "--base-image", f"{base_archive}:amd64", "-q", stdout=streamed,
+        "--base-image", f"{base_archive}:amd64", "--image-name", "demo/env", "-q", stdout=streamed,
     )  # fmt: skip
     assert streamed.read_bytes() == image.read_bytes()
 
@@ -149,13 +160,14 @@ def test_options_zstd_prefix_entrypoint_and_name(workspace: Path, base_layout: P
         workspace, output, "--base-image", f"{base_layout}:amd64", "--compression", "zstd",
         "--image-prefix", "/opt/tools", "--entrypoint", "hello", "--image-name", "demo/tools:1.0",
     )  # fmt: skip
-    config = json.loads(run("skopeo", "inspect", "--config", f"oci-archive:{output}:1.0").stdout)
+    name = "docker.io/demo/tools:1.0"
+    config = json.loads(run("skopeo", "inspect", "--config", f"oci-archive:{output}:{name}").stdout)
     assert config["config"]["Entrypoint"] == ["/entrypoint.sh", "hello"]
     assert "Cmd" not in config["config"]
     assert "CONDA_PREFIX=/opt/tools" in config["config"]["Env"]
     with tarfile.open(output) as tar:
         docker = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
-    assert docker[0]["RepoTags"] == ["docker.io/demo/tools:1.0"]
+    assert docker[0]["RepoTags"] == [name]
     layout = read_layout(output, tmp_path / "layout")
     manifest = blob(layout, manifest_digest(output))
     for layer, diff_id in list(zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True))[1:]:  # type: ignore[arg-type]
@@ -169,19 +181,41 @@ def test_options_zstd_prefix_entrypoint_and_name(workspace: Path, base_layout: P
         "copy",
         "--dest-compress-format",
         "gzip",
-        f"oci-archive:{output}:1.0",
-        f"oci:{tmp_path / 'gz'}:1.0",
+        f"oci-archive:{output}",
+        f"oci:{tmp_path / 'gz'}:{name}",
     )
-    run("umoci", "unpack", "--image", f"{tmp_path / 'gz'}:1.0", tmp_path / "bundle")
+    run("umoci", "unpack", "--image", f"{tmp_path / 'gz'}:{name}", tmp_path / "bundle")
     rootfs = tmp_path / "bundle" / "rootfs"
     assert chroot(rootfs, *config["config"]["Entrypoint"]) == "hello-bin prefix=/opt/tools\n"
 
 
-def test_image_without_base(workspace: Path, tmp_path: Path) -> None:
+def test_image_without_base_or_name(workspace: Path, tmp_path: Path) -> None:
     output = tmp_path / "image.tar"
     pack_image(workspace, output)
     info = json.loads(run("skopeo", "inspect", f"oci-archive:{output}").stdout)
     assert len(info["Layers"]) == 2 and info["Architecture"] == "amd64"
+    assert info["Env"] == [
+        "PATH=/app/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "CONDA_PREFIX=/app/env",
+    ]
+    with tarfile.open(output) as tar:
+        docker = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert docker[0]["RepoTags"] == []
+
+
+def test_podman_loads_the_image(image: Path, tmp_path: Path) -> None:
+    podman = shutil.which("podman")
+    if podman is None:
+        pytest.skip("podman is not installed (Debian package podman)")
+    with tempfile.TemporaryDirectory(prefix="pp-") as short:  # podman wants a short runroot path
+        store = [podman, "--root", tmp_path / "root", "--runroot", short, "--storage-driver", "vfs"]
+        loaded = run(*store, "load", "-i", image, check=False)
+        if loaded.returncode != 0:
+            pytest.skip(f"podman cannot keep images here: {loaded.stderr.strip().splitlines()[-1:]}")
+        info = json.loads(run(*store, "image", "inspect", NAME).stdout)[0]
+    assert f"Loaded image: {NAME}" in loaded.stdout
+    assert (info["Architecture"], info["Os"]) == ("amd64", "linux")
+    assert info["Config"]["Entrypoint"] == ["/entrypoint.sh"]
 
 
 def _error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -91,9 +91,18 @@ def build_layout(
 
 
 def _manifest_descriptor(descriptor: Descriptor, target: OciPlatform, options: ImageOptions) -> Descriptor:
-    annotations = {REF_NAME_ANNOTATION: options.image_name.tag if options.image_name else "latest"}
+    """The index entry: the platform, and the full image name where one was given.
+
+    podman and skopeo read ``ref.name`` as the image reference (a bare tag would load as
+    ``localhost/TAG``), containerd and Docker read ``io.containerd.image.name``; umoci takes the full
+    name as its tag. Without a name the image loads untagged.
+    """
+    annotations = {}
     if options.image_name:
-        annotations[IMAGE_NAME_ANNOTATION] = options.image_name.full
+        annotations = {
+            REF_NAME_ANNOTATION: options.image_name.full,
+            IMAGE_NAME_ANNOTATION: options.image_name.full,
+        }
     return Descriptor(
         descriptor.media_type, descriptor.digest, descriptor.size, annotations, target.to_json()
     )
