@@ -1,0 +1,298 @@
+"""HTTP sources end to end through ``pixi-pack``: mirrors, retries and resume, credentials, concurrency.
+
+Each test serves the demo channel from real servers on 127.0.0.1 and moves the session's lock onto
+them (``relocate_workspace``), so the lock's hashes are the solver's own.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run
+from pack_checks import (
+    assert_no_secret,
+    assert_pack_holds_channel_files,
+    isolated_credentials,  # noqa: F401 - a fixture
+    package_paths,
+)
+
+from pixi_pack_ext.testing.faulty_server import Corrupt, FaultyServer, Reset, Status, Truncate
+from pixi_pack_ext.testing.locks import relocate_workspace
+from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler
+
+pytestmark = pytest.mark.usefixtures("isolated_credentials")
+
+SECRET = "pw-never-shown-4711"
+
+
+def dead_url() -> str:
+    """An address on 127.0.0.1 where nothing listens (the original channel is down)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def pack(workspace: Path, out: Path, *extra: object, check: bool = True, env: dict[str, str] | None = None):
+    return run(
+        "pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", out, *extra, check=check, env=env
+    )
+
+
+def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def hello_bin(channel_dir: Path) -> str:
+    """The request path of the linux-64 hello-bin package (the largest file of the environment)."""
+    return next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
+
+
+def mirrors_config(path: Path, original: str, mirrors: list[str], downloads: int | None = None) -> Path:
+    text = f'[mirrors]\n"{original}" = {json.dumps(mirrors)}\n'
+    if downloads is not None:
+        text += f"\n[concurrency]\ndownloads = {downloads}\n"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def moved(workspace: Path, channel_server: ChannelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``moved(url)``: the demo workspace with its lock pointing at ``url``."""
+
+    def move(url: str, name: str = "ws") -> Path:
+        return relocate_workspace(workspace, tmp_path / name, channel_server.url, url)
+
+    return move
+
+
+# --------------------------------------------------------------------------------------------------
+# Mirrors
+# --------------------------------------------------------------------------------------------------
+
+
+def test_mirror_serves_while_the_original_is_down(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    original = dead_url()
+    ws = moved(original)
+    with ChannelServer(channel_dir) as mirror:
+        config = mirrors_config(tmp_path / "config.toml", original, [mirror.url])
+        pack(ws, tmp_path / "env.tar", "-c", config)
+        served = [p for p in mirror.log.paths if p.endswith((".conda", ".tar.bz2"))]
+    assert len(served) == 4
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_mirror_with_wrong_bytes_is_refused_and_the_next_one_used(
+    moved,  # type: ignore[no-untyped-def]
+    channel_dir: Path,
+    tmp_path: Path,
+) -> None:
+    original = dead_url()
+    ws = moved(original)
+    with FaultyServer(channel_dir) as bad, ChannelServer(channel_dir) as good:
+        for path in package_paths(channel_dir):
+            bad.add_faults(path, Corrupt(), always=True)
+        config = mirrors_config(tmp_path / "config.toml", original, [bad.url, good.url])
+        result = pack(ws, tmp_path / "env.tar", "-c", config)
+        assert len(bad.fault_log.paths("corrupt")) == 4
+        assert len([p for p in good.log.paths if p.endswith((".conda", ".tar.bz2"))]) == 4
+    err = result.stderr.decode()
+    assert "checksum mismatch" in err and bad.url.rstrip("/") in err
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_original_is_tried_after_the_mirrors(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with ChannelServer(channel_dir) as original:
+        ws = moved(original.url)
+        config = mirrors_config(tmp_path / "config.toml", original.url, [dead_url()])
+        pack(ws, tmp_path / "env.tar", "-c", config)
+        assert len([p for p in original.log.paths if p.endswith((".conda", ".tar.bz2"))]) == 4
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_no_source_with_the_right_bytes_is_one_error(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as bad:
+        for path in package_paths(channel_dir):
+            bad.add_faults(path, Corrupt(), always=True)
+        ws = moved(bad.url)
+        config = mirrors_config(tmp_path / "config.toml", bad.url, [bad.url + "mirror-a/", bad.url])
+        result = pack(ws, tmp_path / "env.tar", "-c", config, check=False)
+    line = one_error_line(result)
+    assert "could not fetch" in line or "checksum mismatch" in line
+    assert not (tmp_path / "env.tar").exists()
+    assert not list(tmp_path.glob(".pixi-pack-*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Retries and resume
+# --------------------------------------------------------------------------------------------------
+
+
+def test_500_twice_then_200(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as server:
+        path = hello_bin(channel_dir)
+        server.add_faults(path, Status(500), Status(503, retry_after="0"))
+        pack(moved(server.url), tmp_path / "env.tar")
+        outcomes = [r.outcome for r in server.fault_log.requests if r.path == path]
+    assert outcomes == ["500", "503", "ok"]
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_connection_dropped_mid_file_is_resumed(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as server:
+        path = hello_bin(channel_dir)
+        server.add_faults(path, Truncate(after=1000))
+        pack(moved(server.url), tmp_path / "env.tar")
+        requests = [(r.range, r.outcome) for r in server.fault_log.requests if r.path == path]
+    assert requests == [(None, "truncated"), ("bytes=1000-", "ok")]
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_connection_reset_mid_file_is_retried(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as server:
+        path = hello_bin(channel_dir)
+        server.add_faults(path, Reset(after=1500))
+        pack(moved(server.url), tmp_path / "env.tar")
+        outcomes = [r.outcome for r in server.fault_log.requests if r.path == path]
+    assert outcomes == ["reset", "ok"]
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_a_server_that_keeps_failing_is_one_error(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as server:
+        path = hello_bin(channel_dir)
+        server.add_faults(path, Status(500), always=True)
+        result = pack(moved(server.url), tmp_path / "env.tar", check=False)
+        attempts = server.fault_log.count(path)
+    line = one_error_line(result)
+    assert path.rsplit("/", 1)[1] in line and "HTTP 500" in line and f"after {attempts} attempts" in line
+    assert not (tmp_path / "env.tar").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Credentials
+# --------------------------------------------------------------------------------------------------
+
+
+def write_auth(path: Path, entries: dict[str, object]) -> Path:
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_basic_auth_from_the_auth_file_and_netrc(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir, basic_auth=("pack-user", SECRET)) as server:
+        ws = moved(server.url)
+        refused = pack(ws, tmp_path / "env.tar", check=False)
+        line = one_error_line(refused)
+        assert "127.0.0.1 needs credentials (HTTP 401" in line and "--auth-file" in line
+        assert not (tmp_path / "env.tar").exists()
+
+        auth = write_auth(
+            tmp_path / "auth.json",
+            {"127.0.0.1": {"BasicHTTP": {"username": "pack-user", "password": SECRET}}},
+        )
+        result = pack(ws, tmp_path / "env.tar", "--auth-file", auth, "-vv")
+        assert_no_secret(result.stdout + result.stderr, SECRET)
+        assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
+
+        netrc = tmp_path / "netrc"
+        netrc.write_text(f"machine 127.0.0.1 login pack-user password {SECRET}\n")
+        netrc.chmod(0o600)
+        result = pack(ws, tmp_path / "netrc.tar", env={"NETRC": str(netrc)})
+        assert_pack_holds_channel_files(tmp_path / "netrc.tar", channel_dir, secrets=(SECRET,))
+
+
+def test_wrong_credentials_are_named_but_not_shown(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir, bearer_token="right-token-0815") as server:
+        auth = write_auth(tmp_path / "auth.json", {"127.0.0.1": {"BearerToken": SECRET}})
+        result = pack(moved(server.url), tmp_path / "env.tar", "--auth-file", auth, "-vv", check=False)
+    line = one_error_line(result)
+    assert "127.0.0.1 refused the credentials given for it (HTTP 401" in line
+    assert_no_secret(result.stdout + result.stderr, SECRET)
+    assert not (tmp_path / "env.tar").exists()
+
+
+def test_bearer_token_and_auth_file_precedence(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--auth-file`` wins over ``RATTLER_AUTH_FILE``, which still serves hosts the first lacks."""
+    with FaultyServer(channel_dir, bearer_token=SECRET) as server:
+        explicit = write_auth(tmp_path / "explicit.json", {"127.0.0.1": {"BearerToken": SECRET}})
+        env_file = write_auth(tmp_path / "env.json", {"127.0.0.1": {"BearerToken": "stale-token"}})
+        result = pack(
+            moved(server.url), tmp_path / "env.tar", "--auth-file", explicit, "-vv",
+            env={"RATTLER_AUTH_FILE": str(env_file)},
+        )  # fmt: skip
+        assert server.fault_log.paths("401") == []
+    assert_no_secret(result.stdout + result.stderr, SECRET)
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
+
+
+def test_conda_token_from_rattler_auth_file(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir, conda_token=SECRET) as server:
+        auth = write_auth(tmp_path / "auth.json", {"127.0.0.1": {"CondaToken": SECRET}})
+        result = pack(moved(server.url), tmp_path / "env.tar", "-vv", env={"RATTLER_AUTH_FILE": str(auth)})
+    assert_no_secret(result.stdout + result.stderr, SECRET)
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
+
+
+def test_credentials_in_the_lock_url_stay_out_of_messages_and_pack(
+    moved,  # type: ignore[no-untyped-def]
+    channel_dir: Path,
+    tmp_path: Path,
+) -> None:
+    with FaultyServer(channel_dir, basic_auth=("pack-user", SECRET)) as server:
+        url = server.url.replace("http://", f"http://pack-user:{SECRET}@")
+        result = pack(moved(url), tmp_path / "env.tar", "-vv")
+    assert_no_secret(result.stdout + result.stderr, SECRET)
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
+
+
+# --------------------------------------------------------------------------------------------------
+# Concurrency
+# --------------------------------------------------------------------------------------------------
+
+
+class _GateHandler(_QuietHandler):
+    """Holds each download until ``gate`` downloads are under way at once (or five seconds pass).
+
+    With a limit of N the server sees exactly N at a time: fewer would mean no concurrency, more
+    a limit ignored. ``gate = 0`` just slows each download a little, so overlap would show.
+    """
+
+    gate = 0
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
+        log = self.request_log
+        deadline = time.monotonic() + (5.0 if self.gate else 0.1)
+        while time.monotonic() < deadline:
+            with log.lock:
+                if self.gate and log.active >= self.gate:
+                    break
+            time.sleep(0.005)
+        super().copyfile(source, outputfile)
+
+
+def test_concurrency_limit_from_config_is_honoured(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    handler = type("Gate2", (_GateHandler,), {"gate": 2})
+    with ChannelServer(channel_dir, handler=handler) as server:
+        config = tmp_path / "config.toml"
+        config.write_text("[concurrency]\ndownloads = 2\n")
+        pack(moved(server.url), tmp_path / "env.tar", "-c", config)
+        assert server.log.max_active == 2
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_concurrent_downloads_flag_overrides_config(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with ChannelServer(channel_dir, handler=_GateHandler) as server:
+        config = tmp_path / "config.toml"
+        config.write_text("[concurrency]\ndownloads = 3\n")
+        pack(moved(server.url), tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1")
+        assert server.log.max_active == 1
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
