@@ -13,7 +13,7 @@ from packaging.tags import parse_tag
 from pypi_world import PythonWorld, needs_host_python
 
 from pixi_pack_ext.envpython import EnvPython, fits_loosely, parse_wheel_name
-from pixi_pack_ext.testing.python import retag_wheel
+from pixi_pack_ext.testing.python import retag_wheel, set_wheel_metadata
 from pixi_pack_ext.testing.world import PypiEntry
 
 
@@ -144,6 +144,22 @@ def test_wheel_for_another_platform_is_refused_at_unpack(py_world: PythonWorld, 
     assert result.returncode == 1, result.stderr.decode()
     line = _last_line(result)
     assert windows_wheel.name in line and "cannot run here" in line and "win_amd64" in line, line
+    assert list(out.iterdir()) == []
+
+
+@needs_linux64
+@needs_host_python
+def test_wheel_requiring_a_newer_python_is_refused_at_unpack(py_world: PythonWorld, tmp_path: Path) -> None:
+    wheel = set_wheel_metadata(py_world.wheels["greet-two"], tmp_path / "ws", Requires_Python=">=3.99")
+    workspace = py_world.lock(tmp_path / "ws", pypi=[PypiEntry("greet-two", "1.0", wheel.name)])
+    pack = tmp_path / "environment.tar"
+    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
+    out = tmp_path / "target"
+    out.mkdir()
+    result = run("pixi-unpack", pack, cwd=out, check=False)
+    assert result.returncode == 1, result.stderr.decode()
+    line = _last_line(result)
+    assert wheel.name in line and "requires python >=3.99" in line and py_world.python.version in line, line
     assert list(out.iterdir()) == []
 
 

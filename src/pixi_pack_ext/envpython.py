@@ -49,6 +49,8 @@ class EnvPython:
     pypy_abi: str | None = None
     #: The record's ``python_site_packages_path`` (relative to the prefix), when it sets one.
     site_packages_path: str | None = None
+    #: The full version the record names (``3.11.7``), for ``Requires-Python``.
+    full_version: str = ""
 
     @property
     def version(self) -> tuple[int, int]:
@@ -134,7 +136,15 @@ class EnvPython:
             raise ValueError(f"python version '{version}' has no major.minor")
         free_threaded = bool(_FREE_THREADED.search(build) or _FREE_THREADED.search(abi_build))
         pypy = _PYPY_ABI.search(abi_build) or _PYPY_ABI.search(build)
-        return cls(int(match[1]), int(match[2]), free_threaded, pypy[0] if pypy else None, site or None)
+        full = re.match(r"\d+(?:\.\d+)*", version)
+        return cls(
+            int(match[1]),
+            int(match[2]),
+            free_threaded,
+            pypy[0] if pypy else None,
+            site or None,
+            full[0] if full else f"{match[1]}.{match[2]}",
+        )
 
 
 def _name(record: _Record) -> str:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +141,7 @@ def build_wheels(projects: Iterable[Path], output_dir: Path) -> list[Path]:
     """Build wheels of ``projects`` with ``pip wheel``, offline (no index, no build isolation)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     before = set(output_dir.glob("*.whl"))
-    subprocess.run(
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -156,9 +156,11 @@ def build_wheels(projects: Iterable[Path], output_dir: Path) -> list[Path]:
             str(output_dir),
             *(str(p) for p in projects),
         ],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if result.returncode != 0:
+        raise RuntimeError(f"pip wheel failed:\n{result.stdout}{result.stderr}")
     return sorted(set(output_dir.glob("*.whl")) - before)
 
 
@@ -166,19 +168,12 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def retag_wheel(wheel: Path, tag: str, output_dir: Path) -> Path:
-    """A copy of ``wheel`` claiming another tag (``cp311-cp311-win_amd64``): WHEEL, RECORD and name agree."""
-    name, version = wheel.name.split("-")[:2]
-    target = output_dir / f"{name}-{version}-{tag}.whl"
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _rewrite_wheel(wheel: Path, target: Path, edit: Callable[[str, dict[str, bytes]], None]) -> Path:
+    """Copy ``wheel`` to ``target`` after ``edit(dist_info, contents)``, with a RECORD that agrees."""
     with zipfile.ZipFile(wheel) as source:
         contents = {info.filename: source.read(info) for info in source.infolist()}
     dist_info = next(n.split("/")[0] for n in contents if n.endswith(".dist-info/WHEEL"))
-    wheel_meta = [
-        line for line in contents[f"{dist_info}/WHEEL"].decode().splitlines() if not line.startswith("Tag:")
-    ]
-    wheel_meta = [line.replace("Root-Is-Purelib: true", "Root-Is-Purelib: false") for line in wheel_meta]
-    contents[f"{dist_info}/WHEEL"] = ("\n".join([*wheel_meta, f"Tag: {tag}"]) + "\n").encode()
+    edit(dist_info, contents)
     record_name = f"{dist_info}/RECORD"
     record = io.StringIO()
     writer = csv.writer(record, lineterminator="\n")
@@ -187,10 +182,41 @@ def retag_wheel(wheel: Path, tag: str, output_dir: Path) -> Path:
             writer.writerow([path, _record_hash(data), len(data)])
     writer.writerow([record_name, "", ""])
     contents[record_name] = record.getvalue().encode()
+    target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
         for path, data in contents.items():
             out.writestr(path, data)
     return target
+
+
+def retag_wheel(wheel: Path, tag: str, output_dir: Path) -> Path:
+    """A copy of ``wheel`` claiming another tag (``cp311-cp311-win_amd64``): WHEEL, RECORD and name agree."""
+
+    def edit(dist_info: str, contents: dict[str, bytes]) -> None:
+        lines = contents[f"{dist_info}/WHEEL"].decode().splitlines()
+        lines = [line.replace("Root-Is-Purelib: true", "Root-Is-Purelib: false") for line in lines]
+        lines = [line for line in lines if not line.startswith("Tag:")] + [f"Tag: {tag}"]
+        contents[f"{dist_info}/WHEEL"] = ("\n".join(lines) + "\n").encode()
+
+    name, version = wheel.name.split("-")[:2]
+    return _rewrite_wheel(wheel, output_dir / f"{name}-{version}-{tag}.whl", edit)
+
+
+def set_wheel_metadata(wheel: Path, output_dir: Path, **headers: str) -> Path:
+    """A copy of ``wheel`` whose METADATA says otherwise (``Requires_Python=">=3.99"``; ``_`` is ``-``).
+
+    For metadata a build frontend would refuse to build on this machine, such as a newer python.
+    """
+
+    def edit(dist_info: str, contents: dict[str, bytes]) -> None:
+        names = {key.replace("_", "-") for key in headers}
+        lines = contents[f"{dist_info}/METADATA"].decode().split("\n")
+        end = lines.index("") if "" in lines else len(lines)
+        kept = [line for line in lines[:end] if line.split(":", 1)[0] not in names]
+        added = [f"{key.replace('_', '-')}: {value}" for key, value in headers.items()]
+        contents[f"{dist_info}/METADATA"] = "\n".join(kept + added + lines[end:]).encode()
+
+    return _rewrite_wheel(wheel, output_dir / wheel.name, edit)
 
 
 def sha256_of(path: Path) -> str:

@@ -9,9 +9,11 @@ machine's platform before the first one is written.
 
 from __future__ import annotations
 
+import email.parser
 import logging
 import os
 import subprocess
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +23,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.records import RecordEntry
 from installer.sources import WheelFile
 from installer.utils import Scheme
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from ...envpython import EnvPython, WheelName, describe_tags, host_platform_tags, parse_wheel_name
 from ...errors import UnpackError
@@ -88,8 +91,41 @@ def check_wheels(wheels: list[Path], python: EnvPython) -> list[WheelName]:
                 f"wheel {wheel.name} cannot run here: its tags ({describe_tags(name)}) do not fit "
                 f"python {python.major}.{python.minor} ({python.abi}) on this machine"
             )
+        requires = requires_python(wheel)
+        if (
+            requires
+            and python.full_version
+            and not SpecifierSet(requires).contains(python.full_version, True)
+        ):
+            raise UnpackError(
+                f"wheel {wheel.name} requires python {requires}, but the environment has python "
+                f"{python.full_version}"
+            )
         names.append(name)
     return names
+
+
+def requires_python(wheel: Path) -> str | None:
+    """The wheel's ``Requires-Python`` (None when absent or unreadable; installing reports a bad wheel)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next(
+                (n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")),
+                None,
+            )
+            if metadata is None:
+                return None
+            message = email.parser.BytesHeaderParser().parsebytes(archive.read(metadata))
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+    value = message.get("Requires-Python")
+    if not value:
+        return None
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier:
+        return None
+    return str(value)
 
 
 def _scheme(prefix: Path, python: EnvPython, platform: str, distribution: str) -> dict[str, str]:
