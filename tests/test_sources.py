@@ -260,20 +260,23 @@ def test_credentials_in_the_lock_url_stay_out_of_messages_and_pack(
 
 
 class _GateHandler(_QuietHandler):
-    """Holds each download until ``gate`` downloads are under way at once (or five seconds pass).
+    """Holds the first ``gate`` downloads until all of them are under way at once (at most 5 s), then
+    slows every download a little so that more than the limit at once would show.
 
-    With a limit of N the server sees exactly N at a time: fewer would mean no concurrency, more
-    a limit ignored. ``gate = 0`` just slows each download a little, so overlap would show.
+    With a limit of N and ``gate = N`` the server must see exactly N at a time: fewer means no
+    concurrency, more means the limit was ignored.
     """
 
     gate = 0
 
     def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
         log = self.request_log
-        deadline = time.monotonic() + (5.0 if self.gate else 0.1)
+        with log.lock:
+            first_wave = len(log.paths) <= self.gate
+        deadline = time.monotonic() + (5.0 if first_wave else 0.05)
         while time.monotonic() < deadline:
             with log.lock:
-                if self.gate and log.active >= self.gate:
+                if first_wave and log.active >= self.gate:
                     break
             time.sleep(0.005)
         super().copyfile(source, outputfile)
