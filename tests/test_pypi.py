@@ -8,6 +8,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import rattler
 from conftest import needs_linux64, run
 from packaging.tags import parse_tag
 from pypi_world import PythonWorld, needs_host_python
@@ -217,6 +218,17 @@ def test_env_python_is_read_from_conda_records(tmp_path: Path) -> None:
     tags = free.supported_tags(["manylinux_2_17_x86_64"])
     assert parse_tag("cp313-cp313t-manylinux_2_17_x86_64") <= tags
     assert not parse_tag("cp312-abi3-manylinux_2_17_x86_64") & tags  # abi3 does not apply free-threaded
+
+    pypy = EnvPython.from_records(
+        [
+            rattler.PackageRecord("python", "3.10.14", rattler.BuildString("0_pypy"), 0, "linux-64"),
+            rattler.PackageRecord("python_abi", "3.10", rattler.BuildString("4_pypy310_pp73"), 0, "linux-64"),
+        ]
+    )
+    assert pypy is not None and pypy.abi == "pypy310_pp73"
+    pypy_tags = pypy.supported_tags(["linux_x86_64"])
+    assert parse_tag("pp310-pypy310_pp73-linux_x86_64") <= pypy_tags
+    assert not parse_tag("cp310-cp310-linux_x86_64") & pypy_tags
 
     assert (
         EnvPython.from_prefix(_conda_meta(tmp_path / "c", [{"name": "pip", "version": "24", "build": "0"}]))

@@ -58,6 +58,8 @@ class EnvPython:
 
     @property
     def abi(self) -> str:
+        if self.pypy_abi is not None:
+            return self.pypy_abi
         return f"cp{self.major}{self.minor}{'t' if self.free_threaded else ''}"
 
     def site_packages(self, platform: str) -> str:
