@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import tarfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
 from .errors import UnsafeArchiveError
@@ -62,52 +62,87 @@ def write_tar(root: Path, fileobj: IO[bytes]) -> None:
                     tar.addfile(info, f)
 
 
-def _check_member(member: tarfile.TarInfo, seen: set[str]) -> PurePosixPath:
+#: tarfile's read buffer: big enough for fast copies, small enough that reading each 512-byte
+#: header (tarfile slices its buffer every time) stays cheap for packs of many small files.
+READ_BUFFER = 1 << 16
+#: The longest PAX or GNU long-name header accepted; real ones hold a path or two. tarfile would
+#: otherwise read whatever size such a header declares into memory.
+MAX_HEADER_SIZE = 1 << 20
+_HEADER_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses oversized extended headers before tarfile reads them into memory."""
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in _HEADER_TYPES and self.size > MAX_HEADER_SIZE:
+            raise UnsafeArchiveError(
+                f"refusing archive: an extended header declares {self.size} bytes "
+                f"(at most {MAX_HEADER_SIZE} are accepted)"
+            )
+        return super()._proc_member(tarfile)  # type: ignore[misc]
+
+
+def _check_member(member: tarfile.TarInfo, seen: set[str]) -> str:
+    """The member's normalized relative path ("" for the root), or a refusal saying why."""
     name = member.name
-    path = PurePosixPath(name)
-    if name.startswith(("/", "\\")) or path.is_absolute() or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"refusing archive member '{name}': absolute path")
-    if ".." in path.parts or "\\" in name:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts or "\\" in name:
         raise UnsafeArchiveError(f"refusing archive member '{name}': it points outside the destination")
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"refusing archive member '{name}': packs hold no links")
     if not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"refusing archive member '{name}': not a regular file or folder")
-    normalized = path.as_posix().rstrip("/")
-    if normalized in ("", "."):
-        return PurePosixPath(".")
+    if member.issparse():
+        raise UnsafeArchiveError(f"refusing archive member '{name}': packs hold no sparse files")
+    normalized = "/".join(parts)
+    if not normalized:
+        return ""
     if normalized in seen and not member.isdir():
         raise UnsafeArchiveError(f"refusing archive member '{name}': it appears twice in the archive")
     seen.add(normalized)
-    return PurePosixPath(normalized)
+    return normalized
 
 
 def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
-    """Extract a tar stream into ``dest`` (which must exist), refusing anything unsafe.
+    """Extract a tar stream into ``dest`` (created if needed), refusing anything unsafe.
 
-    Members are read one at a time; memory stays constant however many entries or bytes the
-    archive has. On refusal the caller removes ``dest``.
+    Members are read one at a time; memory stays flat however many entries or bytes the archive
+    has, and no header can make tarfile buffer more than ``MAX_HEADER_SIZE``. On refusal the
+    caller removes ``dest``.
     """
     seen: set[str] = set()
-    dest = dest.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    root = str(dest.resolve())
+    # Folders known to exist; no earlier entry can be a link (none are allowed), so each is real.
+    made: set[str] = {""}
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=COPY_CHUNK) as tar:
+        with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=READ_BUFFER, tarinfo=BoundedTarInfo) as tar:
             for member in tar:
                 relative = _check_member(member, seen)
-                target = dest.joinpath(*relative.parts)
-                # Each parent must be a real folder inside dest (no earlier entry can be a link: none are allowed).
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    source = tar.extractfile(member)
-                    assert source is not None
+                target = os.path.join(root, relative)
+                folder = relative if member.isdir() else relative.rpartition("/")[0]
+                if folder not in made:
+                    os.makedirs(os.path.join(root, folder), exist_ok=True)
+                    made.add(folder)
+                if not member.isdir():
                     with open(target, "xb") as out:
-                        shutil.copyfileobj(source, out, COPY_CHUNK)
+                        if member.size:
+                            source = tar.extractfile(member)
+                            assert source is not None
+                            shutil.copyfileobj(source, out, COPY_CHUNK)
                     if member.mode & 0o100:
-                        target.chmod(0o755)
+                        os.chmod(target, 0o755)
                 tar.members.clear()  # stream mode still records members; keep memory flat
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"the pack is not a readable tar archive: {exc}") from None
-    except FileExistsError as exc:
+    except (FileExistsError, NotADirectoryError) as exc:
         raise UnsafeArchiveError(f"refusing archive member '{exc.filename}': it appears twice") from None

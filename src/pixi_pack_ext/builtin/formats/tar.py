@@ -8,7 +8,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from ...archive import safe_extract, write_tar
+from ...archive import BoundedTarInfo, safe_extract, write_tar
 from ...errors import InvalidPackError
 from ...hookspecs import PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
@@ -51,7 +51,7 @@ def open_pack(path: Path | None, workdir: Path) -> Path:
 def peek_metadata(path: Path) -> str | None:
     """``pixi-pack.json`` of a tar file, read by skipping over the other members' data."""
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with tarfile.open(path, mode="r:", tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 if member.isfile() and member.name.removeprefix("./") == METADATA_FILE:
                     source = tar.extractfile(member)
