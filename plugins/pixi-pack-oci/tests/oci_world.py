@@ -1,6 +1,11 @@
 """The oci format's test world: the demo channel served on 127.0.0.1, a locked workspace, the tools
 (skopeo, umoci, busybox-static; installed with apt when missing and running as root) and a tiny
-busybox base image built with umoci, for amd64 and for arm64."""
+busybox base image built with umoci, for amd64 and for arm64.
+
+Test modules import these fixtures by name. There is deliberately no ``conftest.py`` here: the root
+suite imports helpers with ``from conftest import ...``, and a second top-level ``conftest`` module
+would shadow its one when both folders are collected together.
+"""
 
 from __future__ import annotations
 

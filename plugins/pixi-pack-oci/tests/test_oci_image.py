@@ -1,6 +1,7 @@
 """End to end through ``pixi-pack --format oci``: build images of the demo environment and check them
 with skopeo and umoci, run their entrypoint in a chroot, and see the errors a user would."""
 
+# ruff: noqa: F811  (fixtures are imported from oci_world and requested as parameters)
 from __future__ import annotations
 
 import gzip
@@ -17,6 +18,7 @@ import pytest
 import rattler
 import zstandard
 from oci_helpers import blob, manifest_digest, read_layout, run
+from oci_world import _fresh_plugins, base_layout, channel_server, oci_tools, workspace  # noqa: F401
 
 from pixi_pack_ext.testing.world import ChannelServer
 

@@ -1,6 +1,7 @@
 """Target platforms: conda subdirs map to OCI platforms, an arm64 image is built from a noarch-only
 environment on this machine, and the names images load as are normalised like Docker does."""
 
+# ruff: noqa: F811  (fixtures are imported from oci_world and requested as parameters)
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from oci_helpers import run
+from oci_world import _fresh_plugins, base_layout, channel_server, oci_tools, workspace  # noqa: F401
 from pixi_pack_oci.errors import UnsupportedPlatformError
 from pixi_pack_oci.options import parse_image_name
 from pixi_pack_oci.platforms import OciPlatform, oci_platform
