@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pixi_pack_ext.builtin.sources.http",
     "pixi_pack_ext.builtin.sources.file",
     "pixi_pack_ext.builtin.sources.s3",
+    "pixi_pack_ext.builtin.formats.executable",
     "pixi_pack_ext.builtin.formats.tar",
     "pixi_pack_ext.builtin.formats.directory",
     "pixi_pack_ext.builtin.injectors.conda",

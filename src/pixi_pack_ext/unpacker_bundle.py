@@ -1,0 +1,442 @@
+"""The default unpacker of self-extracting packs: pixi-unpack as one zipapp for the target platform.
+
+It carries this very ``pixi_pack_ext`` package plus the wheels of its runtime dependencies for the
+target (py-rattler's abi3 wheel and pure-Python ones), so a target needs only ``python3 >= 3.10``.
+Wheels come, in this order, from a wheelhouse folder (``--unpacker-wheelhouse`` or
+``$PIXI_PACK_WHEELHOUSE``, offline), from the user cache, or from the Python index through
+``pip download`` (then cached). When none of these works and the target is this machine, the
+installed distributions of the running environment are copied instead (that bundle needs the
+running Python's minor version or newer). Built zipapps are cached by content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import hashlib
+import importlib.metadata as metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import platformdirs
+
+from . import __version__
+from .errors import PackError, UsageError
+
+log = logging.getLogger(__name__)
+
+WHEELHOUSE_ENV = "PIXI_PACK_WHEELHOUSE"
+#: Bump when the zipapp's layout or runtime changes (part of the cache key).
+BUNDLE_VERSION = "1"
+MIN_PYTHON = (3, 10)
+DISTRIBUTION = "pixi-pack-ext"
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Parts of this package an unpacker never needs.
+SKIPPED_PARTS = {"__pycache__", "testing"}
+#: Conda platform -> the wheel platform tags whose wheels run there (pip adds older compatible ones).
+PIP_PLATFORMS: dict[str, tuple[str, ...]] = {
+    "linux-64": ("manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+    "linux-aarch64": ("manylinux_2_17_aarch64", "manylinux2014_aarch64"),
+    "linux-ppc64le": ("manylinux_2_17_ppc64le", "manylinux2014_ppc64le"),
+    "osx-64": ("macosx_10_13_x86_64",),
+    "osx-arm64": ("macosx_11_0_arm64",),
+    "win-64": ("win_amd64",),
+    "win-arm64": ("win_arm64",),
+}
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("pixi-pack-ext")) / "unpacker"
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_platform(platform: str) -> None:
+    """Refuse, before any download, a platform no bundled unpacker can be made for."""
+    if platform not in PIP_PLATFORMS:
+        raise UsageError(
+            f"no bundled pixi-unpack exists for {platform} (py-rattler has no wheels for it); "
+            "embed a pixi-unpack built for it with --pixi-unpack-source PATH|URL"
+        )
+
+
+def _declared_requirements() -> list[str]:
+    """The requirements of this code: its source tree's pyproject.toml when it runs from one
+    (an editable install's metadata is as old as the install), else the installed metadata."""
+    pyproject = PACKAGE_DIR.parent.parent / "pyproject.toml"
+    if PACKAGE_DIR.parent.name == "src" and pyproject.is_file():
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        with contextlib.suppress(OSError, ValueError):
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+            if project.get("name") == DISTRIBUTION:
+                return list(project.get("dependencies", []))
+    return list(metadata.requires(DISTRIBUTION) or [])
+
+
+def runtime_requirements() -> list[str]:
+    """pixi-pack-ext's own runtime requirements, py-rattler pinned to the version running now."""
+    requirements = []
+    for requirement in _declared_requirements():
+        if re.search(r"extra\s*==", requirement):
+            continue
+        match = _NAME.match(requirement)
+        if match and normalize(match.group(1)) == "py-rattler":
+            requirement = f"py-rattler=={metadata.version('py-rattler')}"
+        requirements.append(requirement)
+    return requirements
+
+
+# -- wheels ---------------------------------------------------------------------------------------
+
+
+def _pip_download(
+    platform: str, dest: Path, find_links: Iterable[Path], *, online: bool, extra: Iterable[str] = ()
+) -> tuple[bool, str]:
+    """``pip download`` the runtime requirements' wheels for ``platform`` into ``dest``."""
+    if importlib.util.find_spec("pip") is None:
+        return False, "pip is not installed in the environment running pixi-pack"
+    python = "".join(map(str, MIN_PYTHON))
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--only-binary=:all:",
+        "--python-version",
+        ".".join(map(str, MIN_PYTHON)),
+        "--implementation",
+        "cp",
+        *("--abi", "abi3", "--abi", f"cp{python}", "--abi", "none"),
+        *(arg for tag in PIP_PLATFORMS[platform] for arg in ("--platform", tag)),
+        "--dest",
+        str(dest),
+    ]
+    for link in find_links:
+        if link.is_dir():
+            command += ["--find-links", str(link)]
+    if not online:
+        command.append("--no-index")
+    command += [*runtime_requirements(), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return result.returncode == 0, (lines[-1].strip() if lines else f"pip exited {result.returncode}")
+
+
+def _marker_environments(platform: str) -> list[dict[str, str]]:
+    """Marker values of the targets: ``platform`` with every Python minor from MIN_PYTHON on."""
+    system, machine = platform.split("-", 1)
+    base = {
+        "linux": {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"},
+        "osx": {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix"},
+        "win": {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt"},
+    }[system]
+    machines = {"64": "x86_64", "aarch64": "aarch64", "arm64": "arm64", "ppc64le": "ppc64le"}
+    arch = machines.get(machine, machine)
+    if system == "win":
+        arch = {"x86_64": "AMD64", "arm64": "ARM64"}.get(arch, arch)
+    common = {
+        **base,
+        "platform_machine": arch,
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+    return [
+        {**common, "python_version": f"3.{minor}", "python_full_version": f"3.{minor}.0"}
+        for minor in range(MIN_PYTHON[1], MIN_PYTHON[1] + 5)
+    ]
+
+
+def missing_for_target(wheels: list[Path], platform: str) -> list[str]:
+    """Requirements the target needs that pip skipped: it evaluates markers for the running Python.
+
+    A marker that holds for any supported Python on ``platform`` (``tomli; python_version <
+    '3.11'``, ``colorama; platform_system == 'Windows'``) makes its requirement needed.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    environments = _marker_environments(platform)
+    metadata_of: dict[str, list[str]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
+            if name is None:
+                continue
+            message = email.message_from_bytes(archive.read(name))
+            metadata_of[normalize(str(message["Name"]))] = message.get_all("Requires-Dist") or []
+
+    def applies(requirement: Requirement, extras: set[str]) -> bool:
+        if requirement.marker is None:
+            return True
+        return any(
+            requirement.marker.evaluate({**env, "extra": extra})
+            for env in environments
+            for extra in extras or {""}
+        )
+
+    missing: dict[str, str] = {}
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(text, {""}) for text in runtime_requirements()]
+    while todo:
+        text, extras = todo.pop()
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if not applies(requirement, extras):
+            continue
+        name = normalize(requirement.name)
+        wanted = frozenset({"", *requirement.extras})
+        if (name, wanted) in seen:
+            continue
+        seen.add((name, wanted))
+        if name not in metadata_of:
+            bare = Requirement(text)
+            bare.marker = None
+            missing[name] = str(bare)
+            continue
+        todo.extend((sub, set(wanted)) for sub in metadata_of[name])
+    return sorted(missing.values())
+
+
+def _download_complete(
+    platform: str, dest: Path, find_links: list[Path], *, online: bool
+) -> tuple[bool, str]:
+    """Download, then add what pip's marker evaluation left out, until nothing is missing.
+
+    The additions found last time are remembered per platform, so a cached run needs one pip call.
+    """
+    remembered = cache_dir() / "wheels" / f"{platform}.extra-requirements.txt"
+    try:
+        extra = remembered.read_text().split()
+    except OSError:
+        extra = []
+    for _ in range(5):
+        ok, why = _pip_download(platform, dest, find_links, online=online, extra=extra)
+        if not ok:
+            return ok, why
+        missing = missing_for_target(sorted(dest.glob("*.whl")), platform)
+        if not missing or set(missing) <= set(extra):
+            with contextlib.suppress(OSError):
+                remembered.parent.mkdir(parents=True, exist_ok=True)
+                remembered.write_text("\n".join(extra) + "\n")
+            return True, ""
+        extra = sorted({*extra, *missing})
+    return False, f"could not complete the requirements for {platform}: {', '.join(extra)}"
+
+
+def resolve_wheels(platform: str, wheelhouse: Path | None, dest: Path) -> tuple[list[Path] | None, str]:
+    """The wheels of the unpacker's dependencies for ``platform`` in ``dest`` (None: not found)."""
+    cached = cache_dir() / "wheels" / platform
+    if wheelhouse is not None:
+        if not wheelhouse.is_dir():
+            raise UsageError(f"unpacker wheelhouse '{wheelhouse}' is not a folder")
+        ok, why = _download_complete(platform, dest, [wheelhouse], online=False)
+        if not ok:
+            raise PackError(
+                f"the wheelhouse '{wheelhouse}' lacks wheels the {platform} pixi-unpack needs: {why}"
+            )
+        return sorted(dest.glob("*.whl")), ""
+    if cached.is_dir():
+        ok, why = _download_complete(platform, dest, [cached], online=False)
+        if ok:
+            return sorted(dest.glob("*.whl")), ""
+        for stale in dest.glob("*"):
+            stale.unlink()
+    log.info("downloading the wheels of the embedded pixi-unpack for %s", platform)
+    ok, why = _download_complete(platform, dest, [cached], online=True)
+    if not ok:
+        return None, why
+    cached.mkdir(parents=True, exist_ok=True)
+    for wheel in dest.glob("*.whl"):
+        if not (cached / wheel.name).exists():
+            part = cached / f".{wheel.name}.part"
+            shutil.copyfile(wheel, part)
+            os.replace(part, cached / wheel.name)
+    return sorted(dest.glob("*.whl")), ""
+
+
+def _installed_closure() -> list[metadata.Distribution]:
+    """The installed distributions pixi-pack-ext needs at run time (without extras), transitively."""
+    found: dict[str, metadata.Distribution] = {}
+    todo = list(runtime_requirements())
+    while todo:
+        requirement = todo.pop()
+        match = _NAME.match(requirement)
+        if match is None:
+            continue
+        name = normalize(match.group(1))
+        if name in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement whose marker does not apply here
+        found[name] = dist
+        extras = re.findall(r"\[([^\]]*)\]", requirement.split(";")[0])
+        wanted = {normalize(e) for group in extras for e in group.split(",") if e.strip()}
+        for sub in dist.requires or []:
+            marker = sub.partition(";")[2]
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+            if extra is None or normalize(extra.group(1)) in wanted:
+                todo.append(sub)
+    return [found[name] for name in sorted(found)]
+
+
+# -- the zipapp -----------------------------------------------------------------------------------
+
+
+def _own_files() -> Iterator[tuple[str, Path]]:
+    """(archive name, file) for this package's own modules."""
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        relative = path.relative_to(PACKAGE_DIR)
+        if path.is_file() and not SKIPPED_PARTS & set(relative.parts) and path.suffix != ".pyc":
+            yield f"lib/pixi_pack_ext/{relative.as_posix()}", path
+
+
+def _own_metadata() -> dict[str, bytes]:
+    info = f"pixi_pack_ext-{__version__}.dist-info"
+    return {
+        f"lib/{info}/METADATA": f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {__version__}\n".encode(),
+        f"lib/{info}/top_level.txt": b"pixi_pack_ext\n",
+    }
+
+
+def _installed_files(dist: metadata.Distribution) -> Iterator[tuple[str, Path]]:
+    for file in dist.files or []:
+        parts = Path(str(file)).parts
+        if ".." in parts or "__pycache__" in parts or str(file).endswith((".pyc", ".pth")):
+            continue
+        path = Path(str(dist.locate_file(file)))
+        if path.is_file():
+            yield f"lib/{Path(str(file)).as_posix()}", path
+
+
+def _key(sources: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256(f"{BUNDLE_VERSION}\n".encode())
+    for name, content_digest in sorted(sources):
+        digest.update(name.encode() + b"\0" + content_digest)
+    return digest.hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.digest()
+
+
+def _zip_entry(
+    bundle: zipfile.ZipFile, name: str, data: bytes, *, executable: bool = False, stored: bool = False
+) -> None:
+    info = zipfile.ZipInfo(name, _ZIP_TIME)
+    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    info.external_attr = (0o755 if executable else 0o644) << 16
+    bundle.writestr(info, data, compresslevel=None if stored else 1)
+
+
+def _write_zipapp(
+    target: Path,
+    wheels: list[Path],
+    installed: list[tuple[str, Path]],
+    python: tuple[int, int],
+    platform: str,
+) -> None:
+    """Write the zipapp deterministically (sorted entries, fixed times).
+
+    Wheels are stored as they are under ``wheels/`` (already compressed: building takes no time),
+    loose files under ``lib/``; the runtime unpacks both into one folder on ``sys.path``.
+    """
+    files: dict[str, Path | bytes] = {name: path for name, path in installed}
+    files.update(_own_metadata())
+    files.update(_own_files())
+    main = (PACKAGE_DIR / "unpacker_main.py").read_bytes()
+    info = {"python": list(python), "platform": platform, "pixi-pack-ext": __version__}
+    with zipfile.ZipFile(target, "w") as bundle:
+        _zip_entry(bundle, "__main__.py", main)
+        _zip_entry(bundle, "bundle.json", json.dumps(info, sort_keys=True).encode())
+        for wheel in sorted(wheels, key=lambda w: w.name):
+            _zip_entry(bundle, f"wheels/{wheel.name}", wheel.read_bytes(), stored=True)
+        for name in sorted(files):
+            source = files[name]
+            if isinstance(source, bytes):
+                _zip_entry(bundle, name, source)
+            else:
+                executable = bool(source.stat().st_mode & 0o100)
+                _zip_entry(bundle, name, source.read_bytes(), executable=executable)
+
+
+def _cached_build(
+    key_sources: list[tuple[str, bytes]],
+    build: Callable[[Path], None],
+) -> Path:
+    key = _key(key_sources)
+    target = cache_dir() / "zipapps" / f"pixi-unpack-{key}.pyz"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, part_name = tempfile.mkstemp(prefix=".pixi-unpack-", suffix=".part", dir=target.parent)
+    os.close(fd)
+    part = Path(part_name)
+    try:
+        build(part)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+    return target
+
+
+def build_unpacker(platform: str, wheelhouse: Path | None = None) -> Path:
+    """A cached pixi-unpack zipapp for ``platform``; see the module docstring for where wheels come from."""
+    check_platform(platform)
+    if wheelhouse is None and os.environ.get(WHEELHOUSE_ENV):
+        wheelhouse = Path(os.environ[WHEELHOUSE_ENV])
+    own = [(name, _file_digest(path)) for name, path in _own_files()]
+    own.append(("__main__.py", _file_digest(PACKAGE_DIR / "unpacker_main.py")))
+    own.append(("version", __version__.encode()))
+    with tempfile.TemporaryDirectory(prefix="pixi-pack-wheels-") as tmp:
+        wheels, why = resolve_wheels(platform, wheelhouse, Path(tmp))
+        if wheels is not None:
+            sources = [*own, ("platform", platform.encode())]
+            sources += [(f"wheel/{w.name}", _file_digest(w)) for w in wheels]
+            return _cached_build(sources, lambda part: _write_zipapp(part, wheels, [], MIN_PYTHON, platform))
+    import rattler
+
+    if platform != str(rattler.Subdir.current()):
+        raise PackError(
+            f"could not get the wheels of the embedded pixi-unpack for {platform} ({why}); "
+            f"give a wheelhouse folder with --unpacker-wheelhouse or ${WHEELHOUSE_ENV}, "
+            "or embed another unpacker with --pixi-unpack-source"
+        )
+    python = sys.version_info[:2]
+    log.warning(
+        "could not download the embedded pixi-unpack's wheels (%s); embedding this environment's "
+        "installed packages instead: the target then needs Python >= %d.%d",
+        why,
+        *python,
+    )
+    installed = [entry for dist in _installed_closure() for entry in _installed_files(dist)]
+    sources = [*own, ("platform", platform.encode()), ("python", bytes(python))]
+    sources += [(name, _file_digest(path)) for name, path in installed]
+    return _cached_build(
+        sources, lambda part: _write_zipapp(part, [], installed, (python[0], python[1]), platform)
+    )

@@ -1,0 +1,418 @@
+"""Self-extracting packs (``--create-executable``): run with ``sh`` alone, verified, cleaned up.
+
+The scripts run with a PATH that lacks this virtualenv (no pixi-unpack, no pixi-pack-ext), so what
+runs is what the file carries. The default embedded unpacker's wheels come from the user cache
+(one download from the Python index, ever) or, offline, from this environment's installed packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+
+import pytest
+from conftest import needs_linux64, run
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixi_pack_ext.selfextract import (
+    PS1_TRAILER,
+    PayloadReader,
+    _Escaper,
+    copy_unpacker,
+    escape,
+    read_layout,
+    unescape,
+)
+
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
+#: Tools a target without Python must have for a --pixi-unpack-source executable.
+SHELL_TOOLS = (
+    "sh",
+    "tail",
+    "dd",
+    "wc",
+    "tr",
+    "sed",
+    "grep",
+    "awk",
+    "sha256sum",
+    "mktemp",
+    "rm",
+    "chmod",
+    "uname",
+    "cat",
+)
+
+
+def _python_ok(python: str | None) -> bool:
+    if python is None:
+        return False
+    check = subprocess.run([python, "-c", "import sys; sys.exit(sys.version_info < (3, 10))"], check=False)
+    return check.returncode == 0
+
+
+needs_system_python = pytest.mark.skipif(
+    not _python_ok(SYSTEM_PYTHON), reason="needs a python3 >= 3.10 outside the virtualenv (/usr/bin)"
+)
+
+
+def clean_env(tmp: Path, path: str = "/usr/bin:/bin") -> dict[str, str]:
+    """An environment like a fresh target's: no virtualenv on PATH, its own TMPDIR."""
+    tmpdir = tmp / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    return {"PATH": path, "HOME": str(tmp), "TMPDIR": str(tmpdir), "LC_ALL": "C"}
+
+
+def run_script(
+    *args: str | os.PathLike[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def executable(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prod environment of the demo as environment.sh with the bundled pixi-unpack."""
+    out = tmp_path_factory.mktemp("exe") / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable", "-o", out, timeout=600)
+    return out
+
+
+@needs_linux64
+@needs_system_python
+def test_environment_sh_installs_with_sh_and_system_python(executable: Path, tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    result = run_script("sh", executable, "-o", tmp_path / "target", "-e", "demo", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    prefix = tmp_path / "target" / "demo"
+    hello = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert hello.stdout.strip() == f"hello-bin prefix={prefix}"
+    assert (tmp_path / "target" / "activate.sh").is_file()
+    assert not list((tmp_path / "tmpdir").iterdir()), "temporary files were left behind"
+
+
+@needs_linux64
+@needs_system_python
+def test_pixi_unpack_reads_the_executable_directly(executable: Path, tmp_path: Path) -> None:
+    run("pixi-unpack", executable, "-o", tmp_path / "out", "-s", "zsh")
+    prefix = tmp_path / "out" / "env"
+    hello = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert hello.stdout.strip() == f"hello-bin prefix={prefix}"
+    assert (tmp_path / "out" / "activate.zsh").is_file()
+
+
+def test_help_installs_nothing(executable: Path, tmp_path: Path) -> None:
+    result = run_script("sh", executable, "-h", env=clean_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Usage: environment.sh [OPTIONS]" in result.stdout
+    assert (
+        "--output-directory" in result.stdout and "--env-name" in result.stdout and "--shell" in result.stdout
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmpdir"]
+
+
+def test_the_executable_is_executable_and_self_describing(executable: Path) -> None:
+    assert os.access(executable, os.X_OK)
+    layout = read_layout(executable)
+    assert layout is not None
+    assert layout.platform == "linux-64" and layout.unpacker == "python" and layout.script == "sh"
+    assert layout.header_size % 4096 == 0 and layout.unpacker_offset == layout.header_size
+    assert layout.file_size == executable.stat().st_size
+    assert '"platform": "linux-64"' in (layout.metadata or "")
+    digest = hashlib.sha256()
+    with open(executable, "rb") as f:
+        f.seek(layout.header_size)
+        digest.update(f.read())
+    assert digest.hexdigest() == layout.sha256
+    header = executable.read_bytes()[: layout.header_size]
+    assert header.startswith(b"#!/bin/sh\n") and b"\r" not in header
+    check = subprocess.run(["sh", "-n"], input=header, capture_output=True, check=False)
+    assert check.returncode == 0, check.stderr
+
+
+def _shells() -> list[list[str]]:
+    shells = [["sh"], ["bash", "--posix"]]
+    if shutil.which("busybox"):
+        shells.append(["busybox", "sh"])
+    if shutil.which("zsh"):
+        shells.append(["zsh", "--emulate", "sh"])
+    return shells
+
+
+@pytest.mark.parametrize("where", ["archive", "unpacker"])
+@pytest.mark.parametrize("shell", _shells(), ids=lambda s: s[0])
+def test_a_corrupt_byte_is_refused_before_anything_is_installed(
+    executable: Path, tmp_path: Path, where: str, shell: list[str]
+) -> None:
+    layout = read_layout(executable)
+    assert layout is not None
+    broken = tmp_path / "environment.sh"
+    shutil.copy(executable, broken)
+    offset = (
+        layout.archive_offset + layout.archive_size // 2
+        if where == "archive"
+        else layout.unpacker_offset + layout.unpacker_size // 2
+    )
+    with open(broken, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+    env = clean_env(tmp_path)
+    result = run_script(*shell, broken, "-o", tmp_path / "target", env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "is corrupt" in errors[0] and "nothing was installed" in errors[0]
+    assert not (tmp_path / "target").exists()
+    assert not list((tmp_path / "tmpdir").iterdir())
+
+
+def test_a_truncated_file_is_refused(executable: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "environment.sh"
+    with open(executable, "rb") as src, open(broken, "wb") as dst:
+        dst.write(src.read(executable.stat().st_size - 1000))
+    result = run_script("sh", broken, env=clean_env(tmp_path), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "truncated or damaged" in result.stderr
+    assert not (tmp_path / "env").exists()
+
+
+@needs_linux64
+@needs_system_python
+def test_pixi_unpack_refuses_a_corrupt_executable_before_installing(executable: Path, tmp_path: Path) -> None:
+    layout = read_layout(executable)
+    assert layout is not None
+    broken = tmp_path / "environment.sh"
+    shutil.copy(executable, broken)
+    with open(broken, "r+b") as f:  # flip a byte in the tar's padding: the tar itself still reads
+        f.seek(layout.archive_offset + layout.archive_size - 10)
+        f.write(b"\x01")
+    result = run("pixi-unpack", broken, "-o", tmp_path / "out", check=False)
+    assert result.returncode != 0
+    assert b"is corrupt" in result.stderr and b"Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# -- --pixi-unpack-source ------------------------------------------------------------------------
+
+STAND_IN = """#!/bin/sh
+# Stands in for a static pixi-unpack: records its arguments and what the pack it got contains.
+record="{record}"
+printf '%s\\n' "$@" > "$record.args"
+for last; do :; done
+tar -tf "$last" > "$record.members"
+exit 7
+"""
+
+
+def _restricted_path(tmp_path: Path) -> str:
+    """A PATH holding only the shell tools (no python anywhere)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in (*SHELL_TOOLS, "tar"):
+        found = shutil.which(tool, path="/usr/bin:/bin")
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def _check_stand_in_run(script: Path, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    env = clean_env(tmp_path, path=_restricted_path(tmp_path))
+    result = run_script("sh", script, "-o", "somewhere", "-e", "named", "--force", env=env, cwd=tmp_path)
+    assert result.returncode == 7, result.stderr  # the embedded executable's own exit status
+    args = Path(f"{record}.args").read_text().splitlines()
+    assert args[:5] == ["-o", "somewhere", "-e", "named", "--force"]
+    assert len(args) == 6 and args[5].endswith("/environment.tar")
+    assert args[5].startswith(str(tmp_path / "tmpdir"))
+    members = Path(f"{record}.members").read_text().splitlines()
+    assert "pixi-pack.json" in members and "environment.yml" in members
+    assert not list((tmp_path / "tmpdir").iterdir()), "the extracted pack was left behind"
+
+
+def test_pixi_unpack_source_local_path_needs_only_sh(workspace: Path, tmp_path: Path) -> None:
+    stand_in = tmp_path / "pixi-unpack"
+    stand_in.write_text(STAND_IN.format(record=tmp_path / "record"))
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    layout = read_layout(script)
+    assert layout is not None and layout.unpacker == "executable"
+    assert layout.unpacker_size == stand_in.stat().st_size
+    _check_stand_in_run(script, tmp_path)
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    thread = Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_pixi_unpack_source_url(workspace: Path, tmp_path: Path, http_folder: tuple[Path, str]) -> None:
+    served, url = http_folder
+    (served / "pixi-unpack-x86_64-unknown-linux-musl").write_text(STAND_IN.format(record=tmp_path / "record"))
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--pixi-unpack-source", f"{url}/pixi-unpack-x86_64-unknown-linux-musl", "-o", script)  # fmt: skip
+    _check_stand_in_run(script, tmp_path)
+
+
+def test_pixi_unpack_source_errors_are_one_line_and_leave_nothing(
+    workspace: Path, tmp_path: Path, http_folder: tuple[Path, str]
+) -> None:
+    _, url = http_folder
+    out = tmp_path / "out"
+    out.mkdir()
+    for source, message in (
+        (f"{url}/missing", b"HTTP 404"),
+        (str(tmp_path / "nope"), b"is not a file"),
+    ):
+        result = run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+                     "--pixi-unpack-source", source, "-o", out / "environment.sh", check=False)  # fmt: skip
+        assert result.returncode != 0
+        assert message in result.stderr and b"Traceback" not in result.stderr
+        assert list(out.iterdir()) == []
+
+
+def test_executable_cannot_stream(workspace: Path, tmp_path: Path) -> None:
+    result = run("pixi-pack", workspace, "-e", "prod", "--create-executable", "-o", "-", check=False)
+    assert result.returncode != 0 and b"cannot write to standard output" in result.stderr
+    assert result.stdout == b""
+
+
+# -- environment.ps1 ------------------------------------------------------------------------------
+
+
+def _decode_region(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return unescape(f.read(size))
+
+
+def test_ps1_layout_crlf_markers_offsets(workspace: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "pixi-unpack.exe"
+    fake.write_bytes(b"MZ" + bytes(range(256)) * 64 + b"#>#~>##>" * 50)  # '#>' must not end the comment
+    script = tmp_path / "environment.ps1"
+    tar_file = tmp_path / "environment.tar"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "win-64", "--create-executable",
+        "--pixi-unpack-source", fake, "-o", script)  # fmt: skip
+    run("pixi-pack", workspace, "-e", "prod", "-p", "win-64", "-o", tar_file)
+    data = script.read_bytes()
+    layout = read_layout(script)
+    assert layout is not None
+    assert layout.script == "ps1" and layout.platform == "win-64" and layout.unpacker == "executable"
+    assert layout.file_size == len(data)
+
+    header = data[: layout.header_size]
+    assert header.endswith(b"\r\n<#\r\n")
+    assert b"\n" not in header.replace(b"\r\n", b"")  # CRLF line endings only
+    assert b"$PIXI_PACK_ARCHIVE_OFFSET = %d\r\n" % layout.archive_offset in header
+    assert b"$PIXI_PACK_SHA256 = '%s'\r\n" % layout.sha256.encode() in header
+    assert header.count(b"<#") == 1 and b"#>" not in header
+
+    payload = data[layout.header_size : layout.file_size - len(PS1_TRAILER)]
+    assert b"#>" not in payload  # the block comment holding the payload cannot end early
+    assert data.endswith(PS1_TRAILER)
+    assert data[layout.archive_offset - 2 : layout.archive_offset] == b"\r\n"
+    assert hashlib.sha256(
+        data[layout.header_size : layout.archive_offset + layout.archive_size]
+    ).hexdigest() == (layout.sha256)
+    assert _decode_region(script, layout.unpacker_offset, layout.unpacker_size) == fake.read_bytes()
+    assert _decode_region(script, layout.archive_offset, layout.archive_size) == tar_file.read_bytes()
+
+    copied = tmp_path / "unpacker"
+    copy_unpacker(script, layout, copied)
+    assert copied.read_bytes() == fake.read_bytes()
+    # The reader pixi-unpack uses gives the same tar, and checks the hash.
+    with open(script, "rb") as f:
+        reader = PayloadReader(f, script, layout)
+        chunks = []
+        while block := reader.read(7777):
+            chunks.append(block)
+        reader.verify()
+    assert b"".join(chunks) == tar_file.read_bytes()
+
+
+def test_ps1_with_the_bundled_unpacker_carries_windows_wheels(workspace: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    script = tmp_path / "environment.ps1"
+    run(
+        "pixi-pack", workspace, "-e", "prod", "-p", "win-64", "--create-executable", "-o", script, timeout=600
+    )
+    layout = read_layout(script)
+    assert layout is not None and layout.unpacker == "python"
+    bundle = zipfile.ZipFile(io.BytesIO(_decode_region(script, layout.unpacker_offset, layout.unpacker_size)))
+    names = bundle.namelist()
+    assert "__main__.py" in names and "lib/pixi_pack_ext/cli/unpack.py" in names
+    assert any(n.startswith("wheels/py_rattler-") and n.endswith("win_amd64.whl") for n in names)
+    assert not any("manylinux" in n for n in names)
+    with tarfile.open(
+        fileobj=io.BytesIO(_decode_region(script, layout.archive_offset, layout.archive_size))
+    ) as tar:
+        assert "pixi-pack.json" in tar.getnames()
+
+
+# -- the escape codec -----------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=600).map(lambda b: b.replace(b"a", b"#").replace(b"b", b"~").replace(b"c", b">")))
+def test_escape_round_trips_and_never_holds_the_comment_end(data: bytes) -> None:
+    stored = escape(data)
+    assert b"#>" not in stored
+    assert unescape(stored) == data
+
+
+@given(
+    st.binary(max_size=400).map(lambda b: b.replace(b"a", b"#").replace(b"b", b"~").replace(b"c", b">")),
+    st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=30),
+)
+def test_streaming_escape_matches_whole_escape(data: bytes, cuts: list[int]) -> None:
+    out = io.BytesIO()
+    escaper = _Escaper(out, hashlib.sha256())
+    position = 0
+    for cut in cuts:
+        escaper.write(data[position : position + cut])
+        position += cut
+    escaper.write(data[position:])
+    escaper.close()
+    assert out.getvalue() == escape(data)
+
+
+def test_zipapp_runs_on_its_own(executable: Path, tmp_path: Path) -> None:
+    """The embedded unpacker is a plain zipapp: copied out, it is a standalone pixi-unpack."""
+    if not _python_ok(SYSTEM_PYTHON):
+        pytest.skip("needs a python3 >= 3.10 outside the virtualenv")
+    layout = read_layout(executable)
+    assert layout is not None
+    pyz = tmp_path / "pixi-unpack.pyz"
+    copy_unpacker(executable, layout, pyz)
+    env = clean_env(tmp_path)
+    result = run_script(str(SYSTEM_PYTHON), pyz, "--version", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pixi-unpack" in result.stdout
+    assert not list((tmp_path / "tmpdir").iterdir())
