@@ -1,8 +1,9 @@
 """The environment inside the image: installed for the target platform at pack time, made reproducible.
 
 rattler installs the pack's verified channel into a staging folder while patching the in-image
-prefix (``/app/env``) into every file, for any target platform. Then what would differ between two
-runs is removed: the staging paths rattler notes in ``conda-meta`` and its ``CACHEDIR.TAG``.
+prefix (``/app/env``) into every file, for any target platform, and the pack's wheels follow. Then
+what would differ between two runs is removed: the staging paths rattler notes in ``conda-meta`` and
+its ``CACHEDIR.TAG``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path, PurePosixPath
 import rattler
 
 from pixi_pack_ext.activation import activation_script
-from pixi_pack_ext.metadata import CHANNEL_DIR, PYPI_DIR
+from pixi_pack_ext.metadata import CHANNEL_DIR
 from pixi_pack_ext.unpack import verify_channel
 
 from .errors import OciError
+from .wheels import install_wheels
 
 #: How packages are named in the image's ``conda-meta`` records: the pack's channel, at a fixed place.
 CHANNEL_URL = "file:///pixi-pack/channel/"
@@ -27,12 +29,6 @@ CHANNEL_URL = "file:///pixi-pack/channel/"
 
 def install(pack_dir: Path, platform: str, staged: Path, prefix: PurePosixPath, cache_dir: Path) -> None:
     """Verify the pack's channel and install it into ``staged`` as if it lived at ``prefix``."""
-    wheels = sorted(p.name for p in (pack_dir / PYPI_DIR).glob("*.whl"))
-    if wheels:
-        raise OciError(
-            f"the oci format cannot install PyPI wheels yet ({', '.join(wheels)}); "
-            "pack without them or use the tar format"
-        )
     records = verify_channel(pack_dir)
     try:
         asyncio.run(
@@ -53,6 +49,7 @@ def install(pack_dir: Path, platform: str, staged: Path, prefix: PurePosixPath, 
     channel_url = (pack_dir / CHANNEL_DIR).resolve().as_uri() + "/"
     _normalize_records(staged / "conda-meta", channel_url)
     _relink_absolute_links(staged, prefix)
+    install_wheels(pack_dir, staged, prefix, platform)
 
 
 def _normalize_records(conda_meta: Path, channel_url: str) -> None:

@@ -1,0 +1,89 @@
+"""The pack's PyPI wheels, installed into the image's environment at pack time.
+
+The environment's python may be for another platform, so nothing is run: ``installer`` unpacks each
+wheel into the staged prefix, console scripts get a shebang to the in-image python, and bytecode is
+left to python to write on first import. Each wheel must fit the environment's python and the
+target platform (by OS and architecture) before the first one is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+
+from pixi_pack_ext.envpython import EnvPython, WheelName, describe_tags, fits_loosely, parse_wheel_name
+from pixi_pack_ext.metadata import PYPI_DIR
+
+from .errors import OciError
+
+INSTALLER_NAME = b"pixi-pack-ext\n"
+
+
+def _python(staged: Path, platform: str) -> tuple[EnvPython, str]:
+    """The environment's python and its executable's path relative to the prefix."""
+    try:
+        python = EnvPython.from_prefix(staged)
+    except ValueError as exc:
+        raise OciError(f"cannot install the pack's wheels: {exc}") from None
+    if python is None:
+        raise OciError(
+            "the pack has PyPI wheels but the environment has no python to install them into; "
+            "add python to the environment and pack again"
+        )
+    for candidate in python.executable_candidates(platform):
+        if (staged / candidate).is_symlink() or (staged / candidate).exists():
+            return python, candidate
+    raise OciError(f"the environment's python {python.major}.{python.minor} has no interpreter in bin/")
+
+
+def _checked(wheels: list[Path], python: EnvPython, platform: str) -> list[WheelName]:
+    names: list[WheelName] = []
+    for wheel in wheels:
+        try:
+            name = parse_wheel_name(wheel.name)
+        except ValueError as exc:
+            raise OciError(f"{PYPI_DIR}/{wheel.name} is not a valid wheel name: {exc}") from None
+        if not fits_loosely(name, python, platform):
+            raise OciError(
+                f"wheel {wheel.name} ({describe_tags(name)}) does not fit python "
+                f"{python.major}.{python.minor} on {platform}"
+            )
+        names.append(name)
+    return names
+
+
+def install_wheels(pack_dir: Path, staged: Path, prefix: PurePosixPath, platform: str) -> int:
+    """Install ``pack_dir/pypi/*.whl`` into ``staged`` (the environment at ``prefix`` in the image)."""
+    folder = pack_dir / PYPI_DIR
+    wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    if not wheels:
+        return 0
+    python, executable = _python(staged, platform)
+    site = staged / python.site_packages(platform)
+    for wheel, name in zip(wheels, _checked(wheels, python, platform), strict=True):
+        destination = SchemeDictionaryDestination(
+            scheme_dict={
+                "purelib": str(site),
+                "platlib": str(site),
+                "headers": str(staged / python.include_dir(platform) / name.name),
+                "scripts": str(staged / "bin"),
+                "data": str(staged),
+            },
+            interpreter=f"{prefix}/{executable}",
+            script_kind="posix",
+            bytecode_optimization_levels=(),
+            overwrite_existing=True,
+        )
+        try:
+            with WheelFile.open(wheel) as source:
+                source.validate_record()
+                install(source, destination, {"INSTALLER": INSTALLER_NAME})
+        except Exception as exc:  # installer's validation errors, unsafe paths, bad zips
+            lines = str(exc).strip().splitlines()
+            raise OciError(
+                f"installing wheel {wheel.name} failed: {lines[0] if lines else type(exc).__name__}"
+            ) from None
+    return len(wheels)
