@@ -248,3 +248,12 @@ def test_plugins_that_do_not_fit_the_hooks_are_reported(tmp_path: Path) -> None:
     )
     assert "plugin 'wrong' from wrong-args does not fit the hooks" in message and "skipped" in message
     assert "typo-dist 1.0" in out and "wrong-args" not in out
+
+
+def test_the_guide_shows_the_shipped_example() -> None:
+    """docs/plugins.md quotes the example plugin whole; it must stay the code that is tested."""
+    repo = Path(__file__).resolve().parent.parent
+    guide = (repo / "docs" / "plugins.md").read_text()
+    example = repo / "plugins" / "pixi-pack-unix-socket"
+    for shipped in (example / "pyproject.toml", example / "src" / "pixi_pack_unix_socket" / "plugin.py"):
+        assert shipped.read_text() in guide, f"docs/plugins.md no longer quotes {shipped.relative_to(repo)}"

@@ -66,6 +66,10 @@ class ChannelSource:
     ``schemes`` are the URL schemes it serves (``"https"``, ``"s3"``, ...). ``open`` is called once per
     pack run with the resolved settings and returns an async context manager yielding a session; the
     session lives as long as the downloads do.
+
+    The core verifies every file's hash, expands ``[mirrors]`` into candidate URLs before choosing a
+    source, and bounds concurrency; a source only moves bytes. A third-party source serving a
+    built-in's scheme takes it over; two third-party sources serving one scheme are refused.
     """
 
     name: str
