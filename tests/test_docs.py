@@ -133,6 +133,8 @@ def run_page(page: Path, folder: Path) -> int:
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(home),
+        # the user's cache (not HOME's) keeps what --create-executable downloads once
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"),
         "NO_COLOR": "1",
         "COLUMNS": "120",
     }
