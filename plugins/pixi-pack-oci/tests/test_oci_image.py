@@ -241,13 +241,15 @@ def test_non_linux_target_is_refused_before_downloading(
     assert channel_server.log.count(".conda") == before
 
 
-def test_base_image_of_another_architecture_is_refused(
-    workspace: Path, base_layout: Path, tmp_path: Path
+def test_base_image_of_another_architecture_is_refused_before_downloading(
+    workspace: Path, base_layout: Path, channel_server: ChannelServer, tmp_path: Path
 ) -> None:
+    before = channel_server.log.count(".conda")
     output = tmp_path / "image.tar"
     line = _error_line(pack_image(workspace, output, "--base-image", f"{base_layout}:arm64", check=False))
     assert "is for linux/arm64, but the target platform needs linux/amd64" in line
     assert not list(tmp_path.iterdir())
+    assert channel_server.log.count(".conda") == before
 
 
 def test_corrupt_base_layer_is_refused(workspace: Path, base_layout: Path, tmp_path: Path) -> None:
@@ -280,3 +282,23 @@ def test_options_a_format_does_not_take_are_refused(workspace: Path, tmp_path: P
     assert "format 'oci' has no option 'colour'" in line
     line = _error_line(pack_image(workspace, tmp_path / "i.tar", "--compression", "lz4", check=False))
     assert "unknown compression 'lz4'" in line
+    line = _error_line(pack_image(workspace, tmp_path / "i.tar", "--format-option", "zstd", check=False))
+    assert line == "error: --format-option expects NAME=VALUE, got 'zstd'"
+    line = _error_line(pack_image(workspace, tmp_path / "i.tar", "--image-prefix", "app/env", check=False))
+    assert "--image-prefix must be an absolute path" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_source_date_epoch_sets_the_image_time(workspace: Path, tmp_path: Path) -> None:
+    output = tmp_path / "image.tar"
+    run(
+        "pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--format", "oci", "-o", output,
+        env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    config = json.loads(run("skopeo", "inspect", "--config", f"oci-archive:{output}").stdout)
+    assert config["created"] == "2023-11-14T22:13:20Z"
+    layout = read_layout(output, tmp_path / "layout")
+    manifest = blob(layout, manifest_digest(output))
+    layer = layout / "blobs" / "sha256" / manifest["layers"][0]["digest"].removeprefix("sha256:")  # type: ignore[index]
+    with tarfile.open(layer) as tar:
+        assert {member.mtime for member in tar.getmembers()} == {1700000000}
