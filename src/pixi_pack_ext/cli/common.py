@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -46,7 +47,10 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
     try:
         return action()
     except PixiPackError as exc:
-        stderr.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True, markup=True, emoji=False)
+        # escape: a message may hold brackets ("[mirrors]") that rich would take for markup
+        stderr.print(
+            f"[bold red]error:[/] {escape(redact(str(exc)))}", soft_wrap=True, markup=True, emoji=False
+        )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("[bold red]interrupted[/]; nothing was left half-written")
