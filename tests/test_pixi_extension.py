@@ -130,6 +130,7 @@ def test_version_help_and_subcommands_through_pixi(pixi_path: dict[str, str], tm
     assert "tar" in run("pixi", "pack", "plugins", env=pixi_path).stdout.decode()
     script = run("pixi", "pack", "completion", "-s", "bash", env=pixi_path).stdout.decode()
     assert "complete -o nosort -F _pixi_unpack_completion pixi-unpack" in script
+    assert run("pixi", "unpack", "completion", "-s", "bash", env=pixi_path).stdout.decode() == script
     bad = run("pixi", "pack", "--no-such-flag", env=pixi_path, check=False)
     assert bad.returncode == 2 and b"No such option" in bad.stderr
     missing = run("pixi", "pack", tmp_path / "nowhere", env=pixi_path, check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import rich_click as click
@@ -64,6 +65,13 @@ def unpack_command(
 
 
 def main() -> None:
+    """Entry point; ``pixi-unpack completion -s SHELL`` (when no pack is named so) prints completion."""
+    args = sys.argv[1:]
+    if args[:1] == ["completion"] and not Path("completion").exists():
+        from .completion import completion_command
+
+        completion_command(args=args[1:], prog_name="pixi-unpack completion")
+        return
     unpack_command(prog_name="pixi-unpack")
 
 
