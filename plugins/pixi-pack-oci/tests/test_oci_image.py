@@ -193,7 +193,7 @@ def test_options_zstd_prefix_entrypoint_and_name(workspace: Path, base_layout: P
 
 def test_image_without_base_or_name(workspace: Path, tmp_path: Path) -> None:
     output = tmp_path / "image.tar"
-    pack_image(workspace, output)
+    assert "no --base-image" in pack_image(workspace, output).stderr
     info = json.loads(run("skopeo", "inspect", f"oci-archive:{output}").stdout)
     assert len(info["Layers"]) == 2 and info["Architecture"] == "amd64"
     assert info["Env"] == [

@@ -40,6 +40,11 @@ def build_layout(
     """Write the image as an OCI layout in ``workdir/layout``; returns it and the manifest's descriptor."""
     target = oci_platform(platform)
     base = open_base_image(options.base_image, target) if options.base_image else None
+    if base is None:
+        log.warning(
+            "no --base-image: the image holds only the environment, and its entrypoint needs a /bin/sh "
+            "(and the C library the packages link to) from an image it is layered on"
+        )
     epoch = build_epoch()
     layout = Layout(workdir / "layout")
     layers: list[Descriptor] = []
