@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -308,9 +312,13 @@ def test_executable_cannot_stream(workspace: Path, tmp_path: Path) -> None:
 
 
 def _decode_region(path: Path, offset: int, size: int) -> bytes:
+    """A region of a self-extracting file as it was before storing (PowerShell payloads are escaped)."""
+    layout = read_layout(path)
+    assert layout is not None
     with open(path, "rb") as f:
         f.seek(offset)
-        return unescape(f.read(size))
+        stored = f.read(size)
+    return unescape(stored) if layout.escaped else stored
 
 
 def test_ps1_layout_crlf_markers_offsets(workspace: Path, tmp_path: Path) -> None:
@@ -358,8 +366,6 @@ def test_ps1_layout_crlf_markers_offsets(workspace: Path, tmp_path: Path) -> Non
 
 
 def test_ps1_with_the_bundled_unpacker_carries_windows_wheels(workspace: Path, tmp_path: Path) -> None:
-    import zipfile
-
     script = tmp_path / "environment.ps1"
     run(
         "pixi-pack", workspace, "-e", "prod", "-p", "win-64", "--create-executable", "-o", script, timeout=600
@@ -416,3 +422,99 @@ def test_zipapp_runs_on_its_own(executable: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "pixi-unpack" in result.stdout
     assert not list((tmp_path / "tmpdir").iterdir())
+
+
+def test_ctrl_c_removes_the_temporary_files(workspace: Path, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    stand_in = tmp_path / "pixi-unpack"
+    stand_in.write_text(f'#!/bin/sh\n: > "{record}.started"\nsleep 120\n')
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    path = _restricted_path(tmp_path)
+    os.symlink(shutil.which("sleep", path="/usr/bin:/bin") or "sleep", Path(path) / "sleep")
+    env = clean_env(tmp_path, path=path)
+    process = subprocess.Popen(["sh", str(script)], env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        for _ in range(1200):  # wait (up to a minute) for the embedded unpacker to be running
+            if Path(f"{record}.started").exists() or process.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert Path(f"{record}.started").exists(), "the embedded unpacker never started"
+        assert list((tmp_path / "tmpdir").iterdir()), "the pack should be extracted while it runs"
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert not list((tmp_path / "tmpdir").iterdir())
+
+
+# -- where the bundled unpacker's wheels come from ------------------------------------------------
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """No user cache and no reachable Python index: only a wheelhouse or this environment remain."""
+    return {
+        "XDG_CACHE_HOME": str(tmp_path / "empty-cache"),
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "2",
+    }
+
+
+def _bundle_of(script: Path) -> zipfile.ZipFile:
+    layout = read_layout(script)
+    assert layout is not None and layout.unpacker == "python"
+    return zipfile.ZipFile(io.BytesIO(_decode_region(script, layout.unpacker_offset, layout.unpacker_size)))
+
+
+def test_wheelhouse_packs_offline(executable: Path, workspace: Path, tmp_path: Path) -> None:
+    from pixi_pack_ext.unpacker_bundle import cache_dir
+
+    cached = cache_dir() / "wheels" / "linux-64"  # filled when the module's executable was made
+    wheelhouse = tmp_path / "wheelhouse"
+    shutil.copytree(cached, wheelhouse, ignore=shutil.ignore_patterns(".*"))
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--unpacker-wheelhouse", wheelhouse, "-o", script, env=_offline_env(tmp_path))  # fmt: skip
+    wheels = {n.removeprefix("wheels/") for n in _bundle_of(script).namelist() if n.startswith("wheels/")}
+    assert any(w.startswith("py_rattler-") for w in wheels) and wheels <= {
+        p.name for p in wheelhouse.iterdir()
+    }
+
+    for wheel in wheelhouse.glob("py_rattler-*"):
+        wheel.unlink()
+    result = run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+                 "--unpacker-wheelhouse", wheelhouse, "-o", tmp_path / "again.sh",
+                 env=_offline_env(tmp_path), check=False)  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "lacks wheels" in err and "Traceback" not in err
+    assert not (tmp_path / "again.sh").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@needs_linux64
+def test_offline_without_wheels_embeds_this_environment(workspace: Path, tmp_path: Path) -> None:
+    script = tmp_path / "environment.sh"
+    result = run("pixi-pack", workspace, "-e", "prod", "--create-executable", "-o", script,
+                 env=_offline_env(tmp_path))  # fmt: skip
+    python = sys.version_info[:2]
+    assert b"embedding this environment's installed packages" in result.stderr
+    bundle = _bundle_of(script)
+    assert json.loads(bundle.read("bundle.json"))["python"] == list(python)
+    assert "lib/rattler/__init__.py" in bundle.namelist()
+    if not _python_ok(SYSTEM_PYTHON):
+        return
+    system = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    if tuple(map(int, system.stdout.split())) < python:
+        pytest.skip("the system python is older than this environment's")
+    result2 = run_script("sh", script, "-o", tmp_path / "target", env=clean_env(tmp_path), cwd=tmp_path)
+    assert result2.returncode == 0, result2.stderr
+    prefix = tmp_path / "target" / "env"
+    hello = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert hello.stdout.strip() == f"hello-bin prefix={prefix}"
