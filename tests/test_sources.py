@@ -7,6 +7,7 @@ them (``relocate_workspace``), so the lock's hashes are the solver's own.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -299,3 +300,31 @@ def test_concurrent_downloads_flag_overrides_config(moved, channel_dir: Path, tm
         pack(moved(server.url), tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1")
         assert server.log.max_active == 1
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Local channels: file:// URLs and plain paths
+# --------------------------------------------------------------------------------------------------
+
+
+def test_file_urls_and_plain_paths_in_the_lock(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for name, location in (
+        ("file-url", channel_dir.as_uri() + "/"),
+        ("absolute-path", str(channel_dir) + "/"),
+    ):
+        ws = moved(location, name)
+        pack(ws, tmp_path / f"{name}.tar")
+        assert_pack_holds_channel_files(tmp_path / f"{name}.tar", channel_dir)
+    # a path relative to the workspace, as pixi writes for packages kept next to it
+    ws = moved("./local-channel/", "relative")
+    shutil.copytree(channel_dir, ws / "local-channel")
+    pack(ws / "pixi.toml", tmp_path / "relative.tar")
+    assert_pack_holds_channel_files(tmp_path / "relative.tar", channel_dir)
+
+
+def test_a_missing_local_package_is_one_error(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ws = moved(str(tmp_path / "gone") + "/")
+    result = pack(ws, tmp_path / "env.tar", check=False)
+    line = one_error_line(result)
+    assert f"local package file '{tmp_path / 'gone'}/" in line and "does not exist" in line
+    assert not (tmp_path / "env.tar").exists()

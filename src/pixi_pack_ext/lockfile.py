@@ -73,8 +73,7 @@ def read_plan(manifest_path: Path, environment: str, platform: str | None) -> Pa
     )
     for package in packages:
         if isinstance(package, rattler.CondaLockedBinaryPackage):
-            record = package.repo_data_record()
-            plan.conda.append(CondaPackage(record=record, url=record.url))
+            plan.conda.append(_conda_package(package, lock_path.parent))
         elif isinstance(package, rattler.PypiLockedPackage):
             plan.pypi.append(_pypi_package(package, lock_path.parent))
         else:
@@ -83,6 +82,19 @@ def read_plan(manifest_path: Path, environment: str, platform: str | None) -> Pa
                 "it must be built before it can be packed (build it and pass the result with --inject)"
             )
     return plan
+
+
+def _conda_package(package: rattler.CondaLockedBinaryPackage, workspace: Path) -> CondaPackage:
+    """A lock's conda entry; a path relative to the workspace (pixi writes those for local package
+    files) is resolved against it, which rattler's own record conversion refuses to do."""
+    location = str(package.location)
+    if "://" not in location and not Path(location).is_absolute():
+        path = (workspace / location).resolve()
+        channel = path.parent.parent.as_uri()  # <channel>/<subdir>/<file>
+        record = rattler.RepoDataRecord(package.package_record, path.name, path.as_uri(), channel)
+        return CondaPackage(record=record, url=path.as_uri())
+    record = package.repo_data_record()
+    return CondaPackage(record=record, url=record.url)
 
 
 def _pypi_package(package: rattler.PypiLockedPackage, workspace: Path) -> PypiPackage:
