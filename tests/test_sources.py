@@ -111,11 +111,16 @@ def test_mirror_with_wrong_bytes_is_refused_and_the_next_one_used(
 
 
 def test_original_is_tried_after_the_mirrors(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A dead mirror costs the first file its retries; later files skip it and go to the original."""
+    dead = dead_url()
     with ChannelServer(channel_dir) as original:
         ws = moved(original.url)
-        config = mirrors_config(tmp_path / "config.toml", original.url, [dead_url()])
-        pack(ws, tmp_path / "env.tar", "-c", config)
+        config = mirrors_config(tmp_path / "config.toml", original.url, [dead])
+        result = pack(ws, tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1", "-v")
         assert len([p for p in original.log.paths if p.endswith((".conda", ".tar.bz2"))]) == 4
+    err = " ".join(result.stderr.decode().split())
+    assert err.count("ConnectError after 4 attempts") == 1
+    assert err.count(f"{dead.rstrip('/')} was unreachable earlier in this run (ConnectError)") == 3
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
 
 

@@ -49,12 +49,18 @@ def _range_starts_at(response: httpx.Response, offset: int) -> bool:
     return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 class HttpSession:
     """One pooled httpx client for every http(s) download of a run."""
 
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
+        self._unreachable: dict[str, str] = {}
         for secret in settings.auth.secrets():
             register_secret(secret)
 
@@ -85,6 +91,14 @@ class HttpSession:
     async def download(self, url: str, sink: DownloadSink) -> None:
         request_url, headers, auth = self._authorize(url)
         shown = redact_url(url)
+        origin = _origin(request_url)
+        if origin in self._unreachable:
+            # a host that refused connections for a whole file's retries is not asked again this
+            # run: a dead mirror then costs one file's retries, not every file's
+            raise DownloadError(
+                f"could not download {shown}: {redact_url(origin)} was unreachable earlier in this run "
+                f"({self._unreachable[origin]})"
+            )
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -92,6 +106,8 @@ class HttpSession:
                 retry = await self._attempt(request_url, headers, auth, sink, shown)
             except TRANSIENT_ERRORS as exc:
                 if last:
+                    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                        self._unreachable[origin] = type(exc).__name__
                     raise DownloadError(
                         f"could not download {shown}: {type(exc).__name__} after {attempts} attempts"
                     ) from None
