@@ -250,6 +250,20 @@ def test_plugins_that_do_not_fit_the_hooks_are_reported(tmp_path: Path) -> None:
     assert "typo-dist 1.0" in out and "wrong-args" not in out
 
 
+def test_one_module_under_two_entry_points_is_loaded_once(tmp_path: Path) -> None:
+    env = fake_distribution(
+        tmp_path / "site", "twice-dist", "one", SOURCE_PLUGIN.format(name="twice", scheme="twice")
+    )
+    entry_points = tmp_path / "site" / "twice_dist-1.0.dist-info" / "entry_points.txt"
+    entry_points.write_text(entry_points.read_text() + "two = twice_dist_plugin\n")
+    result = pixi_pack("plugins", env=env)
+    out, err = text(result)
+    assert "plugin 'two' from twice-dist is the module of plugin 'one' again; it is skipped" in " ".join(
+        err.split()
+    )
+    assert "(twice://)" in out
+
+
 def test_the_guide_shows_the_shipped_example() -> None:
     """docs/plugins.md quotes the example plugin whole; it must stay the code that is tested."""
     repo = Path(__file__).resolve().parent.parent

@@ -81,6 +81,11 @@ class PluginManager:
             self._pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin '{name}' from {distribution} does not fit the hooks: {exc}") from None
+        except ValueError:  # pluggy: the same module under a second entry-point name
+            other = self._pm.get_name(plugin)
+            raise PluginError(
+                f"plugin '{name}' from {distribution} is the module of plugin '{other}' again"
+            ) from None
         self._origins[name] = (getattr(plugin, "__name__", name), distribution, builtin)
         unknown = [
             impl.function.__name__
