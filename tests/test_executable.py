@@ -96,7 +96,9 @@ def executable(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @needs_linux64
 @needs_system_python
 def test_environment_sh_installs_with_sh_and_system_python(executable: Path, tmp_path: Path) -> None:
-    env = clean_env(tmp_path)
+    path = _restricted_path(tmp_path)  # the shell tools and python3, nothing else
+    os.symlink(str(SYSTEM_PYTHON), Path(path) / "python3")
+    env = clean_env(tmp_path, path=path)
     result = run_script("sh", executable, "-o", tmp_path / "target", "-e", "demo", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     prefix = tmp_path / "target" / "demo"
@@ -220,11 +222,11 @@ exit 7
 """
 
 
-def _restricted_path(tmp_path: Path) -> str:
+def _restricted_path(tmp_path: Path, tools: tuple[str, ...] = SHELL_TOOLS) -> str:
     """A PATH holding only the shell tools (no python anywhere)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in (*SHELL_TOOLS, "tar"):
+    for tool in (*tools, "tar"):  # tar: for the stand-in unpacker only
         found = shutil.which(tool, path="/usr/bin:/bin")
         assert found, tool
         (bin_dir / tool).symlink_to(found)
@@ -518,3 +520,35 @@ def test_offline_without_wheels_embeds_this_environment(workspace: Path, tmp_pat
     prefix = tmp_path / "target" / "env"
     hello = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True)
     assert hello.stdout.strip() == f"hello-bin prefix={prefix}"
+
+
+@pytest.mark.parametrize("tool", ["sha256sum", "shasum", "openssl", None])
+def test_the_payload_is_checked_with_whatever_sha256_tool_the_host_has(
+    workspace: Path, tmp_path: Path, tool: str | None
+) -> None:
+    if tool is not None and shutil.which(tool, path="/usr/bin:/bin") is None:
+        pytest.skip(f"{tool} is not installed here")
+    stand_in = tmp_path / "pixi-unpack"
+    stand_in.write_text(STAND_IN.format(record=tmp_path / "record"))
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    tools = tuple(t for t in SHELL_TOOLS if t != "sha256sum") + ((tool,) if tool else ())
+    env = clean_env(tmp_path, path=_restricted_path(tmp_path, tools))
+    result = run_script("sh", script, env=env, cwd=tmp_path)
+    if tool is None:
+        assert result.returncode == 1 and "no sha256 tool found" in result.stderr
+        assert not Path(f"{tmp_path / 'record'}.args").exists()
+        return
+    assert result.returncode == 7, result.stderr  # verified, then the stand-in ran
+    layout = read_layout(script)
+    assert layout is not None
+    with open(script, "r+b") as f:
+        f.seek(layout.archive_offset + 1000)
+        byte = f.read(1)
+        f.seek(layout.archive_offset + 1000)
+        f.write(bytes([byte[0] ^ 0x80]))
+    Path(f"{tmp_path / 'record'}.args").unlink()
+    result = run_script("sh", script, env=env, cwd=tmp_path)
+    assert result.returncode == 1 and "is corrupt" in result.stderr
+    assert not Path(f"{tmp_path / 'record'}.args").exists()
