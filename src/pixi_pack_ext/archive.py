@@ -89,8 +89,8 @@ class BoundedTarInfo(tarfile.TarInfo):
         return super()._proc_member(tarfile)  # type: ignore[misc]
 
 
-def _check_member(member: tarfile.TarInfo, seen: set[str]) -> str:
-    """The member's normalized relative path ("" for the root), or a refusal saying why."""
+def _check_member(member: tarfile.TarInfo) -> str:
+    """The member's normalized relative path ("" for the root folder), or a refusal saying why."""
     name = member.name
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"refusing archive member '{name}': absolute path")
@@ -103,46 +103,51 @@ def _check_member(member: tarfile.TarInfo, seen: set[str]) -> str:
         raise UnsafeArchiveError(f"refusing archive member '{name}': not a regular file or folder")
     if member.issparse():
         raise UnsafeArchiveError(f"refusing archive member '{name}': packs hold no sparse files")
-    normalized = "/".join(parts)
-    if not normalized:
-        return ""
-    if normalized in seen and not member.isdir():
-        raise UnsafeArchiveError(f"refusing archive member '{name}': it appears twice in the archive")
-    seen.add(normalized)
-    return normalized
+    if not parts and not member.isdir():
+        raise UnsafeArchiveError(f"refusing archive member '{name}': a file needs a name")
+    return "/".join(parts)
+
+
+#: How many created folders ``safe_extract`` remembers (to skip re-creating them) before forgetting.
+MADE_FOLDERS_LIMIT = 4096
 
 
 def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
     """Extract a tar stream into ``dest`` (created if needed), refusing anything unsafe.
 
-    Members are read one at a time; memory stays flat however many entries or bytes the archive
-    has, and no header can make tarfile buffer more than ``MAX_HEADER_SIZE``. On refusal the
-    caller removes ``dest``.
+    Members are read one at a time and nothing is kept per member, so memory stays flat however
+    many entries or bytes the archive has; no header can make tarfile buffer more than
+    ``MAX_HEADER_SIZE``. Duplicates are caught by the file system itself: files are created
+    exclusively, and a folder cannot replace a file. On refusal the caller removes ``dest``.
     """
-    seen: set[str] = set()
     dest.mkdir(parents=True, exist_ok=True)
     root = str(dest.resolve())
-    # Folders known to exist; no earlier entry can be a link (none are allowed), so each is real.
+    # Folders known to exist; no entry can be a link (none are allowed), so each is a real folder.
     made: set[str] = {""}
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=READ_BUFFER, tarinfo=BoundedTarInfo) as tar:
             for member in tar:
-                relative = _check_member(member, seen)
+                relative = _check_member(member)
                 target = os.path.join(root, relative)
                 folder = relative if member.isdir() else relative.rpartition("/")[0]
-                if folder not in made:
-                    os.makedirs(os.path.join(root, folder), exist_ok=True)
-                    made.add(folder)
-                if not member.isdir():
-                    with open(target, "xb") as out:
-                        if member.size:
-                            source = tar.extractfile(member)
-                            assert source is not None
-                            shutil.copyfileobj(source, out, COPY_CHUNK)
-                    if member.mode & 0o100:
-                        os.chmod(target, 0o755)
+                try:
+                    if folder not in made:
+                        os.makedirs(os.path.join(root, folder), exist_ok=True)
+                        if len(made) > MADE_FOLDERS_LIMIT:
+                            made.clear()
+                        made.add(folder)
+                    if not member.isdir():
+                        with open(target, "xb") as out:
+                            if member.size:
+                                source = tar.extractfile(member)
+                                assert source is not None
+                                shutil.copyfileobj(source, out, COPY_CHUNK)
+                        if member.mode & 0o100:
+                            os.chmod(target, 0o755)
+                except (FileExistsError, NotADirectoryError):
+                    raise UnsafeArchiveError(
+                        f"refusing archive member '{member.name}': it appears twice in the archive"
+                    ) from None
                 tar.members.clear()  # stream mode still records members; keep memory flat
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"the pack is not a readable tar archive: {exc}") from None
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise UnsafeArchiveError(f"refusing archive member '{exc.filename}': it appears twice") from None

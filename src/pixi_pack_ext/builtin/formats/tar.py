@@ -36,7 +36,16 @@ def can_read(path: Path | None) -> bool:
         return False
     with open(path, "rb") as f:
         head = f.read(2)
-    return head != b"#!" and tarfile.is_tarfile(path)
+    return head != b"#!" and _is_tar(path)
+
+
+def _is_tar(path: Path) -> bool:
+    """``tarfile.is_tarfile``, but a first header declaring gigabytes is refused, not read."""
+    try:
+        with tarfile.open(path, tarinfo=BoundedTarInfo):
+            return True
+    except tarfile.TarError:
+        return False
 
 
 def open_pack(path: Path | None, workdir: Path) -> Path:
