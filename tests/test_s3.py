@@ -173,3 +173,19 @@ def test_s3_mirror_of_an_http_channel(
     )  # fmt: skip
     assert channel_server.log.count(".conda") + channel_server.log.count(".tar.bz2") == before
     assert_pack_holds_channel_files(pack_file, channel_dir)
+
+
+def test_a_bucket_without_options_is_reached_the_aws_way(
+    s3_workspace: Path, s3: S3ChannelServer, channel_dir: Path, tmp_path: Path
+) -> None:
+    """No config at all: endpoint, region and credentials come from the AWS environment variables."""
+    pack_file = tmp_path / "environment.tar"
+    aws = {
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "env-reader",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
+    result = run("pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-o", pack_file, "-vv", env=aws)
+    assert_no_secret(result.stdout + result.stderr, SECRET)
+    assert_pack_holds_channel_files(pack_file, channel_dir, secrets=(SECRET,))

@@ -181,6 +181,8 @@ def make_client(settings: Settings) -> Any:
 
 @asynccontextmanager
 async def open_s3(settings: Settings) -> AsyncIterator[S3Session]:
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # masked should they ever be shown
+        register_secret(os.environ.get(name))
     yield S3Session(make_client(settings), settings)
 
 
