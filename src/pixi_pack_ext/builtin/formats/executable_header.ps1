@@ -65,6 +65,7 @@ if ($actualSize -ne $PIXI_PACK_FILE_SIZE) {
 }
 
 function Find-Python {
+    $ErrorActionPreference = 'Continue'  # a candidate that writes to stderr is skipped, not fatal
     $candidates = @()
     if ($env:PIXI_UNPACK_PYTHON) { $candidates += , @($env:PIXI_UNPACK_PYTHON) }
     $candidates += , @('py', '-3')
@@ -73,7 +74,11 @@ function Find-Python {
     foreach ($candidate in $candidates) {
         if (-not (Get-Command $candidate[0] -ErrorAction SilentlyContinue)) { continue }
         $rest = @($candidate | Select-Object -Skip 1)
-        & $candidate[0] @rest -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>$null | Out-Null
+        try {
+            & $candidate[0] @rest -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>$null | Out-Null
+        } catch {
+            continue
+        }
         if ($LASTEXITCODE -eq 0) { return , $candidate }
     }
     return $null
