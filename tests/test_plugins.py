@@ -264,6 +264,19 @@ def test_one_module_under_two_entry_points_is_loaded_once(tmp_path: Path) -> Non
     assert "(twice://)" in out
 
 
+def test_two_distributions_with_one_plugin_name(tmp_path: Path) -> None:
+    installed_unix_socket_plugin()
+    env = fake_distribution(
+        tmp_path / "site", "impostor-dist", "unix-socket", SOURCE_PLUGIN.format(name="fake", scheme="fake")
+    )
+    out, err = text(pixi_pack("plugins", env=env))
+    message = " ".join(err.split())
+    assert "has the name of plugin 'unix-socket' from" in message and "it is skipped" in message
+    assert "impostor-dist" in message and "pixi-pack-unix-socket" in message
+    # the one found first on the path is loaded, the other is not
+    assert ("(fake://)" in out) != ("(http+unix://)" in out)
+
+
 def test_the_guide_shows_the_shipped_example() -> None:
     """docs/plugins.md quotes the example plugin whole; it must stay the code that is tested."""
     repo = Path(__file__).resolve().parent.parent

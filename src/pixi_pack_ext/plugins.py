@@ -107,7 +107,11 @@ class PluginManager:
             dist = ep.dist.name if ep.dist else "unknown distribution"
             if self._pm.has_plugin(ep.name):
                 log.warning(
-                    "plugin '%s' from %s is installed twice; the second copy is ignored", ep.name, dist
+                    "plugin '%s' from %s has the name of plugin '%s' from %s; it is skipped",
+                    ep.name,
+                    dist,
+                    ep.name,
+                    self._origins[ep.name][1],
                 )
                 continue
             try:
