@@ -378,6 +378,8 @@ def test_ps1_with_the_bundled_unpacker_carries_windows_wheels(workspace: Path, t
     names = bundle.namelist()
     assert "__main__.py" in names and "lib/pixi_pack_ext/cli/unpack.py" in names
     assert any(n.startswith("wheels/py_rattler-") and n.endswith("win_amd64.whl") for n in names)
+    assert any(n.startswith("wheels/tomli-") for n in names)  # Python 3.10 targets need it
+    assert not any(n.startswith(("wheels/httpx-", "lib/httpx/")) for n in names)  # packing only
     assert not any("manylinux" in n for n in names)
     with tarfile.open(
         fileobj=io.BytesIO(_decode_region(script, layout.archive_offset, layout.archive_size))
@@ -507,6 +509,7 @@ def test_offline_without_wheels_embeds_this_environment(workspace: Path, tmp_pat
     bundle = _bundle_of(script)
     assert json.loads(bundle.read("bundle.json"))["python"] == list(python)
     assert "lib/rattler/__init__.py" in bundle.namelist()
+    assert not any(n.startswith("lib/httpx/") for n in bundle.namelist())
     if not _python_ok(SYSTEM_PYTHON):
         return
     system = subprocess.run(

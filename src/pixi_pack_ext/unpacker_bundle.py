@@ -41,6 +41,8 @@ BUNDLE_VERSION = "1"
 MIN_PYTHON = (3, 10)
 DISTRIBUTION = "pixi-pack-ext"
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: Runtime dependencies only packing uses (imported where used), left out of the unpacker.
+PACK_ONLY = frozenset({"httpx"})
 #: Parts of this package an unpacker never needs.
 SKIPPED_PARTS = {"__pycache__", "testing"}
 #: Conda platform -> the wheel platform tags whose wheels run there (pip adds older compatible ones).
@@ -91,13 +93,17 @@ def _declared_requirements() -> list[str]:
 
 
 def runtime_requirements() -> list[str]:
-    """pixi-pack-ext's own runtime requirements, py-rattler pinned to the version running now."""
+    """What pixi-unpack needs: pixi-pack-ext's runtime requirements without the pack-only ones,
+    py-rattler pinned to the version running now."""
     requirements = []
     for requirement in _declared_requirements():
         if re.search(r"extra\s*==", requirement):
             continue
         match = _NAME.match(requirement)
-        if match and normalize(match.group(1)) == "py-rattler":
+        name = normalize(match.group(1)) if match else ""
+        if name in PACK_ONLY:
+            continue
+        if name == "py-rattler":
             requirement = f"py-rattler=={metadata.version('py-rattler')}"
         requirements.append(requirement)
     return requirements

@@ -14,19 +14,20 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from ...config import Settings
 from ...errors import AuthenticationError, DownloadError
 from ...hookspecs import ChannelSource, DownloadSink, hookimpl
 from ...redact import redact_url, register_secret
 
+if TYPE_CHECKING:  # imported where used: pixi-unpack, which never downloads, does without httpx
+    import httpx
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-TRANSIENT_ERRORS = (httpx.TransportError,)
 MAX_RETRY_AFTER = 30.0
 
 
@@ -66,6 +67,8 @@ class HttpSession:
 
     def _authorize(self, url: str) -> tuple[str, dict[str, str], httpx.Auth | None]:
         """The URL to request, extra headers and auth for ``url``'s host."""
+        import httpx
+
         parts = urlsplit(url)
         if parts.username is not None:
             register_secret(parts.password)
@@ -89,6 +92,8 @@ class HttpSession:
         return url, {}, None
 
     async def download(self, url: str, sink: DownloadSink) -> None:
+        import httpx
+
         request_url, headers, auth = self._authorize(url)
         shown = redact_url(url)
         origin = _origin(request_url)
@@ -104,7 +109,7 @@ class HttpSession:
             last = attempt == attempts - 1
             try:
                 retry = await self._attempt(request_url, headers, auth, sink, shown)
-            except TRANSIENT_ERRORS as exc:
+            except httpx.TransportError as exc:
                 if last:
                     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
                         self._unreachable[origin] = type(exc).__name__
@@ -130,6 +135,8 @@ class HttpSession:
         shown: str,
     ) -> tuple[float, str] | None:
         """One request; None when the file is complete, else (delay before retrying, why)."""
+        import httpx
+
         request_headers = dict(headers)
         resume_from = sink.offset
         if resume_from:
@@ -171,6 +178,8 @@ class HttpSession:
 @asynccontextmanager
 async def open_http(settings: Settings) -> AsyncIterator[HttpSession]:
     """A pooled client sized for the run's download concurrency."""
+    import httpx
+
     limits = httpx.Limits(max_connections=settings.downloads, max_keepalive_connections=settings.downloads)
     timeout = httpx.Timeout(connect=30.0, read=settings.read_timeout, write=30.0, pool=None)
     try:
