@@ -555,3 +555,45 @@ def test_the_payload_is_checked_with_whatever_sha256_tool_the_host_has(
     result = run_script("sh", script, env=env, cwd=tmp_path)
     assert result.returncode == 1 and "is corrupt" in result.stderr
     assert not Path(f"{tmp_path / 'record'}.args").exists()
+
+
+@needs_linux64
+@needs_system_python
+def test_environment_sh_gives_what_pixi_unpack_gives_on_the_tar(
+    executable: Path, workspace: Path, tmp_path: Path
+) -> None:
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "environment.tar")
+    run("pixi-unpack", tmp_path / "environment.tar", "-o", tmp_path / "tar-out", "-e", "app", "-s", "fish")
+    result = run_script("sh", executable, "-o", tmp_path / "shs-out", "-e", "app", "-s", "fish",
+                        env=clean_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+    def listing(out: Path) -> dict[str, str]:
+        files = {}
+        for path in sorted(out.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                text = path.read_bytes().replace(str(out).encode(), b"OUT")
+                files[path.relative_to(out).as_posix()] = hashlib.sha256(text).hexdigest()
+        return files
+
+    # equal-length folders: binaries get the prefix patched in place, padded to its length
+    from_tar, from_sh = listing(tmp_path / "tar-out"), listing(tmp_path / "shs-out")
+    assert from_tar.keys() == from_sh.keys() and "activate.fish" in from_sh
+    differing = [name for name in from_tar if from_tar[name] != from_sh[name]]
+    assert all(name.startswith("app/conda-meta/") for name in differing), differing
+
+
+def test_unpacking_imports_no_httpx() -> None:
+    """The bundled pixi-unpack carries no httpx: the unpack path must not import it."""
+    code = (
+        "import sys, pixi_pack_ext.cli.unpack, pixi_pack_ext.unpack\n"
+        "from pixi_pack_ext.plugins import get_plugin_manager\n"
+        "pm = get_plugin_manager(); pm.check()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'httpx'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "PIXI_PACK_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]"
