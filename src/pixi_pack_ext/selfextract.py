@@ -239,10 +239,12 @@ def read_layout(path: Path) -> Layout | None:
             head = f.read(_HEAD)
     except OSError:
         return None
-    first_lines = head[:512]
-    if MARKER not in first_lines:
+    if head.startswith(b"#!/bin/sh\n# " + MARKER):
+        script = "sh"
+    elif head.startswith(b"# " + MARKER):
+        script = "ps1"
+    else:
         return None
-    script = "sh" if head.startswith(b"#!") else "ps1"
     values = {m.group(1).decode(): m.group(2).decode() for m in _VALUE.finditer(head)}
     try:
         numbers = {name: int(values[name]) for name in _FIELDS}
