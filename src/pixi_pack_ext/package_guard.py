@@ -73,10 +73,18 @@ class _Tree:
     """The symlinks of every package together, to resolve paths the way the file system would."""
 
     def __init__(self, packages: list[PackageContents]) -> None:
-        self.links: dict[tuple[str, ...], tuple[str, str]] = {}
-        for package in packages:
-            for name, target in package.symlinks.items():
-                self.links[tuple(_parts(name))] = (target, package.name)
+        declared = [(tuple(_parts(name)), target) for p in packages for name, target in p.symlinks.items()]
+        self.links: dict[tuple[str, ...], str] = dict(declared)
+        # A link declared below another link ("a/c" with "a -> b") physically sits at "b/c": key
+        # each link by where it really lands, resolving its folder through the links found so far.
+        for _ in range(MAX_LINK_HOPS):
+            physical: dict[tuple[str, ...], str] = {}
+            for parts, target in declared:
+                folder = self.resolve(list(parts[:-1])) if parts else None
+                physical[(*folder, parts[-1]) if folder is not None else parts] = target
+            if physical == self.links:
+                break
+            self.links = physical
 
     def resolve(self, parts: list[str]) -> tuple[str, ...] | None:
         """The path inside the prefix that ``parts`` ends at, or None when it leaves the prefix."""
@@ -93,11 +101,10 @@ class _Tree:
                 resolved.pop()
                 continue
             resolved.append(name)
-            link = self.links.get(tuple(resolved))
-            if link is None:
+            target = self.links.get(tuple(resolved))
+            if target is None:
                 continue
             hops += 1
-            target = link[0]
             if hops > MAX_LINK_HOPS or target.startswith(("/", "\\")) or target[1:2] == ":":
                 return None
             resolved.pop()
