@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tarfile
 from pathlib import Path
 from typing import IO
@@ -48,18 +49,116 @@ def walk_sorted(root: Path) -> list[Path]:
     return sorted(result, key=lambda p: p.relative_to(root).parts)
 
 
+#: Files up to this size are read into the output buffer; bigger ones are copied by the kernel.
+SMALL_FILE = 1 << 16
+
+
+class _TarOut:
+    """The output of ``write_tar``: small writes gathered in a buffer, file bodies copied by the
+    kernel (``copy_file_range``, else ``sendfile``) when the output has a file descriptor, else
+    through Python. Counts the bytes written, for the end-of-archive padding."""
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self.fileobj = fileobj
+        self.offset = 0
+        self._buffer = bytearray()
+        self._fd: int | None = None
+        try:
+            fileobj.flush()
+            self._fd = fileobj.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+        # copy_file_range needs both ends to be regular files; sendfile takes any output on Linux.
+        self._copy_file_range = hasattr(os, "copy_file_range")
+        self._sendfile = hasattr(os, "sendfile") and sys.platform == "linux"
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        self.offset += len(data)
+        if len(self._buffer) >= COPY_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._fd is None:
+            self.fileobj.write(self._buffer)
+        else:
+            with memoryview(self._buffer) as view:
+                done = 0
+                while done < len(view):
+                    done += os.write(self._fd, view[done:])
+        self._buffer.clear()
+
+    def copy_from(self, source: IO[bytes], size: int) -> None:
+        """Copy exactly ``size`` bytes of ``source`` (a file opened at its start)."""
+        copied = 0
+        if self._fd is not None and size > SMALL_FILE:
+            self.flush()
+            copied = self._kernel_copy(source.fileno(), size)
+            self.offset += copied
+            if copied < size:
+                source.seek(copied)
+        while copied < size:
+            chunk = source.read(min(COPY_CHUNK, size - copied))
+            if not chunk:
+                raise OSError(f"{getattr(source, 'name', 'a file')} shrank while it was being packed")
+            self.write(chunk)
+            copied += len(chunk)
+
+    def _kernel_copy(self, src: int, size: int) -> int:
+        assert self._fd is not None
+        copied = 0
+        while copied < size:
+            n = 0
+            if self._copy_file_range:
+                try:
+                    n = os.copy_file_range(src, self._fd, size - copied)
+                except OSError:
+                    self._copy_file_range = False
+                    continue
+            elif self._sendfile:
+                try:
+                    n = os.sendfile(self._fd, src, None, size - copied)
+                except OSError:
+                    self._sendfile = False
+                    continue
+            else:
+                break
+            if n == 0:
+                break
+            copied += n
+        return copied
+
+
 def write_tar(root: Path, fileobj: IO[bytes]) -> None:
-    """Write the folder ``root`` as an uncompressed, deterministic tar stream to ``fileobj``."""
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, bufsize=COPY_CHUNK) as tar:
-        for path in walk_sorted(root):
-            name = path.relative_to(root).as_posix()
-            st = path.lstat()
-            if stat.S_ISDIR(st.st_mode):
-                tar.addfile(_tarinfo(name, directory=True))
-            elif stat.S_ISREG(st.st_mode):
-                info = _tarinfo(name, size=st.st_size, executable=bool(st.st_mode & 0o100))
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
+    """Write the folder ``root`` as an uncompressed, deterministic tar stream to ``fileobj``.
+
+    The bytes are those of ``tarfile`` in PAX format (stream mode): each header, the body padded
+    to 512 bytes, two zero blocks, and zeros up to a multiple of 20 blocks. The bodies are copied
+    by the kernel where it can (the pack's packages go from the page cache straight to the output).
+    """
+    out = _TarOut(fileobj)
+    for path in walk_sorted(root):
+        name = path.relative_to(root).as_posix()
+        st = path.lstat()
+        if stat.S_ISDIR(st.st_mode):
+            out.write(
+                _tarinfo(name, directory=True).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+            )
+        elif stat.S_ISREG(st.st_mode):
+            info = _tarinfo(name, size=st.st_size, executable=bool(st.st_mode & 0o100))
+            out.write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+            with open(path, "rb") as f:
+                out.copy_from(f, st.st_size)
+            remainder = st.st_size % tarfile.BLOCKSIZE
+            if remainder:
+                out.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
+    out.write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+    remainder = out.offset % tarfile.RECORDSIZE
+    if remainder:
+        out.write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
+    out.flush()
 
 
 #: tarfile's read buffer: big enough for fast copies, small enough that reading each 512-byte

@@ -52,12 +52,13 @@ class FetchItem:
 class HashingSink:
     """Writes a download to a temporary file while hashing it; ``restart`` starts over."""
 
-    def __init__(self, path: Path, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, path: Path, on_bytes: Callable[[int], None], *, md5: bool = True) -> None:
         self.path = path
         self._on_bytes = on_bytes
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._with_md5 = md5
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5() if md5 else None
         self._offset = 0
 
     @property
@@ -67,7 +68,8 @@ class HashingSink:
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
         self._sha256.update(chunk)
-        self._md5.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
         self._offset += len(chunk)
         self._on_bytes(len(chunk))
 
@@ -76,24 +78,28 @@ class HashingSink:
         self._file.seek(0)
         self._file.truncate()
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5() if self._with_md5 else None
         self._offset = 0
 
     def close(self) -> None:
         self._file.close()
 
     def digests(self) -> tuple[str, str]:
-        return self._sha256.hexdigest(), self._md5.hexdigest()
+        """(sha256, md5); md5 is "" when the sink was made without it."""
+        return self._sha256.hexdigest(), self._md5.hexdigest() if self._md5 is not None else ""
 
 
-def hash_file(path: Path) -> tuple[str, str]:
-    """(sha256, md5) of a file, read in large chunks."""
-    sha256, md5 = hashlib.sha256(), hashlib.md5()
+def hash_file(path: Path, *, md5: bool = True) -> tuple[str, str]:
+    """(sha256, md5) of a file, read in large chunks; md5 is "" when not asked for (it costs more
+    than sha256 on CPUs with SHA extensions)."""
+    sha256 = hashlib.sha256()
+    md5_hash = hashlib.md5() if md5 else None
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             sha256.update(chunk)
-            md5.update(chunk)
-    return sha256.hexdigest(), md5.hexdigest()
+            if md5_hash is not None:
+                md5_hash.update(chunk)
+    return sha256.hexdigest(), md5_hash.hexdigest() if md5_hash is not None else ""
 
 
 def check_hash(item: FetchItem, sha256: str, md5: str) -> str | None:
@@ -151,7 +157,7 @@ class PackageCache:
         path = self.path(item.cache_key)
         if not path.is_file():
             return None
-        mismatch = check_hash(item, *hash_file(path))
+        mismatch = check_hash(item, *hash_file(path, md5=not item.sha256))
         if mismatch is None:
             return path
         log.warning("cached %s is corrupt (%s); fetching it again", path, mismatch)
@@ -256,7 +262,7 @@ class Fetcher:
         failures: list[str] = []
         last_error: PixiPackError | None = None
         for url in candidate_urls(item.url, self.settings.mirrors):
-            sink = HashingSink(temp, self.progress.advance_bytes)
+            sink = HashingSink(temp, self.progress.advance_bytes, md5=not item.sha256)
             try:
                 session = await self._session_for(url)
                 await session.download(url, sink)

@@ -92,7 +92,7 @@ def verify_channel(pack_dir: Path) -> list[rattler.RepoDataRecord]:
             expected = entry.get("sha256") if isinstance(entry, dict) else None
             if not isinstance(expected, str):
                 raise InvalidPackError(f"channel/{subdir.name}/repodata.json has no sha256 for {file_name}")
-            actual, _ = hash_file(path)
+            actual, _ = hash_file(path, md5=False)
             if actual != expected:
                 raise InvalidPackError(
                     f"channel/{subdir.name}/{file_name} is corrupt: expected sha256 {expected}, got {actual}"
