@@ -7,6 +7,7 @@ and the package files, as an extracted pack does). No hashing, no tar, no activa
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def main() -> None:
             execute_link_scripts=False,
         )
     )
+    # py-rattler 0.28's runtime threads can crash the interpreter's shutdown (SIGSEGV/SIGABRT) when
+    # it comes right after ``install``; the work is done and on disk, so leave without finalizing.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Timing and memory of one command in a fresh child process, and medians over several runs.
 
-Each run is its own child: ``os.wait4`` returns that child's resource usage, whose ``ru_maxrss``
-is the largest resident set of the child and of every descendant it waited for (so ``sh -c`` and
-``script -qc`` wrappers report the peak of the real work).
+Peak RSS comes from GNU ``/usr/bin/time -f %M`` when it is there: the kernel's ``ru_maxrss`` of a
+child also counts the memory of the process it was forked from before ``exec`` (a big benchmark
+process would inflate every figure), and ``time`` is a small process to fork from. Without it,
+``os.wait4``'s figure is used. Either way the figure covers the waited-for descendants too (so
+``sh -c`` and ``script -qc`` wrappers report the peak of the real work).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Series:
         return max((r.rss_mib for r in self.runs), default=float("nan"))
 
 
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 class CommandFailed(RuntimeError):
     """A measured command exited non-zero."""
 
@@ -54,10 +59,17 @@ def run_once(
 ) -> Run:
     """Run ``argv`` to completion; wall time and peak RSS of exactly this child (and its waited children)."""
     full_env = {**os.environ, **(env or {})}
-    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as err:
+    command = [str(a) for a in argv]
+    with (
+        open(os.devnull, "rb") as stdin,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file,
+    ):
+        if GNU_TIME:
+            command = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *command]
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [str(a) for a in argv], cwd=cwd, env=full_env, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err
+            command, cwd=cwd, env=full_env, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err
         )
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
@@ -69,9 +81,13 @@ def run_once(
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         message = err.read()[-3000:].decode(errors="replace")
+        rss_kib = usage.ru_maxrss
+        if GNU_TIME:
+            lines = rss_file.read().split()
+            rss_kib = int(lines[-1]) if lines and lines[-1].isdigit() else rss_kib
     if proc.returncode != 0:
         raise CommandFailed(f"{' '.join(map(str, argv))[:300]} exited {proc.returncode}:\n{message}")
-    return Run(seconds=elapsed, rss_mib=usage.ru_maxrss / 1024)
+    return Run(seconds=elapsed, rss_mib=rss_kib / 1024)
 
 
 def interleaved(
@@ -81,6 +97,9 @@ def interleaved(
     results = {name: Series() for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            # Start every run with no dirty pages left by the one before (their write-back would
+            # be charged to whoever runs next).
+            os.sync()
             if before_each is not None:
                 before_each()
             results[name].runs.append(step())

@@ -35,6 +35,7 @@ PIXI_UNPACK = str(BIN / "pixi-unpack")
 CONDA_PACK_VENV = WORK / "venvs" / "conda-pack"
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2", ".whl")
 RSS_LIMIT_MIB = 250
+SECTIONS = ("pack", "warm", "unpack", "conda-pack", "sfx", "rss")
 
 
 class SendfileHandler(_QuietHandler):
@@ -456,9 +457,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small workloads (S 50 MiB, L 200 MiB)")
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
     parser.add_argument("--only", default="S,L,T", help="comma-separated subset of S, L, T")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {', '.join(SECTIONS)} (S and L only; T runs all of its own)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep benchmarks/.work/scratch afterwards")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    sections = set(args.sections.split(","))
 
     needed = 3 * (200 if args.quick else 2200) * MiB
     free = shutil.disk_usage(WORK.parent).free
@@ -484,12 +491,14 @@ def main() -> None:
             world = worlds[name]
             with ChannelServer(world.serve, handler=SendfileHandler) as server:
                 ws = world.workspace(bench.fresh(f"{name}-ws"), server.url)
-                ours_pack, pack = bench.pack_cold(world, server, ws)
-                bench.pack_warm(world, server, ws)
-                ours_unpack = bench.unpack(world, pack)
-                bench.conda_pack(world, pack, ours_unpack)
-                sfx = bench.self_extracting(world, ws, pack, ours_unpack)
-                if name == "L":
+                ours_pack, pack = bench.pack_cold(world, server, ws, floor="pack" in sections)
+                if "warm" in sections:
+                    bench.pack_warm(world, server, ws)
+                ours_unpack = bench.unpack(world, pack, floor="unpack" in sections)
+                if "conda-pack" in sections:
+                    bench.conda_pack(world, pack, ours_unpack)
+                sfx = bench.self_extracting(world, ws, pack, ours_unpack) if "sfx" in sections else None
+                if name == "L" and "rss" in sections:
                     for label, series in (
                         ("pack", ours_pack),
                         ("unpack", ours_unpack),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import rattler
 
+from pixi_pack_ext.testing.python import build_host_python_package
 from pixi_pack_ext.testing.world import PypiEntry, write_lock
 
 MiB = 1 << 20
@@ -33,7 +34,9 @@ WORK = Path(__file__).resolve().parent / ".work"
 WHEELS_PLACEHOLDER = "http://wheels.invalid/wheels/"
 CHANNEL_PLACEHOLDER = "@CHANNEL@"
 #: Bumped when the way packages or worlds are made changes (invalidates the caches).
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+#: Bumped when the way single packages are made changes.
+PACKAGE_VERSION = 1
 TIMESTAMP = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -138,7 +141,7 @@ def build_package(spec: PackageSpec) -> Path:
     """The built package file for ``spec`` (from the cache when it was built before)."""
     from rattler_build import ArchiveType, assemble_package
 
-    key = f"{spec.name}-{spec.size}-{spec.files}-{spec.platform}-{spec.archive}-v{LAYOUT_VERSION}"
+    key = f"{spec.name}-{spec.size}-{spec.files}-{spec.platform}-{spec.archive}-v{PACKAGE_VERSION}"
     folder = WORK / "packages" / key
     done = folder / "DONE"
     if done.is_file():
@@ -252,6 +255,11 @@ def build_world(workload: Workload, log: Callable[[str], None] = print) -> World
     for spec in workload.packages:
         built = build_package(spec)
         os.link(built, channel / spec.platform / built.name)
+    specs = sorted({p.name for p in workload.packages})
+    if workload.wheels:
+        # Wheels are installed into the environment's python: a conda python made from this host's.
+        build_host_python_package(channel / "linux-64")
+        specs.append("python")
     asyncio.run(rattler.index.index_fs(channel, write_zst=False, write_shards=False))
 
     wheels_dir = world.serve / "wheels"
@@ -263,7 +271,6 @@ def build_world(workload: Workload, log: Callable[[str], None] = print) -> World
         entries.append(PypiEntry(name, "1.0", WHEELS_PLACEHOLDER + wheel.name, _sha256(wheel)))
 
     lock = root / "pixi.lock"
-    specs = sorted({p.name for p in workload.packages})
     write_lock(lock, channel.as_uri(), {"default": specs}, ["linux-64"], pypi={"default": entries})
     text = lock.read_text().replace(channel.as_uri(), CHANNEL_PLACEHOLDER)
     text = text.replace(str(channel), CHANNEL_PLACEHOLDER)
