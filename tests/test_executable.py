@@ -369,9 +369,11 @@ def test_ps1_layout_crlf_markers_offsets(workspace: Path, tmp_path: Path) -> Non
 
 def test_ps1_with_the_bundled_unpacker_carries_windows_wheels(workspace: Path, tmp_path: Path) -> None:
     script = tmp_path / "environment.ps1"
-    run(
-        "pixi-pack", workspace, "-e", "prod", "-p", "win-64", "--create-executable", "-o", script, timeout=600
-    )
+    packed = run("pixi-pack", workspace, "-e", "prod", "-p", "win-64", "--create-executable", "-o", script,
+                 timeout=600, check=False)  # fmt: skip
+    if packed.returncode != 0 and b"could not get the wheels" in packed.stderr:
+        pytest.skip("the Python index is not reachable and no win-64 wheels are cached")
+    assert packed.returncode == 0, packed.stderr.decode()
     layout = read_layout(script)
     assert layout is not None and layout.unpacker == "python"
     bundle = zipfile.ZipFile(io.BytesIO(_decode_region(script, layout.unpacker_offset, layout.unpacker_size)))
@@ -478,6 +480,8 @@ def test_wheelhouse_packs_offline(executable: Path, workspace: Path, tmp_path: P
     from pixi_pack_ext.unpacker_bundle import cache_dir
 
     cached = cache_dir() / "wheels" / "linux-64"  # filled when the module's executable was made
+    if not list(cached.glob("py_rattler-*.whl")):
+        pytest.skip("no cached wheels: the Python index was not reachable when the executable was made")
     wheelhouse = tmp_path / "wheelhouse"
     shutil.copytree(cached, wheelhouse, ignore=shutil.ignore_patterns(".*"))
     script = tmp_path / "environment.sh"
