@@ -30,17 +30,27 @@ class PackMetadata:
     version: str
     platform: str
     pixi_pack_version: str | None = None
+    #: The lock's virtual packages for the platform (``__glibc=2.28``: the least the host must have).
+    #: Optional, so format "1" readers that do not know it still read the pack.
+    virtual_packages: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         data: dict[str, object] = {"version": self.version}
         if self.pixi_pack_version is not None:
             data["pixi-pack-version"] = self.pixi_pack_version
         data["platform"] = self.platform
+        if self.virtual_packages:
+            data["virtual-packages"] = list(self.virtual_packages)
         return json.dumps(data)
 
 
-def metadata_for(platform: str) -> PackMetadata:
-    return PackMetadata(version=PACK_FORMAT_VERSION, platform=platform, pixi_pack_version=__version__)
+def metadata_for(platform: str, virtual_packages: list[str] | tuple[str, ...] = ()) -> PackMetadata:
+    return PackMetadata(
+        version=PACK_FORMAT_VERSION,
+        platform=platform,
+        pixi_pack_version=__version__,
+        virtual_packages=tuple(virtual_packages),
+    )
 
 
 def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
@@ -67,7 +77,14 @@ def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
     made_by = data.get("pixi-pack-version")
     if made_by is not None and not isinstance(made_by, str):
         raise InvalidPackError(f"{source} has a non-string 'pixi-pack-version'")
-    return PackMetadata(version=version, platform=platform, pixi_pack_version=made_by)
+    virtual = data.get("virtual-packages", [])
+    if not isinstance(virtual, list) or not all(isinstance(v, str) and v.startswith("__") for v in virtual):
+        raise InvalidPackError(
+            f"{source} has a 'virtual-packages' that is not a list of '__name=version' strings"
+        )
+    return PackMetadata(
+        version=version, platform=platform, pixi_pack_version=made_by, virtual_packages=tuple(virtual)
+    )
 
 
 def read_metadata(pack_dir: Path) -> PackMetadata:

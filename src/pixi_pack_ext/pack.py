@@ -108,7 +108,7 @@ def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
 def lay_out(plan: PackPlan, staging: Path) -> None:
     """Write the pack's index files next to the fetched packages."""
     write_channel_index(staging / CHANNEL_DIR, plan.subdirs(), plan.conda)
-    (staging / METADATA_FILE).write_text(metadata_for(plan.platform).to_json())
+    (staging / METADATA_FILE).write_text(metadata_for(plan.platform, plan.virtual_packages).to_json())
     (staging / ENVIRONMENT_FILE).write_text(environment_yml(plan))
     if any(p.is_wheel for p in plan.pypi):
         (staging / PYPI_DIR).mkdir(exist_ok=True)

@@ -171,7 +171,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         records = verify_channel(pack_dir)
         check_packages(package_files(records))
         if not options.ignore_virtual_packages:
-            check_virtual_packages(records, metadata.platform)
+            check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
         if prefix.exists():
             shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
         prefix_created = True

@@ -210,17 +210,35 @@ def read_workspace(manifest: Path) -> WorkspaceSpec:
     return WorkspaceSpec(platforms=list(workspace.get("platforms", ["linux-64"])), environments=environments)
 
 
+def generic_virtual_packages(entries: Sequence[str]) -> list[rattler.GenericVirtualPackage]:
+    """``["__glibc=2.28", "__cuda=12"]`` (as locks write them) as rattler's virtual packages."""
+    result = []
+    for entry in entries:
+        name, _, rest = entry.partition("=")
+        version, _, build = rest.partition("=")
+        result.append(
+            rattler.GenericVirtualPackage(
+                rattler.PackageName(name), rattler.Version(version or "0"), rattler.BuildString(build or "0")
+            )
+        )
+    return result
+
+
 def solve(
-    channel_url: str, specs: Sequence[str], platform: str, cache_dir: Path
+    channel_url: str,
+    specs: Sequence[str],
+    platform: str,
+    cache_dir: Path,
+    virtual_packages: Sequence[str] = (),
 ) -> list[rattler.RepoDataRecord]:
-    """Solve ``specs`` for ``platform`` against one channel, with no virtual packages assumed."""
+    """Solve ``specs`` for ``platform`` against one channel, assuming only ``virtual_packages``."""
     return asyncio.run(
         rattler.solve(
             [Channel(channel_url)],
             list(specs),
             gateway=Gateway(cache_dir=cache_dir),
             platforms=[platform, "noarch"],
-            virtual_packages=[],
+            virtual_packages=generic_virtual_packages(virtual_packages),
         )
     )
 
@@ -242,15 +260,22 @@ def write_lock(
     platforms: Sequence[str],
     pypi: dict[str, list[PypiEntry]] | None = None,
     version: int = 7,
+    virtual_packages: dict[str, list[str]] | None = None,
 ) -> Path:
-    """Solve each environment for each platform and write a real pixi.lock (v7, or v6 on request)."""
-    lock_platforms = [LockPlatform(p) for p in platforms]
+    """Solve each environment for each platform and write a real pixi.lock (v7, or v6 on request).
+
+    ``virtual_packages`` (platform -> ``["__glibc=2.28", ...]``) are assumed by the solve and
+    recorded as the platform's virtual packages (v7 only: v6 has no place for them).
+    """
+    virtual_packages = virtual_packages or {}
+    lock_platforms = [LockPlatform(p, virtual_packages=virtual_packages.get(p)) for p in platforms]
     lock = LockFile(lock_platforms)
     with tempfile.TemporaryDirectory(prefix="world-gateway-") as gateway_cache:
         for env_name, specs in environments.items():
             lock.set_channels(env_name, [LockChannel(channel_url)])
             for platform in lock_platforms:
-                for record in solve(channel_url, specs, platform.name, Path(gateway_cache)):
+                assumed = virtual_packages.get(platform.name, [])
+                for record in solve(channel_url, specs, platform.name, Path(gateway_cache), assumed):
                     lock.add_conda_package(env_name, platform, record)
                 for entry in (pypi or {}).get(env_name, []):
                     lock.add_pypi_package(env_name, platform, entry.name, entry.version, entry.location)
