@@ -39,6 +39,8 @@ WHEELHOUSE_ENV = "PIXI_PACK_WHEELHOUSE"
 #: Bump when the zipapp's layout or runtime changes (part of the cache key).
 BUNDLE_VERSION = "1"
 MIN_PYTHON = (3, 10)
+#: Built zipapps kept per platform in the cache (each version of this code builds its own).
+KEEP_ZIPAPPS = 3
 DISTRIBUTION = "pixi-pack-ext"
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Runtime dependencies only packing uses (imported where used), left out of the unpacker.
@@ -391,12 +393,13 @@ def _write_zipapp(
                 _zip_entry(bundle, name, source.read_bytes(), executable=executable)
 
 
-def _cached_build(
-    key_sources: list[tuple[str, bytes]],
-    build: Callable[[Path], None],
-) -> Path:
+def _cached_build(platform: str, key_sources: list[tuple[str, bytes]], build: Callable[[Path], None]) -> Path:
+    """The zipapp for these sources from the cache, built first if needed.
+
+    Each change of this code makes a new one, so only the newest few per platform are kept.
+    """
     key = _key(key_sources)
-    target = cache_dir() / "zipapps" / f"pixi-unpack-{key}.pyz"
+    target = cache_dir() / "zipapps" / f"pixi-unpack-{platform}-{key}.pyz"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -408,6 +411,10 @@ def _cached_build(
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
+    older = sorted(target.parent.glob(f"pixi-unpack-{platform}-*.pyz"), key=lambda p: p.stat().st_mtime)
+    for stale in older[:-KEEP_ZIPAPPS]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
     return target
 
 
@@ -424,7 +431,9 @@ def build_unpacker(platform: str, wheelhouse: Path | None = None) -> Path:
         if wheels is not None:
             sources = [*own, ("platform", platform.encode())]
             sources += [(f"wheel/{w.name}", _file_digest(w)) for w in wheels]
-            return _cached_build(sources, lambda part: _write_zipapp(part, wheels, [], MIN_PYTHON, platform))
+            return _cached_build(
+                platform, sources, lambda part: _write_zipapp(part, wheels, [], MIN_PYTHON, platform)
+            )
     import rattler
 
     if platform != str(rattler.Subdir.current()):
@@ -444,5 +453,5 @@ def build_unpacker(platform: str, wheelhouse: Path | None = None) -> Path:
     sources = [*own, ("platform", platform.encode()), ("python", bytes(python))]
     sources += [(name, _file_digest(path)) for name, path in installed]
     return _cached_build(
-        sources, lambda part: _write_zipapp(part, [], installed, (python[0], python[1]), platform)
+        platform, sources, lambda part: _write_zipapp(part, [], installed, (python[0], python[1]), platform)
     )
