@@ -156,6 +156,7 @@ def _shells() -> list[list[str]]:
     return shells
 
 
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 @pytest.mark.parametrize("where", ["archive", "unpacker"])
 @pytest.mark.parametrize("shell", _shells(), ids=lambda s: s[0])
 def test_a_corrupt_byte_is_refused_before_anything_is_installed(
@@ -184,6 +185,7 @@ def test_a_corrupt_byte_is_refused_before_anything_is_installed(
     assert not list((tmp_path / "tmpdir").iterdir())
 
 
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 def test_a_truncated_file_is_refused(executable: Path, tmp_path: Path) -> None:
     broken = tmp_path / "environment.sh"
     with open(executable, "rb") as src, open(broken, "wb") as dst:
@@ -247,6 +249,7 @@ def _check_stand_in_run(script: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "tmpdir").iterdir()), "the extracted pack was left behind"
 
 
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 def test_pixi_unpack_source_local_path_needs_only_sh(workspace: Path, tmp_path: Path) -> None:
     stand_in = tmp_path / "pixi-unpack"
     stand_in.write_text(STAND_IN.format(record=tmp_path / "record"))
@@ -278,6 +281,7 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         server.server_close()
 
 
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 def test_pixi_unpack_source_url(workspace: Path, tmp_path: Path, http_folder: tuple[Path, str]) -> None:
     served, url = http_folder
     (served / "pixi-unpack-x86_64-unknown-linux-musl").write_text(STAND_IN.format(record=tmp_path / "record"))
@@ -430,6 +434,7 @@ def test_zipapp_runs_on_its_own(executable: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "tmpdir").iterdir())
 
 
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 def test_ctrl_c_removes_the_temporary_files(workspace: Path, tmp_path: Path) -> None:
     record = tmp_path / "record"
     stand_in = tmp_path / "pixi-unpack"
@@ -529,6 +534,7 @@ def test_offline_without_wheels_embeds_this_environment(workspace: Path, tmp_pat
     assert hello.stdout.strip() == f"hello-bin prefix={prefix}"
 
 
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 @pytest.mark.parametrize("tool", ["sha256sum", "shasum", "openssl", None])
 def test_the_payload_is_checked_with_whatever_sha256_tool_the_host_has(
     workspace: Path, tmp_path: Path, tool: str | None
