@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,33 @@ def load_config(path: Path | None) -> Settings:
             data["authentication-override-file"], str, "authentication-override-file", path, "a path"
         )
         settings.auth_file = Path(override).expanduser()
+    return settings
+
+
+#: Network settings that no pixi config key holds, from the environment: name -> (field, minimum).
+NETWORK_ENV = {
+    "PIXI_PACK_READ_TIMEOUT": ("read_timeout", 0.001),
+    "PIXI_PACK_RETRIES": ("retries", 0),
+}
+
+
+def apply_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """``PIXI_PACK_READ_TIMEOUT`` (seconds a server may stay silent mid-download, default 60) and
+    ``PIXI_PACK_RETRIES`` (extra attempts per file and source, default 3), when set."""
+    environ = os.environ if environ is None else environ
+    for name, (attribute, minimum) in NETWORK_ENV.items():
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        kind = type(getattr(settings, attribute))
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = None
+        if value is None or value != value or value < minimum or value == float("inf"):
+            what = "a number of seconds above 0" if kind is float else f"a whole number of at least {minimum}"
+            raise ConfigError(f"{name} must be {what}, not '{raw}'")
+        setattr(settings, attribute, value)
     return settings
 
 

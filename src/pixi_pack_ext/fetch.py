@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,8 @@ from .redact import redact_url
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: How often a pack waiting for another one's lock on a cache entry looks again (seconds).
+LOCK_POLL = 0.05
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by pixi-pack-ext.\n"
@@ -172,6 +174,29 @@ class PackageCache:
         os.close(fd)
         return Path(name)
 
+    @contextlib.asynccontextmanager
+    async def locked(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key`` against other processes using this cache (checking, filling, removing it).
+
+        Polled rather than blocking, so Ctrl-C cancels a wait; the operating system releases the
+        lock of a process that dies.
+        """
+        from filelock import FileLock, Timeout
+
+        path = self.root / ".locks" / f"{key.replace('/', '--')}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path)
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                break
+            except Timeout:
+                await asyncio.sleep(LOCK_POLL)
+        try:
+            yield
+        finally:
+            lock.release()
+
 
 class Progress:
     """What the fetcher reports; the CLI supplies a rich progress bar, tests and pipes a quiet one."""
@@ -234,20 +259,23 @@ class Fetcher:
         """Put a verified copy of ``item`` at ``item.dest`` (from the cache when it has one)."""
         item.dest.parent.mkdir(parents=True, exist_ok=True)
         if self.cache is not None and item.cache_key is not None:
-            hit = await asyncio.to_thread(self.cache.verified_hit, item)
-            if hit is not None:
-                if item.size:
-                    self.progress.advance_bytes(item.size)
-                await asyncio.to_thread(link_or_copy, hit, item.dest)
-                return
-            temp = self.cache.temp_path(item.cache_key)
-            try:
-                await self._download_verified(item, temp)
-                os.replace(temp, self.cache.path(item.cache_key))
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
-            await asyncio.to_thread(link_or_copy, self.cache.path(item.cache_key), item.dest)
+            # Another pack using the same cache waits here instead of downloading the same file or
+            # removing a corrupt copy just after this one replaced it with a good one.
+            async with self.cache.locked(item.cache_key):
+                hit = await asyncio.to_thread(self.cache.verified_hit, item)
+                if hit is not None:
+                    if item.size:
+                        self.progress.advance_bytes(item.size)
+                    await asyncio.to_thread(link_or_copy, hit, item.dest)
+                    return
+                temp = self.cache.temp_path(item.cache_key)
+                try:
+                    await self._download_verified(item, temp)
+                    os.replace(temp, self.cache.path(item.cache_key))
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        temp.unlink()
+                await asyncio.to_thread(link_or_copy, self.cache.path(item.cache_key), item.dest)
             return
         temp = item.dest.with_name(f".{item.dest.name}.part")
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .channel import write_channel_index
-from .config import AuthStore, Settings, load_config
+from .config import AuthStore, Settings, apply_environment, load_config
 from .errors import DownloadError, PackError, PixiPackError, UsageError
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .hookspecs import WriteRequest
@@ -52,7 +52,7 @@ class PackOptions:
 
 
 def resolve_settings(options: PackOptions) -> Settings:
-    settings = load_config(options.config)
+    settings = apply_environment(load_config(options.config))
     settings.auth = AuthStore.discover(options.auth_file or settings.auth_file)
     if options.downloads is not None:
         if options.downloads < 1:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ...config import Settings
 from ...errors import AuthenticationError, DownloadError
 from ...hookspecs import ChannelSource, DownloadSink, hookimpl
-from ...redact import redact_url, register_secret
+from ...redact import redact, redact_url, register_secret
 
 if TYPE_CHECKING:  # imported where used: pixi-unpack, which never downloads, does without httpx
     import httpx
@@ -48,6 +48,19 @@ def _range_starts_at(response: httpx.Response, offset: int) -> bool:
     unit, _, spec = value.partition(" ")
     start = spec.split("-", 1)[0]
     return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
+
+
+def _describe(exc: Exception, settings: Settings) -> str:
+    """A transport failure in words: a stall names the timeout and how to change it."""
+    import httpx
+
+    if isinstance(exc, httpx.ReadTimeout):
+        return (
+            f"the server sent nothing for {settings.read_timeout:g} s "
+            "(PIXI_PACK_READ_TIMEOUT sets how long to wait)"
+        )
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__} ({redact(detail)})" if detail else type(exc).__name__
 
 
 def _origin(url: str) -> str:
@@ -114,10 +127,10 @@ class HttpSession:
                     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
                         self._unreachable[origin] = type(exc).__name__
                     raise DownloadError(
-                        f"could not download {shown}: {type(exc).__name__} after {attempts} attempts"
+                        f"could not download {shown}: {_describe(exc, self.settings)} after {attempts} attempts"
                     ) from None
                 delay = None
-                log.info("retrying %s after %s", shown, type(exc).__name__)
+                log.info("retrying %s after %s", shown, _describe(exc, self.settings))
             else:
                 if retry is None:
                     return
