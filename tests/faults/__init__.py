@@ -1,0 +1,1 @@
+"""Faults while packing and unpacking: clear errors, nothing half-written, re-runs reuse the cache."""

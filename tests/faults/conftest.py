@@ -1,0 +1,102 @@
+"""Fault fixtures: the demo channel behind a misbehaving server, and what a user checks afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import rattler
+from conftest import run
+
+from pixi_pack_ext.testing.faulty_server import FaultyServer
+from pixi_pack_ext.testing.locks import relocate_workspace
+from pixi_pack_ext.testing.world import ChannelServer
+
+#: Small limits so that a fault ends in a second, not a minute.
+FAST = {"PIXI_PACK_RETRIES": "1", "PIXI_PACK_READ_TIMEOUT": "0.5"}
+
+
+@pytest.fixture
+def faulty(channel_dir: Path) -> Iterator[FaultyServer]:
+    with FaultyServer(channel_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def moved(workspace: Path, channel_server: ChannelServer, tmp_path: Path) -> Callable[[str], Path]:
+    """``moved(url)``: a copy of the demo workspace whose lock points at ``url``."""
+
+    def move(url: str, name: str = "ws") -> Path:
+        return relocate_workspace(workspace, tmp_path / name, channel_server.url, url)
+
+    return move
+
+
+def pack(
+    workspace: Path, out: Path, *extra: object, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    return run(
+        "pixi-pack",
+        workspace,
+        "-e",
+        "prod",
+        "-p",
+        "linux-64",
+        "-o",
+        out,
+        *extra,
+        env={**FAST, **(env or {})},
+        check=check,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    """The one red line of a failed run (and proof there was no traceback)."""
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode != 0, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Half-written things a failed run could leave: staging folders, ``.part`` files."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.name.startswith((".pixi-pack-", ".pixi-unpack-")) or p.name.endswith(".part")
+    )
+
+
+def lock_hashes(workspace: Path) -> dict[str, str]:
+    """``<subdir>/<file>`` -> sha256 of every conda package the lock's prod environment holds."""
+    lock = rattler.LockFile.from_path(workspace / "pixi.lock")
+    env = lock.environment("prod")
+    assert env is not None
+    hashes = {}
+    for platform, packages in env.packages_by_platform().items():
+        if platform.name != "linux-64":
+            continue
+        for package in packages:
+            record = package.repo_data_record()  # type: ignore[union-attr]
+            hashes[f"{record.subdir}/{record.file_name}"] = record.sha256.hex()
+    return hashes
+
+
+def assert_cache_is_verified(cache: Path, hashes: dict[str, str]) -> set[str]:
+    """Every package file in the cache has its record's sha256; returns which ones are there."""
+    present = set()
+    for path in cache.rglob("*"):
+        if path.is_file() and path.name.endswith((".conda", ".tar.bz2")):
+            key = path.relative_to(cache).as_posix()
+            assert key in hashes, key
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == hashes[key], (
+                f"{key} in the cache is wrong"
+            )
+            present.add(key)
+    assert not [p for p in cache.rglob("*.part")], "a partial download was left in the cache"
+    return present
