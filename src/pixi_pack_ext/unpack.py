@@ -26,6 +26,7 @@ from .channel import read_repodata
 from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
 from .fetch import hash_file
 from .hookspecs import UnpackContext
+from .interrupts import deferred_interrupts
 from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
 from .package_guard import check_packages
 from .plugins import PluginManager, get_plugin_manager
@@ -201,16 +202,17 @@ def _install(
 ) -> None:
     """Install with rattler (prefix rewriting, noarch python, entry points) and write conda-meta/history."""
     try:
-        asyncio.run(
-            rattler.install(
-                records,
-                target_prefix=prefix,
-                cache_dir=cache_dir,
-                platform=rattler.Subdir(platform),
-                show_progress=show_progress,
-                execute_link_scripts=False,
+        with deferred_interrupts("the install"):  # rattler's threads cannot be stopped halfway
+            asyncio.run(
+                rattler.install(
+                    records,
+                    target_prefix=prefix,
+                    cache_dir=cache_dir,
+                    platform=rattler.Subdir(platform),
+                    show_progress=show_progress,
+                    execute_link_scripts=False,
+                )
             )
-        )
     except Exception as exc:
         raise UnpackError(f"installing the environment into {prefix} failed: {exc}") from None
     # rattler marks prefixes as cache folders; an environment is not one (backup tools would skip it).

@@ -22,6 +22,7 @@ from rich.progress import Progress as RichProgress
 
 from ..errors import PixiPackError
 from ..fetch import Progress
+from ..interrupts import ignore_interrupts
 from ..redact import RedactingFilter, redact
 
 T = TypeVar("T")
@@ -43,9 +44,15 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def run_reporting_errors(action: Callable[[], T]) -> T:
-    """Run ``action``; a PixiPackError becomes one red line and its exit code, Ctrl-C exit 130."""
+    """Run ``action``; a PixiPackError becomes one red line and its exit code, Ctrl-C exit 130.
+
+    Once ``action`` has finished its work is in place: a Ctrl-C after that is ignored rather than
+    turned into a failure (or a half-printed traceback) for work that was done.
+    """
     try:
-        return action()
+        result = action()
+        ignore_interrupts()
+        return result
     except PixiPackError as exc:
         # escape: a message may hold brackets ("[mirrors]") that rich would take for markup
         stderr.print(
