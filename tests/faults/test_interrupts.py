@@ -1,0 +1,145 @@
+"""Ctrl-C (SIGINT to the process) while packing and unpacking: a clear message, exit 130, no
+partial pack or environment; a re-run succeeds and takes what was verified from the cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import cli, host_platform
+from pack_checks import assert_pack_holds_channel_files, package_paths
+
+from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold
+
+from .conftest import FAST, assert_cache_is_verified, leftovers, lock_hashes, pack
+
+ENV = {**os.environ, **FAST, "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``condition`` until it holds; False if ``timeout`` passes first (a bound, not a check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err.decode(errors="replace")
+
+
+def assert_interrupted(code: int, err: str) -> None:
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_during_download_then_a_rerun_uses_the_cache(
+    faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
+) -> None:
+    held = next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
+    faulty.add_faults(held, Hold())
+    workspace = moved(faulty.url)
+    hashes = lock_hashes(workspace)
+    others = {key for key in hashes if f"/{key}" != held}
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [
+            cli("pixi-pack"),
+            workspace,
+            "-e",
+            "prod",
+            "-p",
+            "linux-64",
+            "-o",
+            out / "env.tar",
+            "--use-cache",
+            cache,
+        ],
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    try:
+        # the held file is being downloaded and every other one is verified and in the cache
+        assert wait_until(
+            lambda: faulty.fault_log.count(held) == 1 and all((cache / k).is_file() for k in others)
+        )
+        code, err = interrupt(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert_interrupted(code, err)
+    assert list(out.iterdir()) == [], "a partial pack or staging folder was left"
+    assert assert_cache_is_verified(cache, hashes) == others
+
+    faulty.release()
+    before = {path: faulty.fault_log.count(path) for path in package_paths(channel_dir)}
+    pack(workspace, out / "env.tar", "--use-cache", cache)
+    fetched_again = [p for p in before if faulty.fault_log.count(p) > before[p]]
+    assert fetched_again == [held], "the re-run downloaded files the cache already held"
+    assert_pack_holds_channel_files(out / "env.tar", channel_dir)
+    assert assert_cache_is_verified(cache, hashes) == set(hashes)
+
+
+@pytest.fixture
+def demo_pack(workspace: Path, tmp_path: Path) -> Path:
+    if host_platform() != "linux-64":
+        pytest.skip("the demo environment installs on linux-64 only")
+    target = tmp_path / "demo.tar"
+    pack(workspace, target)
+    return target
+
+
+def test_ctrl_c_while_reading_the_pack(demo_pack: Path, tmp_path: Path) -> None:
+    """Half of the pack arrives on stdin, then Ctrl-C: the output folder it made is gone again."""
+    out = tmp_path / "out"
+    data = demo_pack.read_bytes()
+    process = subprocess.Popen(
+        [cli("pixi-unpack"), "-", "-o", out], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    assert process.stdin is not None
+    try:
+        process.stdin.write(data[: len(data) // 2])
+        process.stdin.flush()
+        assert wait_until(lambda: any(out.glob(".pixi-unpack-*/pack/channel")))
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)  # stdin stays open: the interrupt, not an end of input, stops it
+        err = process.stderr.read().decode()  # type: ignore[union-attr]
+    finally:
+        process.stdin.close()
+        if process.poll() is None:
+            process.kill()
+    assert_interrupted(code, err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02])
+def test_ctrl_c_during_the_install(demo_pack: Path, tmp_path: Path, delay: float) -> None:
+    """Ctrl-C once the environment folder exists: rattler's threads finish, then it is all removed.
+    (If the install happened to finish first, the environment is complete and the run succeeds.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine\n")
+    process = subprocess.Popen([cli("pixi-unpack"), demo_pack, "-o", out], stderr=subprocess.PIPE, env=ENV)
+    try:
+        assert wait_until(lambda: (out / "env").exists() or process.poll() is not None)
+        time.sleep(delay)
+        code, err = interrupt(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if code == 0:
+        assert (out / "env" / "conda-meta" / "history").is_file() and (out / "activate.sh").is_file()
+    else:
+        assert_interrupted(code, err)
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert leftovers(out) == []
