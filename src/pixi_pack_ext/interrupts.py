@@ -40,6 +40,20 @@ def deferred_interrupts(what: str) -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Clean-up that must not stop halfway: a Ctrl-C during the block is dropped (the run is
+    already ending, with success or with the error being cleaned up after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def ignore_interrupts() -> None:
     """After the work is done and in place, a late Ctrl-C has nothing left to stop."""
     if threading.current_thread() is threading.main_thread():

@@ -20,6 +20,7 @@ from .errors import DownloadError, PackError, PixiPackError, UsageError
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .hookspecs import WriteRequest
 from .injection import apply_injections
+from .interrupts import held_interrupts
 from .lockfile import read_plan
 from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
 from .plan import PackPlan
@@ -165,6 +166,6 @@ def pack(
             f"writing the pack failed: {exc.strerror or exc} ({exc.filename or output})"
         ) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with held_interrupts(), contextlib.suppress(FileNotFoundError):
             shutil.rmtree(staging)
     return output

@@ -26,7 +26,7 @@ from .channel import read_repodata
 from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
 from .fetch import hash_file
 from .hookspecs import UnpackContext
-from .interrupts import deferred_interrupts
+from .interrupts import deferred_interrupts, held_interrupts
 from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
 from .package_guard import check_packages
 from .plugins import PluginManager, get_plugin_manager
@@ -165,6 +165,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     output_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".pixi-unpack-", dir=output_dir))
     prefix_created = False
+    activation: Path | None = None
     try:
         pack_dir = fmt.open_pack(pack, workdir / "pack")  # type: ignore[misc]
         metadata = read_metadata(pack_dir)
@@ -176,23 +177,29 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         if prefix.exists():
             shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
         prefix_created = True
-        _install(records, prefix, workdir / "cache", metadata.platform, options.show_progress)
-        context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
-        for step in plugins.unpack_steps:
-            result = step.run(context)
-            if asyncio.iscoroutine(result):
-                asyncio.run(result)
-        write_activation_script(output_dir, prefix, options.shell, metadata.platform)
+        # From here a Ctrl-C waits for the end (rattler's threads cannot be stopped halfway), and
+        # then everything is removed below.
+        with deferred_interrupts("the install"):
+            _install(records, prefix, workdir / "cache", metadata.platform, options.show_progress)
+            context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
+            for step in plugins.unpack_steps:
+                result = step.run(context)
+                if asyncio.iscoroutine(result):
+                    asyncio.run(result)
+            activation = write_activation_script(output_dir, prefix, options.shell, metadata.platform)
     except BaseException as exc:
-        if prefix_created:
-            shutil.rmtree(prefix, ignore_errors=True)
-        if created_output:
-            shutil.rmtree(output_dir, ignore_errors=True)
+        with held_interrupts():  # a second Ctrl-C must not stop the clean-up halfway
+            if activation is not None:
+                activation.unlink(missing_ok=True)
+            if prefix_created:
+                shutil.rmtree(prefix, ignore_errors=True)
+            if created_output:
+                shutil.rmtree(output_dir, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, PixiPackError):
             raise UnpackError(f"unpacking failed: {exc.strerror or exc} ({exc.filename or prefix})") from None
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with held_interrupts(), contextlib.suppress(FileNotFoundError):
             shutil.rmtree(workdir)
     return prefix
 
@@ -202,17 +209,16 @@ def _install(
 ) -> None:
     """Install with rattler (prefix rewriting, noarch python, entry points) and write conda-meta/history."""
     try:
-        with deferred_interrupts("the install"):  # rattler's threads cannot be stopped halfway
-            asyncio.run(
-                rattler.install(
-                    records,
-                    target_prefix=prefix,
-                    cache_dir=cache_dir,
-                    platform=rattler.Subdir(platform),
-                    show_progress=show_progress,
-                    execute_link_scripts=False,
-                )
+        asyncio.run(
+            rattler.install(
+                records,
+                target_prefix=prefix,
+                cache_dir=cache_dir,
+                platform=rattler.Subdir(platform),
+                show_progress=show_progress,
+                execute_link_scripts=False,
             )
+        )
     except Exception as exc:
         raise UnpackError(f"installing the environment into {prefix} failed: {exc}") from None
     # rattler marks prefixes as cache folders; an environment is not one (backup tools would skip it).
