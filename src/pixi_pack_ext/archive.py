@@ -207,6 +207,41 @@ def _check_member(member: tarfile.TarInfo) -> str:
     return "/".join(parts)
 
 
+def _seekable(fileobj: IO[bytes]) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _plain_fd(tar: tarfile.TarFile, fileobj: IO[bytes]) -> int | None:
+    """The descriptor to copy member data from with ``copy_file_range``: an uncompressed tar file
+    read with random access (members' data then lie in it as they are), on Linux; else None."""
+    if not hasattr(os, "copy_file_range") or tar.fileobj is not fileobj or sys.platform != "linux":
+        return None
+    try:
+        fd = fileobj.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _copy_range(src: int, offset: int, size: int, dest: int) -> None:
+    """Copy ``size`` bytes at ``offset`` of ``src`` to ``dest`` inside the kernel."""
+    done = 0
+    while done < size:
+        try:
+            n = os.copy_file_range(src, dest, size - done, offset + done)
+        except OSError:  # a file system or kernel that cannot: copy through Python
+            n = 0
+            chunk = os.pread(src, min(COPY_CHUNK, size - done), offset + done)
+            if chunk:
+                n = os.write(dest, chunk)
+        if n == 0:
+            raise tarfile.ReadError("unexpected end of data")
+        done += n
+
+
 #: How many created folders ``safe_extract`` remembers (to skip re-creating them) before forgetting.
 MADE_FOLDERS_LIMIT = 4096
 
@@ -223,8 +258,11 @@ def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
     root = str(dest.resolve())
     # Folders known to exist; no entry can be a link (none are allowed), so each is a real folder.
     made: set[str] = {""}
+    # A file is read with random access, its members' data copied by the kernel; a pipe is streamed.
+    mode = "r:*" if _seekable(fileobj) else "r|*"
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=READ_BUFFER, tarinfo=BoundedTarInfo) as tar:
+        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=READ_BUFFER, tarinfo=BoundedTarInfo) as tar:
+            raw_fd = _plain_fd(tar, fileobj)
             for member in tar:
                 relative = _check_member(member)
                 target = os.path.join(root, relative)
@@ -237,7 +275,9 @@ def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
                         made.add(folder)
                     if not member.isdir():
                         with open(target, "xb") as out:
-                            if member.size:
+                            if member.size and raw_fd is not None:
+                                _copy_range(raw_fd, member.offset_data, member.size, out.fileno())
+                            elif member.size:
                                 source = tar.extractfile(member)
                                 assert source is not None
                                 shutil.copyfileobj(source, out, COPY_CHUNK)

@@ -2,8 +2,9 @@
 
 Order matters for safety: ``pixi-pack.json`` is validated before anything is written when the input
 allows a look ahead; extraction goes to a temporary folder; every package is checked against the
-pack's repodata sha256 before rattler sees it; a failure removes the half-made environment and every
-temporary file.
+pack's repodata sha256 (in the same pass that extracts it into a private package cache) and by the
+package guard before anything is linked into the environment; a failure removes the half-made
+environment and every temporary file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import rattler
 from rattler import Channel, RepoData
 
 from .activation import write_activation_script
+from .cache_prefill import CachePrefill
 from .channel import read_repodata
 from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
 from .fetch import hash_file
@@ -65,8 +67,11 @@ def validate_metadata(metadata: PackMetadata) -> None:
         )
 
 
-def verify_channel(pack_dir: Path) -> list[rattler.RepoDataRecord]:
-    """Check every package the pack's repodata lists against its sha256 and return install records."""
+def verify_channel(pack_dir: Path, *, check_hashes: bool = True) -> list[rattler.RepoDataRecord]:
+    """Check every package the pack's repodata lists against its sha256 and return install records.
+
+    ``check_hashes=False`` checks everything but the bytes (``CachePrefill`` then hashes them while
+    it extracts them)."""
     channel_dir = pack_dir / CHANNEL_DIR
     if not channel_dir.is_dir():
         raise InvalidPackError("the pack has no channel/ folder; this is not a pixi-pack pack")
@@ -93,7 +98,7 @@ def verify_channel(pack_dir: Path) -> list[rattler.RepoDataRecord]:
             expected = entry.get("sha256") if isinstance(entry, dict) else None
             if not isinstance(expected, str):
                 raise InvalidPackError(f"channel/{subdir.name}/repodata.json has no sha256 for {file_name}")
-            actual, _ = hash_file(path, md5=False)
+            actual = hash_file(path, md5=False)[0] if check_hashes else expected
             if actual != expected:
                 raise InvalidPackError(
                     f"channel/{subdir.name}/{file_name} is corrupt: expected sha256 {expected}, got {actual}"
@@ -170,10 +175,14 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         pack_dir = fmt.open_pack(pack, workdir / "pack")  # type: ignore[misc]
         metadata = read_metadata(pack_dir)
         validate_metadata(metadata)
-        records = verify_channel(pack_dir)
-        check_packages(package_files(records))
+        records = verify_channel(pack_dir, check_hashes=False)
         if not options.ignore_virtual_packages:
             check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
+        # One pass over each package checks its sha256 and extracts it into rattler's cache (the
+        # install then only links), while the guard reads the archives; a wrong hash wins over a
+        # guard refusal, and nothing reaches the environment before both have passed.
+        with CachePrefill(records, package_files(records), workdir / "cache"):
+            check_packages(package_files(records))
         if prefix.exists():
             shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
         prefix_created = True
