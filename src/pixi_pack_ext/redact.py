@@ -7,6 +7,10 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 _TOKEN_PATH = re.compile(r"/t/[^/]+/")
+#: Credentials inside any URL in free text (a library's log line, an error it raised): the user
+#: info of ``scheme://user:pw@host`` and a conda token path ``/t/TOKEN/``.
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+_URL_TOKEN_PATH = re.compile(r"(://[^/\s]+(?:/[^\s]*?)?)/t/[^/\s]+/")
 _secrets: set[str] = set()
 
 
@@ -30,17 +34,22 @@ def redact_url(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Mask every registered secret in ``text``."""
+    """Mask every registered secret in ``text``, and the credentials of any URL in it."""
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
+    if "://" in text:
+        text = _URL_TOKEN_PATH.sub(r"\1/t/***/", _URL_USERINFO.sub(r"\1***@", text))
     return text
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in the formatted message of every record."""
+    """A logging filter that masks secrets in the formatted message of every record (ours and
+    every library's: httpx logs each request's URL, conda token path and all)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            record.msg = redact(record.getMessage())
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg = masked
             record.args = None
         return True

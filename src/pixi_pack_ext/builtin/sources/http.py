@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,17 +51,20 @@ def _range_starts_at(response: httpx.Response, offset: int) -> bool:
     return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
 
 
-def _describe(exc: Exception, settings: Settings) -> str:
-    """A transport failure in words: a stall names the timeout and how to change it."""
+def _describe(exc: Exception, settings: Settings, attempts: int | None = None) -> str:
+    """A transport failure in words: its kind, then why (a stall names the timeout and how to
+    change it; a connection failure what the resolver or the socket said)."""
     import httpx
 
     if isinstance(exc, httpx.ReadTimeout):
-        return (
-            f"the server sent nothing for {settings.read_timeout:g} s "
-            "(PIXI_PACK_READ_TIMEOUT sets how long to wait)"
+        detail = (
+            f"the server sent nothing for {settings.read_timeout:g} s; "
+            "PIXI_PACK_READ_TIMEOUT sets how long to wait"
         )
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__} ({redact(detail)})" if detail else type(exc).__name__
+    else:
+        detail = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+    kind = type(exc).__name__ + (f" after {attempts} attempts" if attempts else "")
+    return f"{kind} ({detail})" if detail else kind
 
 
 def _origin(url: str) -> str:
@@ -83,8 +87,11 @@ class HttpSession:
         import httpx
 
         parts = urlsplit(url)
+        token = re.search(r"/t/([^/]+)/", parts.path)
+        if token:  # a conda token in the lock's URL is as secret as one in an auth file
+            register_secret(token.group(1))
         if parts.username is not None:
-            register_secret(parts.password)
+            register_secret(parts.password if parts.password else parts.username)
             netloc = parts.hostname or ""
             if parts.port:
                 netloc = f"{netloc}:{parts.port}"
@@ -127,7 +134,7 @@ class HttpSession:
                     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
                         self._unreachable[origin] = type(exc).__name__
                     raise DownloadError(
-                        f"could not download {shown}: {_describe(exc, self.settings)} after {attempts} attempts"
+                        f"could not download {shown}: {_describe(exc, self.settings, attempts)}"
                     ) from None
                 delay = None
                 log.info("retrying %s after %s", shown, _describe(exc, self.settings))
