@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import hashlib
 import logging
 import os
@@ -168,8 +169,16 @@ class PackageCache:
         return None
 
     def temp_path(self, key: str) -> Path:
+        """A fresh partial-download file for ``key``; call it holding ``locked(key)``.
+
+        Partial downloads of the same entry that a killed run left behind go first: with the
+        entry's lock held, no other run is writing one.
+        """
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         os.close(fd)
         return Path(name)

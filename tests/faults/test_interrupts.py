@@ -14,7 +14,7 @@ import pytest
 from conftest import cli, host_platform
 from pack_checks import assert_pack_holds_channel_files, package_paths
 
-from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold
+from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold, Stall
 
 from .conftest import FAST, assert_cache_is_verified, leftovers, lock_hashes, pack
 
@@ -88,6 +88,46 @@ def test_ctrl_c_during_download_then_a_rerun_uses_the_cache(
     assert fetched_again == [held], "the re-run downloaded files the cache already held"
     assert_pack_holds_channel_files(out / "env.tar", channel_dir)
     assert assert_cache_is_verified(cache, hashes) == set(hashes)
+
+
+def test_killed_pack_leaves_a_partial_download_that_a_rerun_clears(
+    faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL cannot be cleaned up after: the next run on the cache removes what it left."""
+    stalled = next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
+    faulty.add_faults(stalled, Stall(after=1000))
+    workspace = moved(faulty.url)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [
+            cli("pixi-pack"),
+            workspace,
+            "-e",
+            "prod",
+            "-p",
+            "linux-64",
+            "-o",
+            out / "env.tar",
+            "--use-cache",
+            cache,
+        ],
+        stderr=subprocess.DEVNULL,
+        env={**ENV, "PIXI_PACK_READ_TIMEOUT": "60"},
+    )
+    try:
+        partial = lambda: list(cache.rglob(".hello-bin-*.part"))  # noqa: E731
+        assert wait_until(lambda: bool(partial()) and faulty.fault_log.count(stalled) == 1)
+        process.kill()
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert partial(), "the killed run's partial download should still be there"
+    faulty.release()
+    pack(workspace, out / "env.tar", "--use-cache", cache)
+    assert_pack_holds_channel_files(out / "env.tar", channel_dir)
+    assert assert_cache_is_verified(cache, lock_hashes(workspace)) == set(lock_hashes(workspace))
 
 
 @pytest.fixture
