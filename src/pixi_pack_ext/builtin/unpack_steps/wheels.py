@@ -29,6 +29,7 @@ from ...envpython import EnvPython, WheelName, describe_tags, host_platform_tags
 from ...errors import UnpackError
 from ...hookspecs import UnpackContext, UnpackStep, hookimpl
 from ...metadata import PYPI_DIR
+from ...package_guard import unsafe_reason
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def check_wheels(wheels: list[Path], python: EnvPython) -> list[WheelName]:
                 f"{PYPI_DIR}/ has two wheels of '{name.name}': {seen[name.name]} and {wheel.name}"
             )
         seen[name.name] = wheel.name
+        _check_members(wheel)
         if not name.tags & supported:
             raise UnpackError(
                 f"wheel {wheel.name} cannot run here: its tags ({describe_tags(name)}) do not fit "
@@ -103,6 +105,20 @@ def check_wheels(wheels: list[Path], python: EnvPython) -> list[WheelName]:
             )
         names.append(name)
     return names
+
+
+def _check_members(wheel: Path) -> None:
+    """Refuse a wheel with a member that names an absolute path or climbs out with ``..`` (installer
+    would refuse it too, but only once earlier wheels are written, and in murkier words)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UnpackError(f"wheel {wheel.name} is not a readable zip archive: {exc}") from None
+    for member in names:
+        reason = unsafe_reason(member)
+        if reason is not None:
+            raise UnpackError(f"refusing wheel {wheel.name}: it holds '{member}', {reason}")
 
 
 def requires_python(wheel: Path) -> str | None:
