@@ -177,7 +177,28 @@ _HEADER_TYPES = (
 
 
 class BoundedTarInfo(tarfile.TarInfo):
-    """A TarInfo that refuses oversized extended headers before tarfile reads them into memory."""
+    """A TarInfo that refuses oversized extended headers before tarfile reads them into memory,
+    and an archive that ends without its end-of-archive marker or has a damaged header after the
+    first member: tarfile would silently stop there and hand over what it had read so far."""
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            raise  # a zero block: the end-of-archive marker, a clean end
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
+            if archive.offset == 0:
+                raise  # not a tar at all: tarfile says so (and tries other formats)
+            raise UnsafeArchiveError(
+                "the pack is cut short: it ends before the tar's end-of-archive marker"
+            ) from None
+        except tarfile.InvalidHeaderError as exc:
+            if archive.offset == 0:
+                raise
+            raise UnsafeArchiveError(
+                f"the pack is damaged: the tar header at byte {archive.offset} is not valid ({exc})"
+            ) from None
 
     def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
         if self.type in _HEADER_TYPES and self.size > MAX_HEADER_SIZE:

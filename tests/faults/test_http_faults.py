@@ -15,6 +15,7 @@ from pixi_pack_ext.testing.faulty_server import (
     FaultyServer,
     Garbage,
     Overlong,
+    Reset,
     Stall,
     Status,
     Truncate,
@@ -69,6 +70,17 @@ def test_body_shorter_than_content_length_every_time(
     faulty.add_faults(path, Truncate(after=0), always=True)
     line = error_line(pack(moved(faulty.url), tmp_path / "env.tar", check=False))
     assert "after 2 attempts" in line and path.rsplit("/", 1)[1] in line, line
+    assert not (tmp_path / "env.tar").exists() and leftovers(tmp_path) == []
+
+
+def test_connection_reset_every_time(
+    faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
+) -> None:
+    path = _hello_bin(channel_dir)
+    faulty.add_faults(path, Reset(after=700), always=True)
+    line = error_line(pack(moved(faulty.url), tmp_path / "env.tar", check=False))
+    assert "after 2 attempts" in line and path.rsplit("/", 1)[1] in line, line
+    assert _outcomes(faulty, path) == ["reset", "reset"]
     assert not (tmp_path / "env.tar").exists() and leftovers(tmp_path) == []
 
 

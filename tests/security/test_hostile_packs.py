@@ -22,6 +22,7 @@ from .hostile import (
     package_names,
     remove,
     set_data,
+    snapshot,
     special_member,
 )
 
@@ -226,6 +227,55 @@ def test_bad_channel_is_refused(
     line = error_line(outcome.result)
     assert message in line, line
     assert outcome.changed == set()
+
+
+@pytest.mark.parametrize("stdin", [False, True], ids=["file", "stdin"])
+@pytest.mark.parametrize("where", ["30%", "60%", "95%", "at a member boundary"])
+def test_truncated_pack_is_refused(
+    where: str, stdin: bool, good_pack: Path, tmp_path: Path, unpack_hostile: Callable[..., Outcome]
+) -> None:
+    """A pack cut short (a copy that stopped, a pipe that broke) is refused, even when the cut falls
+    exactly between two members, where a tar reader sees a plain end of file."""
+    data = good_pack.read_bytes()
+    with tarfile.open(good_pack) as tar:
+        last = tar.getmembers()[-1]
+    content_end = last.offset_data + last.size
+    at = last.offset if where == "at a member boundary" else content_end * int(where[:-1]) // 100
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:at])
+    (tmp_path / "run").mkdir()
+    before = snapshot(tmp_path)
+    output = tmp_path / "run" / "out"
+    if stdin:
+        result = run("pixi-unpack", "-", "-o", output, input=cut.read_bytes(), check=False)
+    else:
+        result = run("pixi-unpack", cut, "-o", output, check=False)
+    line = error_line(result)
+    assert "not a readable tar archive" in line or "cut short" in line, line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("stdin", [False, True], ids=["file", "stdin"])
+def test_damaged_header_in_the_middle_is_refused(
+    stdin: bool, good_pack: Path, tmp_path: Path, unpack_hostile: Callable[..., Outcome]
+) -> None:
+    """A header that fails its checksum mid-pack: a tar reader would stop there, silently."""
+    data = bytearray(good_pack.read_bytes())
+    with tarfile.open(good_pack) as tar:
+        member = tar.getmembers()[-1]
+    data[member.offset + 148 : member.offset + 156] = b"0000000\0"  # a wrong header checksum
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes(bytes(data))
+    (tmp_path / "run").mkdir()
+    before = snapshot(tmp_path)
+    output = tmp_path / "run" / "out"
+    if stdin:
+        result = run("pixi-unpack", "-", "-o", output, input=bytes(data), check=False)
+    else:
+        result = run("pixi-unpack", damaged, "-o", output, check=False)
+    line = error_line(result)
+    assert f"the tar header at byte {member.offset} is not valid" in line, line
+    assert snapshot(tmp_path) == before
 
 
 def test_refusal_keeps_an_existing_output_folder_as_it_was(
