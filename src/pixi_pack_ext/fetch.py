@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -155,18 +156,57 @@ class PackageCache:
         return self.root / key
 
     def verified_hit(self, item: FetchItem) -> Path | None:
-        """The cached file when it exists and still matches the item's hash; a corrupt one is removed."""
+        """The cached file when it exists and still matches the item's hash; a corrupt one is removed.
+
+        A file whose stamp (see ``use``) still describes it is trusted without reading it: any
+        write through the file system changes its mtime or ctime (and ctime cannot be set back),
+        so only a change below the file system (bit rot) would go unseen here; the unpack checks
+        every package's sha256 again anyway. Anything else is hashed.
+        """
         assert item.cache_key is not None
         path = self.path(item.cache_key)
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except OSError:
             return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        stamp = _stamp_line(item, st)
+        if stamp is not None:
+            with contextlib.suppress(OSError):
+                if self._stamp_path(item.cache_key).read_text() == stamp:
+                    return path
         mismatch = check_hash(item, *hash_file(path, md5=not item.sha256))
         if mismatch is None:
             return path
         log.warning("cached %s is corrupt (%s); fetching it again", path, mismatch)
         with contextlib.suppress(OSError):
             path.unlink()
+        with contextlib.suppress(OSError):
+            self._stamp_path(item.cache_key).unlink()
         return None
+
+    def use(self, item: FetchItem) -> None:
+        """Put the verified cached file of ``item`` at ``item.dest`` and stamp it as verified.
+
+        The stamp records the file's size, mtime, ctime and inode as they are after the link
+        (linking changes the ctime); call it holding ``locked(key)``, after the file was checked.
+        """
+        assert item.cache_key is not None
+        path = self.path(item.cache_key)
+        link_or_copy(path, item.dest)
+        stamp = _stamp_line(item, path.stat())
+        if stamp is None:
+            return
+        target = self._stamp_path(item.cache_key)
+        with contextlib.suppress(OSError):
+            target.parent.mkdir(exist_ok=True)
+            temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            temp.write_text(stamp)
+            os.replace(temp, target)
+
+    def _stamp_path(self, key: str) -> Path:
+        return self.root / ".verified" / f"{key.replace('/', '--')}.stamp"
 
     def temp_path(self, key: str) -> Path:
         """A fresh partial-download file for ``key``; call it holding ``locked(key)``.
@@ -205,6 +245,14 @@ class PackageCache:
             yield
         finally:
             lock.release()
+
+
+def _stamp_line(item: FetchItem, st: os.stat_result) -> str | None:
+    """What a cache stamp says about a file verified against ``item``; None when there is no hash."""
+    digest = f"sha256:{item.sha256}" if item.sha256 else f"md5:{item.md5}" if item.md5 else None
+    if digest is None:
+        return None
+    return f"{digest} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino} {st.st_dev}\n"
 
 
 class Progress:
@@ -275,7 +323,7 @@ class Fetcher:
                 if hit is not None:
                     if item.size:
                         self.progress.advance_bytes(item.size)
-                    await asyncio.to_thread(link_or_copy, hit, item.dest)
+                    await asyncio.to_thread(self.cache.use, item)
                     return
                 temp = self.cache.temp_path(item.cache_key)
                 try:
@@ -284,7 +332,7 @@ class Fetcher:
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         temp.unlink()
-                await asyncio.to_thread(link_or_copy, self.cache.path(item.cache_key), item.dest)
+                await asyncio.to_thread(self.cache.use, item)
             return
         temp = item.dest.with_name(f".{item.dest.name}.part")
         try:

@@ -1,0 +1,77 @@
+"""--use-cache trusts a verified entry by its stamp (size, mtime, ctime, inode) instead of re-hashing it,
+and still catches any change made through the file system."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from conftest import make_workspace, run
+
+from pixi_pack_ext import fetch
+from pixi_pack_ext.fetch import FetchItem, PackageCache
+from pixi_pack_ext.testing.world import ChannelServer
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _pack(ws: Path, out: Path, cache: Path) -> None:
+    run("pixi-pack", ws, "-e", "prod", "-p", "linux-64", "-o", out, "--use-cache", cache)
+
+
+def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
+    channel_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ChannelServer(channel_dir) as server:
+        ws = make_workspace(tmp_path / "ws", server.url)
+        cache = tmp_path / "cache"
+        _pack(ws, tmp_path / "cold.tar", cache)
+    entries = [
+        p for p in cache.rglob("*") if p.name.endswith((".conda", ".tar.bz2")) and ".verified" not in p.parts
+    ]
+    stamps = sorted(p.name for p in (cache / ".verified").iterdir())
+    assert stamps == sorted(f"{p.parent.name}--{p.name}.stamp" for p in entries)
+
+    # A hit with a matching stamp is used without hashing; a touched file is hashed again.
+    entry = entries[0]
+    item = FetchItem(
+        label="x",
+        url="http://unused/",
+        dest=tmp_path / "dest" / entry.name,
+        sha256=_sha256(entry),
+        cache_key=f"{entry.parent.name}/{entry.name}",
+    )
+    store = PackageCache(cache)
+    store.use(item)  # links it and stamps it again as it is after this link
+
+    def no_hashing(path: Path, *, md5: bool = True) -> tuple[str, str]:
+        raise AssertionError(f"{path} was hashed")
+
+    monkeypatch.setattr(fetch, "hash_file", no_hashing)
+    assert store.verified_hit(item) == entry
+    os.utime(entry)
+    with pytest.raises(AssertionError, match="was hashed"):
+        store.verified_hit(item)
+
+
+def test_same_size_rewrite_with_the_old_mtime_is_caught(channel_dir: Path, tmp_path: Path) -> None:
+    """Restoring the mtime after changing the bytes still changes the ctime: the entry is re-hashed,
+    found corrupt and fetched again; the pack is the same as the first one."""
+    with ChannelServer(channel_dir) as server:
+        ws = make_workspace(tmp_path / "ws", server.url)
+        cache = tmp_path / "cache"
+        _pack(ws, tmp_path / "cold.tar", cache)
+        victim = next(cache.glob("linux-64/hello-bin-*.conda"))
+        before = victim.stat()
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+        requests = server.log.count()
+        _pack(ws, tmp_path / "healed.tar", cache)
+        assert server.log.count() == requests + 1
+    assert _sha256(tmp_path / "healed.tar") == _sha256(tmp_path / "cold.tar")
