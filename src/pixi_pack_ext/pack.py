@@ -77,6 +77,32 @@ def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) 
     return plan
 
 
+def _plain_name(value: str) -> bool:
+    return value not in ("", ".", "..") and not any(c in value for c in "/\\\0:")
+
+
+def check_plan_names(plan: PackPlan) -> None:
+    """Every subdir and file name becomes a path in the pack: each must be one plain name.
+
+    A lock is input like any other; ``subdir: ../../x`` in it would otherwise make folders and
+    write files outside the staging folder.
+    """
+    for name in [plan.platform, *plan.subdirs()]:
+        if not _plain_name(name):
+            raise PackError(f"refusing to pack: the subdir '{name}' is not a plain folder name")
+    for package in plan.conda:
+        if not _plain_name(package.file_name):
+            raise PackError(
+                f"refusing to pack {package.spec}: its file name '{package.file_name}' is not a plain name"
+            )
+    for wheel in plan.pypi:
+        if wheel.is_wheel and not _plain_name(wheel.file_name):
+            raise PackError(
+                f"refusing to pack {wheel.name}=={wheel.version}: its file name '{wheel.file_name}' "
+                "is not a plain name"
+            )
+
+
 def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
     """One FetchItem per file of the plan, with its destination in the staging folder."""
     items: dict[str, FetchItem] = {}
@@ -125,6 +151,7 @@ def pack(
     fmt = plugins.format_named(options.format)
     settings = resolve_settings(options)
     plan = make_plan(options, plugins, settings)
+    check_plan_names(plan)
     for note in plan.notes:
         log.warning("%s", note)
     if fmt.check is not None:  # refuse a platform or options the format cannot use before downloading

@@ -1,0 +1,55 @@
+"""A lock is input too: names in it that would become paths outside the pack's staging folder
+(a ``subdir`` with ``..``, a wheel file name with backslashes) are refused before anything is
+fetched or written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from conftest import run
+
+from pixi_pack_ext.testing.world import ChannelServer, PypiEntry, write_lock
+
+from .hostile import error_line, snapshot
+
+
+def test_subdir_climbing_out_is_refused(workspace: Path, tmp_path: Path) -> None:
+    hostile = tmp_path / "ws"
+    hostile.mkdir()
+    shutil.copy(workspace / "pixi.toml", hostile / "pixi.toml")
+    text = (workspace / "pixi.lock").read_text()
+    text, count = re.subn(
+        r"^(- conda: \S+/linux-64/libgreet-[^\n]+\n)", r"\1  subdir: ../../../escaped\n", text, flags=re.M
+    )
+    assert count == 1
+    (hostile / "pixi.lock").write_text(text)
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    result = run(
+        "pixi-pack", hostile, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "out" / "env.tar", check=False
+    )
+    line = error_line(result)
+    assert "the subdir '../../../escaped' is not a plain folder name" in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_wheel_name_with_backslashes_is_refused(channel_server: ChannelServer, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "pixi.toml").write_text('[workspace]\nname = "w"\nplatforms = ["linux-64"]\n')
+    location = f"{channel_server.url}wheels/..%5C..%5Cevil-1.0-py3-none-any.whl"
+    write_lock(
+        workspace / "pixi.lock",
+        channel_server.url,
+        {"default": ["greeting-data"]},
+        ["linux-64"],
+        pypi={"default": [PypiEntry("evil", "1.0", location, "0" * 64)]},
+    )
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    result = run("pixi-pack", workspace, "-p", "linux-64", "-o", tmp_path / "out" / "env.tar", check=False)
+    line = error_line(result)
+    assert "refusing to pack evil==1.0" in line and "is not a plain name" in line, line
+    assert snapshot(tmp_path) == before
