@@ -24,7 +24,9 @@ from pixi_pack_ext.package_guard import PackageContents, check_contents
 from pixi_pack_ext.unpack import verify_channel
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 json_values = st.recursive(
