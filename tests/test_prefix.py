@@ -315,3 +315,12 @@ def test_records_written_by_conda_point_at_their_archives(installed: InstalledWo
     out = tmp_path / "prefix.tar"
     run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
     assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+
+
+def test_prefix_with_lock_options_is_refused(tmp_path: Path) -> None:
+    """-e and MANIFEST_PATH choose from a lock; with --prefix they would be silently ignored."""
+    for extra in (["-e", "prod"], [str(tmp_path)]):
+        result = run("pixi-pack", "--prefix", tmp_path, *extra, "-o", tmp_path / "x.tar", check=False)
+        err = result.stderr.decode()
+        assert result.returncode == 2 and "--prefix packs an installed environment" in err
+        assert not (tmp_path / "x.tar").exists()

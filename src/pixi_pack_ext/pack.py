@@ -67,6 +67,11 @@ def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) 
     if options.prefix is not None:
         from .prefix import plan_from_prefix
 
+        if options.environment != "default" or Path(options.manifest) != Path("."):
+            raise UsageError(
+                "--prefix packs an installed environment, not a lock; drop -e/--environment and "
+                "MANIFEST_PATH (or drop --prefix to pack from the lock)"
+            )
         plan = plan_from_prefix(options.prefix, options, settings)
     else:
         if options.wheel_dirs:
