@@ -31,7 +31,8 @@ def find_lock_file(manifest_path: Path) -> Path:
         lock = manifest_path.parent / LOCK_NAME
     if not lock.is_file():
         raise LockFileError(
-            f"no {LOCK_NAME} next to '{manifest_path}'; run 'pixi lock' in the workspace first"
+            f"no {LOCK_NAME} at '{lock.absolute()}'; run 'pixi lock' in the workspace first, "
+            "or pass the workspace folder or its pixi.toml as MANIFEST_PATH"
         )
     return lock
 
