@@ -8,12 +8,19 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
 import rattler
 from conftest import needs_linux64, run
 from packaging.tags import parse_tag
 from pypi_world import PythonWorld, needs_host_python
 
-from pixi_pack_ext.envpython import EnvPython, fits_loosely, parse_wheel_name
+from pixi_pack_ext.envpython import (
+    EnvPython,
+    PythonNotFoundError,
+    fits_loosely,
+    parse_wheel_name,
+    python_for_wheels,
+)
 from pixi_pack_ext.testing.python import retag_wheel, set_wheel_metadata
 from pixi_pack_ext.testing.world import PypiEntry
 
@@ -234,6 +241,25 @@ def test_env_python_is_read_from_conda_records(tmp_path: Path) -> None:
         EnvPython.from_prefix(_conda_meta(tmp_path / "c", [{"name": "pip", "version": "24", "build": "0"}]))
         is None
     )
+
+
+def test_python_for_wheels_finds_the_interpreter_and_a_dangling_link_only_when_asked(tmp_path: Path) -> None:
+    prefix = _conda_meta(tmp_path / "env", [{"name": "python", "version": "3.12.4", "build": "h1_0_cpython"}])
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "python").symlink_to("/app/env/bin/python3.12")  # the in-image path: dangles here
+    (prefix / "bin" / "python3").write_text("")
+    python, executable = python_for_wheels(prefix, "linux-64")
+    assert python.version == (3, 12) and executable == "bin/python3"
+    assert python_for_wheels(prefix, "linux-64", dangling_ok=True)[1] == "bin/python"
+    (prefix / "bin" / "python3").unlink()
+    with pytest.raises(
+        PythonNotFoundError, match=r"no interpreter at bin/python or bin/python3 or bin/python3\.12"
+    ):
+        python_for_wheels(prefix, "linux-64")
+    with pytest.raises(PythonNotFoundError, match="no python to install them into"):
+        python_for_wheels(
+            _conda_meta(tmp_path / "nopy", [{"name": "pip", "version": "24", "build": "0"}]), "linux-64"
+        )
 
 
 def test_wheel_platform_tags_match_conda_platforms() -> None:

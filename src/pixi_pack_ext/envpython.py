@@ -149,6 +149,37 @@ class EnvPython:
         )
 
 
+class PythonNotFoundError(ValueError):
+    """An environment's python cannot take the pack's wheels; the message is one line for the user."""
+
+
+def python_for_wheels(prefix: Path, platform: str, *, dangling_ok: bool = False) -> tuple[EnvPython, str]:
+    """The python installed in ``prefix`` (read from ``conda-meta``) and its interpreter's path relative to
+    the prefix: the first of ``executable_candidates`` that is there.
+
+    ``dangling_ok`` also takes a symbolic link whose target is not on this machine, as in an
+    environment installed for another platform or prefix (an image's). Raises PythonNotFoundError.
+    """
+    try:
+        python = EnvPython.from_prefix(prefix)
+    except ValueError as exc:
+        raise PythonNotFoundError(f"cannot install the pack's wheels: {exc}") from None
+    if python is None:
+        raise PythonNotFoundError(
+            "the pack has PyPI wheels but the environment has no python to install them into; "
+            "add python to the environment and pack again"
+        )
+    candidates = python.executable_candidates(platform)
+    for candidate in candidates:
+        path = prefix / candidate
+        if path.exists() or (dangling_ok and path.is_symlink()):
+            return python, candidate
+    raise PythonNotFoundError(
+        f"the environment's python {python.major}.{python.minor} has no interpreter at "
+        f"{' or '.join(candidates)}; cannot install the pack's wheels"
+    )
+
+
 def _name(record: _Record) -> str:
     name = record.name
     return str(getattr(name, "normalized", name))

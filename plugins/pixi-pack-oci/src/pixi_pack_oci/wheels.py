@@ -14,7 +14,15 @@ from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 
-from pixi_pack_ext.envpython import EnvPython, WheelName, describe_tags, fits_loosely, parse_wheel_name
+from pixi_pack_ext.envpython import (
+    EnvPython,
+    PythonNotFoundError,
+    WheelName,
+    describe_tags,
+    fits_loosely,
+    parse_wheel_name,
+    python_for_wheels,
+)
 from pixi_pack_ext.metadata import PYPI_DIR
 
 from .errors import OciError
@@ -23,20 +31,12 @@ INSTALLER_NAME = b"pixi-pack-ext\n"
 
 
 def _python(staged: Path, platform: str) -> tuple[EnvPython, str]:
-    """The environment's python and its executable's path relative to the prefix."""
+    """The environment's python and its executable's path relative to the prefix (a link to the
+    in-image path counts: it dangles here)."""
     try:
-        python = EnvPython.from_prefix(staged)
-    except ValueError as exc:
-        raise OciError(f"cannot install the pack's wheels: {exc}") from None
-    if python is None:
-        raise OciError(
-            "the pack has PyPI wheels but the environment has no python to install them into; "
-            "add python to the environment and pack again"
-        )
-    for candidate in python.executable_candidates(platform):
-        if (staged / candidate).is_symlink() or (staged / candidate).exists():
-            return python, candidate
-    raise OciError(f"the environment's python {python.major}.{python.minor} has no interpreter in bin/")
+        return python_for_wheels(staged, platform, dangling_ok=True)
+    except PythonNotFoundError as exc:
+        raise OciError(str(exc)) from None
 
 
 def _checked(wheels: list[Path], python: EnvPython, platform: str) -> list[WheelName]:

@@ -25,7 +25,15 @@ from installer.sources import WheelFile
 from installer.utils import Scheme
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from ...envpython import EnvPython, WheelName, describe_tags, host_platform_tags, parse_wheel_name
+from ...envpython import (
+    EnvPython,
+    PythonNotFoundError,
+    WheelName,
+    describe_tags,
+    host_platform_tags,
+    parse_wheel_name,
+    python_for_wheels,
+)
 from ...errors import UnpackError
 from ...hookspecs import UnpackContext, UnpackStep, hookimpl
 from ...metadata import PYPI_DIR
@@ -55,21 +63,10 @@ class _Destination(SchemeDictionaryDestination):
 def find_python(prefix: Path, platform: str) -> tuple[EnvPython, Path]:
     """The environment's python (from conda-meta) and its executable; fails with a clear line."""
     try:
-        python = EnvPython.from_prefix(prefix)
-    except ValueError as exc:
-        raise UnpackError(f"cannot install the pack's wheels: {exc}") from None
-    if python is None:
-        raise UnpackError(
-            "the pack has PyPI wheels but the environment has no python to install them into; "
-            "add python to the environment and pack again"
-        )
-    for candidate in python.executable_candidates(platform):
-        if (prefix / candidate).exists():
-            return python, prefix / candidate
-    raise UnpackError(
-        f"the environment's python {python.major}.{python.minor} has no interpreter at "
-        f"{' or '.join(python.executable_candidates(platform))}; cannot install the pack's wheels"
-    )
+        python, executable = python_for_wheels(prefix, platform)
+    except PythonNotFoundError as exc:
+        raise UnpackError(str(exc)) from None
+    return python, prefix / executable
 
 
 def check_wheels(wheels: list[Path], python: EnvPython) -> list[WheelName]:
