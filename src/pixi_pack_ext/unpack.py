@@ -14,6 +14,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -213,10 +214,21 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     return prefix
 
 
-def _install(
-    records: list[rattler.RepoDataRecord], prefix: Path, cache_dir: Path, platform: str, show_progress: bool
+def install_records(
+    records: list[rattler.RepoDataRecord],
+    prefix: Path,
+    cache_dir: Path,
+    platform: str,
+    *,
+    failed: Callable[[Exception], PixiPackError],
+    show_progress: bool = False,
+    alternative_target_prefix: str | None = None,
 ) -> None:
-    """Install with rattler (prefix rewriting, noarch python, entry points) and write conda-meta/history."""
+    """Install ``records`` into ``prefix`` with rattler (prefix rewriting, noarch python, entry points;
+    no link scripts run); rattler's error is raised as ``failed(error)``.
+
+    ``alternative_target_prefix`` is the path the environment will live at when that is not ``prefix``.
+    """
     try:
         asyncio.run(
             rattler.install(
@@ -224,15 +236,30 @@ def _install(
                 target_prefix=prefix,
                 cache_dir=cache_dir,
                 platform=rattler.Subdir(platform),
-                show_progress=show_progress,
+                alternative_target_prefix=alternative_target_prefix,
                 execute_link_scripts=False,
+                show_progress=show_progress,
             )
         )
-    except Exception as exc:
-        raise UnpackError(f"installing the environment into {prefix} failed: {exc}") from None
+    except Exception as exc:  # rattler's install errors
+        raise failed(exc) from None
     # rattler marks prefixes as cache folders; an environment is not one (backup tools would skip it).
     with contextlib.suppress(FileNotFoundError):
         (prefix / "CACHEDIR.TAG").unlink()
+
+
+def _install(
+    records: list[rattler.RepoDataRecord], prefix: Path, cache_dir: Path, platform: str, show_progress: bool
+) -> None:
+    """Install with rattler (prefix rewriting, noarch python, entry points) and write conda-meta/history."""
+    install_records(
+        records,
+        prefix,
+        cache_dir,
+        platform,
+        show_progress=show_progress,
+        failed=lambda exc: UnpackError(f"installing the environment into {prefix} failed: {exc}"),
+    )
     history = prefix / "conda-meta" / "history"
     history.parent.mkdir(parents=True, exist_ok=True)
     if not history.exists():

@@ -8,17 +8,13 @@ its ``CACHEDIR.TAG``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 from pathlib import Path, PurePosixPath
 
-import rattler
-
 from pixi_pack_ext.activation import activation_script
 from pixi_pack_ext.metadata import CHANNEL_DIR
-from pixi_pack_ext.unpack import verify_channel
+from pixi_pack_ext.unpack import install_records, verify_channel
 
 from .errors import OciError
 from .wheels import install_wheels
@@ -29,23 +25,14 @@ CHANNEL_URL = "file:///pixi-pack/channel/"
 
 def install(pack_dir: Path, platform: str, staged: Path, prefix: PurePosixPath, cache_dir: Path) -> None:
     """Verify the pack's channel and install it into ``staged`` as if it lived at ``prefix``."""
-    records = verify_channel(pack_dir)
-    try:
-        asyncio.run(
-            rattler.install(
-                records,
-                target_prefix=staged,
-                cache_dir=cache_dir,
-                platform=rattler.Subdir(platform),
-                alternative_target_prefix=str(prefix),
-                execute_link_scripts=False,
-                show_progress=False,
-            )
-        )
-    except Exception as exc:  # rattler's install errors
-        raise OciError(f"installing the environment for {platform} failed: {exc}") from None
-    with contextlib.suppress(FileNotFoundError):
-        (staged / "CACHEDIR.TAG").unlink()
+    install_records(
+        verify_channel(pack_dir),
+        staged,
+        cache_dir,
+        platform,
+        alternative_target_prefix=str(prefix),
+        failed=lambda exc: OciError(f"installing the environment for {platform} failed: {exc}"),
+    )
     channel_url = (pack_dir / CHANNEL_DIR).resolve().as_uri() + "/"
     _normalize_records(staged / "conda-meta", channel_url)
     _relink_absolute_links(staged, prefix)
