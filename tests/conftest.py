@@ -49,6 +49,32 @@ def run(
     return result
 
 
+def pack_argv(workspace: os.PathLike[str], out: os.PathLike[str] | str, *extra: object) -> list[str]:
+    """The command line that packs the workspace's ``prod`` environment for linux-64 into ``out``."""
+    return [
+        cli("pixi-pack"),
+        str(workspace),
+        "-e",
+        "prod",
+        "-p",
+        "linux-64",
+        "-o",
+        str(out),
+        *map(str, extra),
+    ]
+
+
+def pack_prod(
+    workspace: os.PathLike[str],
+    out: os.PathLike[str] | str,
+    *extra: object,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``pack_argv`` (``extra``: more options) and return the completed process."""
+    return run(*pack_argv(workspace, out, *extra), check=check, env=env)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plugins() -> Iterator[None]:
     reset_plugin_manager()

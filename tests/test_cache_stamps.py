@@ -3,24 +3,16 @@ and still catches any change made through the file system."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
-from conftest import make_workspace, run
+from conftest import make_workspace, pack_prod
 
 from pixi_pack_ext import fetch
 from pixi_pack_ext.fetch import FetchItem, PackageCache
+from pixi_pack_ext.testing.python import sha256_of
 from pixi_pack_ext.testing.world import ChannelServer
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _pack(ws: Path, out: Path, cache: Path) -> None:
-    run("pixi-pack", ws, "-e", "prod", "-p", "linux-64", "-o", out, "--use-cache", cache)
 
 
 def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
@@ -29,7 +21,7 @@ def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
     with ChannelServer(channel_dir) as server:
         ws = make_workspace(tmp_path / "ws", server.url)
         cache = tmp_path / "cache"
-        _pack(ws, tmp_path / "cold.tar", cache)
+        pack_prod(ws, tmp_path / "cold.tar", "--use-cache", cache)
     entries = [
         p for p in cache.rglob("*") if p.name.endswith((".conda", ".tar.bz2")) and ".verified" not in p.parts
     ]
@@ -42,7 +34,7 @@ def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
         label="x",
         url="http://unused/",
         dest=tmp_path / "dest" / entry.name,
-        sha256=_sha256(entry),
+        sha256=sha256_of(entry),
         cache_key=f"{entry.parent.name}/{entry.name}",
     )
     store = PackageCache(cache)
@@ -64,7 +56,7 @@ def test_same_size_rewrite_with_the_old_mtime_is_caught(channel_dir: Path, tmp_p
     with ChannelServer(channel_dir) as server:
         ws = make_workspace(tmp_path / "ws", server.url)
         cache = tmp_path / "cache"
-        _pack(ws, tmp_path / "cold.tar", cache)
+        pack_prod(ws, tmp_path / "cold.tar", "--use-cache", cache)
         victim = next(cache.glob("linux-64/hello-bin-*.conda"))
         before = victim.stat()
         data = bytearray(victim.read_bytes())
@@ -72,6 +64,6 @@ def test_same_size_rewrite_with_the_old_mtime_is_caught(channel_dir: Path, tmp_p
         victim.write_bytes(bytes(data))
         os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
         requests = server.log.count()
-        _pack(ws, tmp_path / "healed.tar", cache)
+        pack_prod(ws, tmp_path / "healed.tar", "--use-cache", cache)
         assert server.log.count() == requests + 1
-    assert _sha256(tmp_path / "healed.tar") == _sha256(tmp_path / "cold.tar")
+    assert sha256_of(tmp_path / "healed.tar") == sha256_of(tmp_path / "cold.tar")

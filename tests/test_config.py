@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import pack_prod
 from pack_checks import (
     assert_pack_holds_channel_files,
     isolated_credentials,  # noqa: F401 - a fixture
@@ -22,10 +22,6 @@ from pixi_pack_ext.testing.locks import relocate_workspace
 from pixi_pack_ext.testing.world import ChannelServer
 
 pytestmark = pytest.mark.usefixtures("isolated_credentials")
-
-
-def pack(workspace: Path, out: Path, *extra: object, check: bool = True):  # type: ignore[no-untyped-def]
-    return run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", out, *extra, check=check)
 
 
 def test_a_users_pixi_config_works_unchanged(
@@ -66,7 +62,7 @@ change-ps1 = false
 https = "http://proxy.example.com:8080"
 """
     )
-    result = pack(workspace, tmp_path / "env.tar", "-c", config)
+    result = pack_prod(workspace, tmp_path / "env.tar", "-c", config)
     err = result.stderr.decode()
     assert "WARNING" not in err and "unknown key" not in err, err
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
@@ -78,7 +74,7 @@ def test_unknown_keys_warn_and_packing_goes_on(workspace: Path, channel_dir: Pat
         'colour-scheme = "dark"\n\n[concurrency]\nparallel = 3\n\n'
         '[s3-options.bucket]\nendpoint-url = "http://127.0.0.1:9000"\nregion = "r"\nacl = "private"\n'
     )
-    result = pack(workspace, tmp_path / "env.tar", "-c", config)
+    result = pack_prod(workspace, tmp_path / "env.tar", "-c", config)
     err = " ".join(result.stderr.decode().split())
     for key in ("colour-scheme", "concurrency.parallel", "s3-options.bucket.acl"):
         assert f"unknown key '{key}' in {config} is ignored" in err, err
@@ -141,7 +137,7 @@ def test_wrong_values_stop_with_one_line(case: str, workspace: Path, tmp_path: P
     text, expected = WRONG[case]
     config = tmp_path / "config.toml"
     config.write_text(text)
-    result = pack(workspace, tmp_path / "env.tar", "-c", config, check=False)
+    result = pack_prod(workspace, tmp_path / "env.tar", "-c", config, check=False)
     err = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in err
     (line,) = err.strip().splitlines()
@@ -150,11 +146,11 @@ def test_wrong_values_stop_with_one_line(case: str, workspace: Path, tmp_path: P
 
 
 def test_missing_config_and_auth_files_are_one_line(workspace: Path, tmp_path: Path) -> None:
-    result = pack(workspace, tmp_path / "env.tar", "-c", tmp_path / "nope.toml", check=False)
+    result = pack_prod(workspace, tmp_path / "env.tar", "-c", tmp_path / "nope.toml", check=False)
     assert result.stderr.decode().strip() == (
         f"error: config file '{tmp_path / 'nope.toml'}' does not exist; check the -c/--config path"
     )
-    result = pack(workspace, tmp_path / "env.tar", "--auth-file", tmp_path / "nope.json", check=False)
+    result = pack_prod(workspace, tmp_path / "env.tar", "--auth-file", tmp_path / "nope.json", check=False)
     assert (
         result.stderr.decode()
         .strip()
@@ -162,7 +158,7 @@ def test_missing_config_and_auth_files_are_one_line(workspace: Path, tmp_path: P
     )
     bad = tmp_path / "auth.json"
     bad.write_text('{"conda.example.com": {"Password": "x"}}')
-    result = pack(workspace, tmp_path / "env.tar", "--auth-file", bad, check=False)
+    result = pack_prod(workspace, tmp_path / "env.tar", "--auth-file", bad, check=False)
     assert result.stderr.decode().strip() == (
         f"error: auth entry 'conda.example.com' in {bad} has an unknown or malformed kind 'Password'"
     )
@@ -180,7 +176,7 @@ def test_authentication_override_file_and_snake_case_keys(
     config.write_text(f"tls_no_verify = false\nauthentication_override_file = {json.dumps(str(auth))}\n")
     with FaultyServer(channel_dir, basic_auth=("u", secret)) as server:
         ws = relocate_workspace(workspace, tmp_path / "ws", channel_server.url, server.url)
-        result = pack(ws, tmp_path / "env.tar", "-c", config, "-v")
+        result = pack_prod(ws, tmp_path / "env.tar", "-c", config, "-v")
         assert server.fault_log.paths("401") == []
     err = result.stderr.decode()
     assert "unknown key" not in err and secret not in err

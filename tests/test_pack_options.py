@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import host_platform, make_workspace, needs_linux64, run
+from conftest import host_platform, make_workspace, needs_linux64, pack_prod, run
 
+from pixi_pack_ext.testing.python import sha256_of
 from pixi_pack_ext.testing.world import ChannelServer
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def members(pack: Path) -> list[str]:
@@ -27,28 +23,17 @@ def test_v6_and_v7_locks_give_the_same_pack(workspace: Path, workspace_v6: Path,
     assert "version: 6" in (workspace_v6 / "pixi.lock").read_text()
     assert "version: 7" in (workspace / "pixi.lock").read_text()
     a, b = tmp_path / "v7.tar", tmp_path / "v6.tar"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", a)
-    run("pixi-pack", workspace_v6 / "pixi.toml", "-e", "prod", "-p", "linux-64", "-o", b)
-    assert sha256(a) == sha256(b)
+    pack_prod(workspace, a)
+    pack_prod(workspace_v6 / "pixi.toml", b)
+    assert sha256_of(a) == sha256_of(b)
 
 
 def test_two_packs_are_byte_identical_with_and_without_cache(workspace: Path, tmp_path: Path) -> None:
     first, second, cached = tmp_path / "1.tar", tmp_path / "2.tar", tmp_path / "3.tar"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", first)
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", second)
-    run(
-        "pixi-pack",
-        workspace,
-        "-e",
-        "prod",
-        "-p",
-        "linux-64",
-        "-o",
-        cached,
-        "--use-cache",
-        tmp_path / "cache",
-    )
-    assert sha256(first) == sha256(second) == sha256(cached)
+    pack_prod(workspace, first)
+    pack_prod(workspace, second)
+    pack_prod(workspace, cached, "--use-cache", tmp_path / "cache")
+    assert sha256_of(first) == sha256_of(second) == sha256_of(cached)
 
 
 @pytest.mark.parametrize("platform", ["win-64", "osx-arm64", "linux-64"])
@@ -116,35 +101,20 @@ def test_cache_hit_needs_no_server_and_corrupt_entry_is_refetched(channel_dir: P
     with ChannelServer(channel_dir) as server:
         ws = make_workspace(tmp_path / "ws", server.url)
         cache = tmp_path / "cache"
-        run(
-            "pixi-pack", ws, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "cold.tar", "--use-cache", cache
-        )
+        pack_prod(ws, tmp_path / "cold.tar", "--use-cache", cache)
         assert (cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
         cached = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*.conda"))
         assert any(c.startswith("linux-64/hello-bin-") for c in cached)
         before = server.log.count()
 
-        run(
-            "pixi-pack", ws, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "warm.tar", "--use-cache", cache
-        )
+        pack_prod(ws, tmp_path / "warm.tar", "--use-cache", cache)
         assert server.log.count() == before  # every package came from the cache
 
         victim = next(cache.glob("linux-64/hello-bin-*.conda"))
         victim.write_bytes(b"corrupted" + victim.read_bytes()[9:])
-        run(
-            "pixi-pack",
-            ws,
-            "-e",
-            "prod",
-            "-p",
-            "linux-64",
-            "-o",
-            tmp_path / "healed.tar",
-            "--use-cache",
-            cache,
-        )
+        pack_prod(ws, tmp_path / "healed.tar", "--use-cache", cache)
         assert server.log.count() == before + 1  # only the corrupt entry was fetched again
-        assert sha256(tmp_path / "healed.tar") == sha256(tmp_path / "cold.tar")
+        assert sha256_of(tmp_path / "healed.tar") == sha256_of(tmp_path / "cold.tar")
         assert not list(cache.rglob("*.part"))
 
 
@@ -154,14 +124,14 @@ def test_checksum_mismatch_fails_and_names_package_url_and_hashes(channel_dir: P
     with ChannelServer(channel) as server:
         ws = make_workspace(tmp_path / "ws", server.url)
         victim = next(channel.glob("linux-64/libgreet-*.conda"))
-        good = sha256(victim)
+        good = sha256_of(victim)
         victim.write_bytes(victim.read_bytes() + b"tampered")
         out = tmp_path / "out"
         out.mkdir()
         result = run("pixi-pack", ws, "-p", "linux-64", "-o", out / "environment.tar", check=False)
     err = result.stderr.decode()
     assert result.returncode != 0
-    assert "libgreet=2.1=" in err and victim.name in err and good in err and sha256(victim) in err
+    assert "libgreet=2.1=" in err and victim.name in err and good in err and sha256_of(victim) in err
     assert list(out.iterdir()) == []  # nothing half-written, no staging folder left
 
 

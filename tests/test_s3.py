@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import pack_prod
 from pack_checks import (
     assert_no_secret,
     assert_pack_holds_channel_files,
@@ -63,10 +63,7 @@ def test_path_style_with_credentials_from_auth_file(
     config = write_config(tmp_path / "config.toml", s3)
     auth = write_auth(tmp_path / "auth.json")
     pack_file = tmp_path / "environment.tar"
-    result = run(
-        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
-        "-o", pack_file, "-v",
-    )  # fmt: skip
+    result = pack_prod(s3_workspace, pack_file, "-c", config, "--auth-file", auth, "-v")
     assert_pack_holds_channel_files(pack_file, channel_dir, secrets=(SECRET,))
     assert_no_secret(result.stderr + result.stdout, SECRET)
 
@@ -77,10 +74,7 @@ def test_credentials_from_rattler_auth_file_env(
     config = write_config(tmp_path / "config.toml", s3)
     auth = write_auth(tmp_path / "auth.json")
     pack_file = tmp_path / "environment.tar"
-    run(
-        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "-o", pack_file,
-        env={"RATTLER_AUTH_FILE": str(auth)},
-    )  # fmt: skip
+    pack_prod(s3_workspace, pack_file, "-c", config, env={"RATTLER_AUTH_FILE": str(auth)})
     assert_pack_holds_channel_files(pack_file, channel_dir)
 
 
@@ -89,20 +83,20 @@ def test_credentials_from_the_aws_environment(
 ) -> None:
     config = write_config(tmp_path / "config.toml", s3)
     pack_file = tmp_path / "environment.tar"
-    run(
-        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "-o", pack_file,
+    pack_prod(
+        s3_workspace,
+        pack_file,
+        "-c",
+        config,
         env={"AWS_ACCESS_KEY_ID": "env-reader", "AWS_SECRET_ACCESS_KEY": SECRET},
-    )  # fmt: skip
+    )
     assert_pack_holds_channel_files(pack_file, channel_dir)
 
 
 def test_no_credentials_is_one_clear_line(s3_workspace: Path, s3: S3ChannelServer, tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", s3)
     pack_file = tmp_path / "environment.tar"
-    result = run(
-        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "-o", pack_file,
-        check=False,
-    )  # fmt: skip
+    result = pack_prod(s3_workspace, pack_file, "-c", config, check=False)
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
@@ -121,10 +115,9 @@ def test_missing_object_names_the_url_without_signature(
     lock.write_text(lock.read_text().replace(name, "hello-bin-1.0-gone-"))
     config = write_config(tmp_path / "config.toml", s3)
     auth = write_auth(tmp_path / "auth.json")
-    result = run(
-        "pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
-        "-o", tmp_path / "environment.tar", check=False,
-    )  # fmt: skip
+    result = pack_prod(
+        s3_workspace, tmp_path / "environment.tar", "-c", config, "--auth-file", auth, check=False
+    )
     err = result.stderr.decode()
     assert result.returncode == 1
     assert f"s3://{BUCKET}/channel/linux-64/hello-bin-1.0-gone-" in err and "HTTP 404" in err
@@ -143,17 +136,17 @@ def test_virtual_host_style(
     config = write_config(tmp_path / "config.toml", s3, path_style=False)
     auth = write_auth(tmp_path / "auth.json")
     pack_file = tmp_path / "environment.tar"
-    args = ("pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth)
+    options = ("-c", config, "--auth-file", auth)
     import socket
 
     try:
         socket.getaddrinfo(f"{BUCKET}.localhost", s3.port)
     except OSError:
-        failed = run(*args, "-o", pack_file, check=False)
+        failed = pack_prod(s3_workspace, pack_file, *options, check=False)
         assert failed.returncode == 1
         assert f"could not connect to {BUCKET}.localhost:{s3.port}" in failed.stderr.decode()
         assert not pack_file.exists()
-    run(*args, "-o", pack_file, env={"HTTP_PROXY": s3.proxy, "http_proxy": s3.proxy})
+    pack_prod(s3_workspace, pack_file, *options, env={"HTTP_PROXY": s3.proxy, "http_proxy": s3.proxy})
     assert_pack_holds_channel_files(pack_file, channel_dir)
 
 
@@ -167,10 +160,7 @@ def test_s3_mirror_of_an_http_channel(
     auth = write_auth(tmp_path / "auth.json")
     pack_file = tmp_path / "environment.tar"
     before = channel_server.log.count(".conda") + channel_server.log.count(".tar.bz2")
-    run(
-        "pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-c", config, "--auth-file", auth,
-        "-o", pack_file,
-    )  # fmt: skip
+    pack_prod(workspace, pack_file, "-c", config, "--auth-file", auth)
     assert channel_server.log.count(".conda") + channel_server.log.count(".tar.bz2") == before
     assert_pack_holds_channel_files(pack_file, channel_dir)
 
@@ -186,6 +176,6 @@ def test_a_bucket_without_options_is_reached_the_aws_way(
         "AWS_ACCESS_KEY_ID": "env-reader",
         "AWS_SECRET_ACCESS_KEY": SECRET,
     }
-    result = run("pixi-pack", s3_workspace, "-e", "prod", "-p", "linux-64", "-o", pack_file, "-vv", env=aws)
+    result = pack_prod(s3_workspace, pack_file, "-vv", env=aws)
     assert_no_secret(result.stdout + result.stderr, SECRET)
     assert_pack_holds_channel_files(pack_file, channel_dir, secrets=(SECRET,))

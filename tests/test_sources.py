@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import pack_prod
 from pack_checks import (
     assert_no_secret,
     assert_pack_holds_channel_files,
@@ -36,12 +36,6 @@ def dead_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
-
-
-def pack(workspace: Path, out: Path, *extra: object, check: bool = True, env: dict[str, str] | None = None):
-    return run(
-        "pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", out, *extra, check=check, env=env
-    )
 
 
 def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
@@ -85,7 +79,7 @@ def test_mirror_serves_while_the_original_is_down(moved, channel_dir: Path, tmp_
     ws = moved(original)
     with ChannelServer(channel_dir) as mirror:
         config = mirrors_config(tmp_path / "config.toml", original, [mirror.url])
-        pack(ws, tmp_path / "env.tar", "-c", config)
+        pack_prod(ws, tmp_path / "env.tar", "-c", config)
         served = [p for p in mirror.log.paths if p.endswith((".conda", ".tar.bz2"))]
     assert len(served) == 4
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
@@ -102,7 +96,7 @@ def test_mirror_with_wrong_bytes_is_refused_and_the_next_one_used(
         for path in package_paths(channel_dir):
             bad.add_faults(path, Corrupt(), always=True)
         config = mirrors_config(tmp_path / "config.toml", original, [bad.url, good.url])
-        result = pack(ws, tmp_path / "env.tar", "-c", config)
+        result = pack_prod(ws, tmp_path / "env.tar", "-c", config)
         assert len(bad.fault_log.paths("corrupt")) == 4
         assert len([p for p in good.log.paths if p.endswith((".conda", ".tar.bz2"))]) == 4
     err = result.stderr.decode()
@@ -116,7 +110,7 @@ def test_original_is_tried_after_the_mirrors(moved, channel_dir: Path, tmp_path:
     with ChannelServer(channel_dir) as original:
         ws = moved(original.url)
         config = mirrors_config(tmp_path / "config.toml", original.url, [dead])
-        result = pack(ws, tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1", "-v")
+        result = pack_prod(ws, tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1", "-v")
         assert len([p for p in original.log.paths if p.endswith((".conda", ".tar.bz2"))]) == 4
     err = " ".join(result.stderr.decode().split())
     assert err.count("ConnectError after 4 attempts") == 1
@@ -130,7 +124,7 @@ def test_no_source_with_the_right_bytes_is_one_error(moved, channel_dir: Path, t
             bad.add_faults(path, Corrupt(), always=True)
         ws = moved(bad.url)
         config = mirrors_config(tmp_path / "config.toml", bad.url, [bad.url + "mirror-a/", bad.url])
-        result = pack(ws, tmp_path / "env.tar", "-c", config, check=False)
+        result = pack_prod(ws, tmp_path / "env.tar", "-c", config, check=False)
     line = one_error_line(result)
     assert "could not fetch" in line or "checksum mismatch" in line
     assert not (tmp_path / "env.tar").exists()
@@ -146,7 +140,7 @@ def test_500_twice_then_200(moved, channel_dir: Path, tmp_path: Path) -> None:  
     with FaultyServer(channel_dir) as server:
         path = hello_bin(channel_dir)
         server.add_faults(path, Status(500), Status(503, retry_after="0"))
-        pack(moved(server.url), tmp_path / "env.tar")
+        pack_prod(moved(server.url), tmp_path / "env.tar")
         outcomes = [r.outcome for r in server.fault_log.requests if r.path == path]
     assert outcomes == ["500", "503", "ok"]
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
@@ -156,7 +150,7 @@ def test_connection_dropped_mid_file_is_resumed(moved, channel_dir: Path, tmp_pa
     with FaultyServer(channel_dir) as server:
         path = hello_bin(channel_dir)
         server.add_faults(path, Truncate(after=1000))
-        pack(moved(server.url), tmp_path / "env.tar")
+        pack_prod(moved(server.url), tmp_path / "env.tar")
         requests = [(r.range, r.outcome) for r in server.fault_log.requests if r.path == path]
     assert requests == [(None, "truncated"), ("bytes=1000-", "ok")]
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
@@ -166,7 +160,7 @@ def test_connection_reset_mid_file_is_retried(moved, channel_dir: Path, tmp_path
     with FaultyServer(channel_dir) as server:
         path = hello_bin(channel_dir)
         server.add_faults(path, Reset(after=1500))
-        pack(moved(server.url), tmp_path / "env.tar")
+        pack_prod(moved(server.url), tmp_path / "env.tar")
         outcomes = [r.outcome for r in server.fault_log.requests if r.path == path]
     assert outcomes == ["reset", "ok"]
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
@@ -176,7 +170,7 @@ def test_a_server_that_keeps_failing_is_one_error(moved, channel_dir: Path, tmp_
     with FaultyServer(channel_dir) as server:
         path = hello_bin(channel_dir)
         server.add_faults(path, Status(500), always=True)
-        result = pack(moved(server.url), tmp_path / "env.tar", check=False)
+        result = pack_prod(moved(server.url), tmp_path / "env.tar", check=False)
         attempts = server.fault_log.count(path)
     line = one_error_line(result)
     assert path.rsplit("/", 1)[1] in line and "HTTP 500" in line and f"after {attempts} attempts" in line
@@ -196,7 +190,7 @@ def write_auth(path: Path, entries: dict[str, object]) -> Path:
 def test_basic_auth_from_the_auth_file_and_netrc(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with FaultyServer(channel_dir, basic_auth=("pack-user", SECRET)) as server:
         ws = moved(server.url)
-        refused = pack(ws, tmp_path / "env.tar", check=False)
+        refused = pack_prod(ws, tmp_path / "env.tar", check=False)
         line = one_error_line(refused)
         assert "127.0.0.1 needs credentials (HTTP 401" in line and "--auth-file" in line
         assert not (tmp_path / "env.tar").exists()
@@ -205,21 +199,21 @@ def test_basic_auth_from_the_auth_file_and_netrc(moved, channel_dir: Path, tmp_p
             tmp_path / "auth.json",
             {"127.0.0.1": {"BasicHTTP": {"username": "pack-user", "password": SECRET}}},
         )
-        result = pack(ws, tmp_path / "env.tar", "--auth-file", auth, "-vv")
+        result = pack_prod(ws, tmp_path / "env.tar", "--auth-file", auth, "-vv")
         assert_no_secret(result.stdout + result.stderr, SECRET)
         assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
 
         netrc = tmp_path / "netrc"
         netrc.write_text(f"machine 127.0.0.1 login pack-user password {SECRET}\n")
         netrc.chmod(0o600)
-        result = pack(ws, tmp_path / "netrc.tar", env={"NETRC": str(netrc)})
+        result = pack_prod(ws, tmp_path / "netrc.tar", env={"NETRC": str(netrc)})
         assert_pack_holds_channel_files(tmp_path / "netrc.tar", channel_dir, secrets=(SECRET,))
 
 
 def test_wrong_credentials_are_named_but_not_shown(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with FaultyServer(channel_dir, bearer_token="right-token-0815") as server:
         auth = write_auth(tmp_path / "auth.json", {"127.0.0.1": {"BearerToken": SECRET}})
-        result = pack(moved(server.url), tmp_path / "env.tar", "--auth-file", auth, "-vv", check=False)
+        result = pack_prod(moved(server.url), tmp_path / "env.tar", "--auth-file", auth, "-vv", check=False)
     line = one_error_line(result)
     assert "127.0.0.1 refused the credentials given for it (HTTP 401" in line
     assert_no_secret(result.stdout + result.stderr, SECRET)
@@ -231,7 +225,7 @@ def test_bearer_token_and_auth_file_precedence(moved, channel_dir: Path, tmp_pat
     with FaultyServer(channel_dir, bearer_token=SECRET) as server:
         explicit = write_auth(tmp_path / "explicit.json", {"127.0.0.1": {"BearerToken": SECRET}})
         env_file = write_auth(tmp_path / "env.json", {"127.0.0.1": {"BearerToken": "stale-token"}})
-        result = pack(
+        result = pack_prod(
             moved(server.url), tmp_path / "env.tar", "--auth-file", explicit, "-vv",
             env={"RATTLER_AUTH_FILE": str(env_file)},
         )  # fmt: skip
@@ -243,7 +237,9 @@ def test_bearer_token_and_auth_file_precedence(moved, channel_dir: Path, tmp_pat
 def test_conda_token_from_rattler_auth_file(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with FaultyServer(channel_dir, conda_token=SECRET) as server:
         auth = write_auth(tmp_path / "auth.json", {"127.0.0.1": {"CondaToken": SECRET}})
-        result = pack(moved(server.url), tmp_path / "env.tar", "-vv", env={"RATTLER_AUTH_FILE": str(auth)})
+        result = pack_prod(
+            moved(server.url), tmp_path / "env.tar", "-vv", env={"RATTLER_AUTH_FILE": str(auth)}
+        )
     assert_no_secret(result.stdout + result.stderr, SECRET)
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
 
@@ -255,7 +251,7 @@ def test_credentials_in_the_lock_url_stay_out_of_messages_and_pack(
 ) -> None:
     with FaultyServer(channel_dir, basic_auth=("pack-user", SECRET)) as server:
         url = server.url.replace("http://", f"http://pack-user:{SECRET}@")
-        result = pack(moved(url), tmp_path / "env.tar", "-vv")
+        result = pack_prod(moved(url), tmp_path / "env.tar", "-vv")
     assert_no_secret(result.stdout + result.stderr, SECRET)
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir, secrets=(SECRET,))
 
@@ -293,7 +289,7 @@ def test_concurrency_limit_from_config_is_honoured(moved, channel_dir: Path, tmp
     with ChannelServer(channel_dir, handler=handler) as server:
         config = tmp_path / "config.toml"
         config.write_text("[concurrency]\ndownloads = 2\n")
-        pack(moved(server.url), tmp_path / "env.tar", "-c", config)
+        pack_prod(moved(server.url), tmp_path / "env.tar", "-c", config)
         assert server.log.max_active == 2
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
 
@@ -302,7 +298,7 @@ def test_concurrent_downloads_flag_overrides_config(moved, channel_dir: Path, tm
     with ChannelServer(channel_dir, handler=_GateHandler) as server:
         config = tmp_path / "config.toml"
         config.write_text("[concurrency]\ndownloads = 3\n")
-        pack(moved(server.url), tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1")
+        pack_prod(moved(server.url), tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1")
         assert server.log.max_active == 1
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
 
@@ -318,18 +314,18 @@ def test_file_urls_and_plain_paths_in_the_lock(moved, channel_dir: Path, tmp_pat
         ("absolute-path", str(channel_dir) + "/"),
     ):
         ws = moved(location, name)
-        pack(ws, tmp_path / f"{name}.tar")
+        pack_prod(ws, tmp_path / f"{name}.tar")
         assert_pack_holds_channel_files(tmp_path / f"{name}.tar", channel_dir)
     # a path relative to the workspace, as pixi writes for packages kept next to it
     ws = moved("./local-channel/", "relative")
     shutil.copytree(channel_dir, ws / "local-channel")
-    pack(ws / "pixi.toml", tmp_path / "relative.tar")
+    pack_prod(ws / "pixi.toml", tmp_path / "relative.tar")
     assert_pack_holds_channel_files(tmp_path / "relative.tar", channel_dir)
 
 
 def test_a_missing_local_package_is_one_error(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ws = moved(str(tmp_path / "gone") + "/")
-    result = pack(ws, tmp_path / "env.tar", check=False)
+    result = pack_prod(ws, tmp_path / "env.tar", check=False)
     line = one_error_line(result)
     assert f"local package file '{tmp_path / 'gone'}/" in line and "does not exist" in line
     assert not (tmp_path / "env.tar").exists()
