@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rattler
-from conftest import run
+from conftest import pack_argv, pack_prod
 
 from pixi_pack_ext.testing.faulty_server import FaultyServer
 from pixi_pack_ext.testing.locks import relocate_workspace
+from pixi_pack_ext.testing.python import sha256_of
 from pixi_pack_ext.testing.world import ChannelServer
 
 #: Small limits so that a fault ends in a second, not a minute.
 FAST = {"PIXI_PACK_RETRIES": "1", "PIXI_PACK_READ_TIMEOUT": "0.5"}
+#: The environment of a pack started in the background (``run`` adds NO_COLOR and COLUMNS likewise).
+ENV = {**os.environ, **FAST, "NO_COLOR": "1", "COLUMNS": "200"}
 
 
 @pytest.fixture
@@ -38,19 +42,14 @@ def moved(workspace: Path, channel_server: ChannelServer, tmp_path: Path) -> Cal
 def pack(
     workspace: Path, out: Path, *extra: object, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
-    return run(
-        "pixi-pack",
-        workspace,
-        "-e",
-        "prod",
-        "-p",
-        "linux-64",
-        "-o",
-        out,
-        *extra,
-        env={**FAST, **(env or {})},
-        check=check,
-    )
+    return pack_prod(workspace, out, *extra, env={**FAST, **(env or {})}, check=check)
+
+
+def start_pack(
+    workspace: Path, out: Path, *extra: object, env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``pack`` started in the background (``popen``: where its output goes), for a test to stop or race."""
+    return subprocess.Popen(pack_argv(workspace, out, *extra), env={**ENV, **(env or {})}, **popen)
 
 
 def error_line(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -94,9 +93,7 @@ def assert_cache_is_verified(cache: Path, hashes: dict[str, str]) -> set[str]:
         if path.is_file() and path.name.endswith((".conda", ".tar.bz2")):
             key = path.relative_to(cache).as_posix()
             assert key in hashes, key
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == hashes[key], (
-                f"{key} in the cache is wrong"
-            )
+            assert sha256_of(path) == hashes[key], f"{key} in the cache is wrong"
             present.add(key)
     assert not [p for p in cache.rglob("*.part")], "a partial download was left in the cache"
     return present

@@ -3,46 +3,40 @@ and the cache never holds a file whose hash does not match its record."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import cli
 from pack_checks import assert_pack_holds_channel_files, package_paths
 
 from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold
 
-from .conftest import FAST, assert_cache_is_verified, lock_hashes
+from .conftest import assert_cache_is_verified, lock_hashes, start_pack
 from .test_interrupts import wait_until
 
-ENV = {**os.environ, **FAST, "NO_COLOR": "1", "COLUMNS": "200"}
 
-
-def start_pack(workspace: Path, out: Path, cache: Path) -> subprocess.Popen[bytes]:
-    out.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [
-            cli("pixi-pack"),
-            workspace,
-            "-e",
-            "prod",
-            "-p",
-            "linux-64",
-            "-o",
-            out / "env.tar",
-            "--use-cache",
-            cache,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=ENV,
+def start_in(folder: Path, workspace: Path, cache: Path) -> subprocess.Popen[bytes]:
+    """A pack into ``folder/env.tar`` on the ``--use-cache`` folder ``cache``, in the background."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return start_pack(
+        workspace, folder / "env.tar", "--use-cache", cache, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
 
 def finish(process: subprocess.Popen[bytes]) -> None:
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err.decode()
+
+
+def finish_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """``finish`` each one; whatever still runs when one fails is killed."""
+    try:
+        for process in processes:
+            finish(process)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
 
 
 def packages_in(folder: Path) -> int:
@@ -57,11 +51,11 @@ def test_second_pack_waits_for_the_first_ones_download(
     workspace = moved(faulty.url)
     hashes = lock_hashes(workspace)
     cache = tmp_path / "cache"
-    first = start_pack(workspace, tmp_path / "a", cache)
+    first = start_in(tmp_path / "a", workspace, cache)
     second = None
     try:
         assert wait_until(lambda: faulty.fault_log.count(held) == 1)  # the first is downloading it
-        second = start_pack(workspace, tmp_path / "b", cache)
+        second = start_in(tmp_path / "b", workspace, cache)
         # the second has every other file and now waits for the one the first is still fetching
         assert wait_until(lambda: packages_in(tmp_path / "b") == len(hashes) - 1)
         faulty.release()
@@ -82,14 +76,7 @@ def test_three_packs_at_once_on_an_empty_cache(
 ) -> None:
     workspace = moved(faulty.url)
     cache = tmp_path / "cache"
-    processes = [start_pack(workspace, tmp_path / name, cache) for name in "abc"]
-    try:
-        for process in processes:
-            finish(process)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
+    finish_all([start_in(tmp_path / name, workspace, cache) for name in "abc"])
     hashes = lock_hashes(workspace)
     assert {key: faulty.fault_log.count(f"/{key}") for key in hashes} == dict.fromkeys(hashes, 1)
     for name in "abc":
@@ -107,14 +94,7 @@ def test_a_corrupt_cache_entry_is_replaced_once(
     damaged = next(key for key in hashes if key.startswith("linux-64/hello-bin-"))
     (cache / damaged).parent.mkdir(parents=True)
     (cache / damaged).write_bytes(b"not the package")
-    processes = [start_pack(workspace, tmp_path / name, cache) for name in "ab"]
-    try:
-        for process in processes:
-            finish(process)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
+    finish_all([start_in(tmp_path / name, workspace, cache) for name in "ab"])
     assert faulty.fault_log.count(f"/{damaged}") == 1
     assert assert_cache_is_verified(cache, hashes) == set(hashes)
     for name in "ab":

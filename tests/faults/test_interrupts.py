@@ -3,7 +3,6 @@ partial pack or environment; a re-run succeeds and takes what was verified from 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -16,9 +15,7 @@ from pack_checks import assert_pack_holds_channel_files, package_paths
 
 from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold, Stall
 
-from .conftest import FAST, assert_cache_is_verified, leftovers, lock_hashes, pack
-
-ENV = {**os.environ, **FAST, "NO_COLOR": "1", "COLUMNS": "200"}
+from .conftest import ENV, assert_cache_is_verified, leftovers, lock_hashes, pack, start_pack
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -52,22 +49,7 @@ def test_ctrl_c_during_download_then_a_rerun_uses_the_cache(
     others = {key for key in hashes if f"/{key}" != held}
     cache, out = tmp_path / "cache", tmp_path / "out"
     out.mkdir()
-    process = subprocess.Popen(
-        [
-            cli("pixi-pack"),
-            workspace,
-            "-e",
-            "prod",
-            "-p",
-            "linux-64",
-            "-o",
-            out / "env.tar",
-            "--use-cache",
-            cache,
-        ],
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
+    process = start_pack(workspace, out / "env.tar", "--use-cache", cache, stderr=subprocess.PIPE)
     try:
         # the held file is being downloaded and every other one is verified and in the cache
         assert wait_until(
@@ -99,21 +81,13 @@ def test_killed_pack_leaves_a_partial_download_that_a_rerun_clears(
     workspace = moved(faulty.url)
     cache, out = tmp_path / "cache", tmp_path / "out"
     out.mkdir()
-    process = subprocess.Popen(
-        [
-            cli("pixi-pack"),
-            workspace,
-            "-e",
-            "prod",
-            "-p",
-            "linux-64",
-            "-o",
-            out / "env.tar",
-            "--use-cache",
-            cache,
-        ],
+    process = start_pack(
+        workspace,
+        out / "env.tar",
+        "--use-cache",
+        cache,
+        env={"PIXI_PACK_READ_TIMEOUT": "60"},
         stderr=subprocess.DEVNULL,
-        env={**ENV, "PIXI_PACK_READ_TIMEOUT": "60"},
     )
     try:
         partial = lambda: list(cache.rglob(".hello-bin-*.part"))  # noqa: E731
