@@ -30,6 +30,19 @@ def _last_line(result: subprocess.CompletedProcess[bytes]) -> str:
     return lines[-1] if lines else ""
 
 
+def _refused_at_unpack(workspace: Path, tmp_path: Path) -> str:
+    """Pack ``workspace`` for linux-64 and unpack it into an empty folder: the unpack fails with exit
+    code 1 and leaves the folder empty; returns its last line."""
+    pack = tmp_path / "environment.tar"
+    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
+    out = tmp_path / "target"
+    out.mkdir()
+    result = run("pixi-unpack", pack, cwd=out, check=False)
+    assert result.returncode == 1, result.stderr.decode()
+    assert list(out.iterdir()) == []
+    return _last_line(result)
+
+
 def _pack_tar_names(pack: Path) -> list[str]:
     with tarfile.open(pack) as tar:
         return sorted(tar.getnames())
@@ -143,16 +156,8 @@ def test_wheel_for_another_platform_is_refused_at_unpack(py_world: PythonWorld, 
     workspace.mkdir()
     shutil.copy(windows_wheel, workspace)
     py_world.lock(workspace, pypi=[PypiEntry("greet-two", "1.0", windows_wheel.name)])
-    pack = tmp_path / "environment.tar"
-    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
-
-    out = tmp_path / "target"
-    out.mkdir()
-    result = run("pixi-unpack", pack, cwd=out, check=False)
-    assert result.returncode == 1, result.stderr.decode()
-    line = _last_line(result)
+    line = _refused_at_unpack(workspace, tmp_path)
     assert windows_wheel.name in line and "cannot run here" in line and "win_amd64" in line, line
-    assert list(out.iterdir()) == []
 
 
 @needs_linux64
@@ -160,28 +165,14 @@ def test_wheel_for_another_platform_is_refused_at_unpack(py_world: PythonWorld, 
 def test_wheel_requiring_a_newer_python_is_refused_at_unpack(py_world: PythonWorld, tmp_path: Path) -> None:
     wheel = set_wheel_metadata(py_world.wheels["greet-two"], tmp_path / "ws", Requires_Python=">=3.99")
     workspace = py_world.lock(tmp_path / "ws", pypi=[PypiEntry("greet-two", "1.0", wheel.name)])
-    pack = tmp_path / "environment.tar"
-    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
-    out = tmp_path / "target"
-    out.mkdir()
-    result = run("pixi-unpack", pack, cwd=out, check=False)
-    assert result.returncode == 1, result.stderr.decode()
-    line = _last_line(result)
+    line = _refused_at_unpack(workspace, tmp_path)
     assert wheel.name in line and "requires python >=3.99" in line and py_world.python.version in line, line
-    assert list(out.iterdir()) == []
 
 
 @needs_linux64
 def test_wheels_without_python_are_refused_at_unpack(py_world: PythonWorld, tmp_path: Path) -> None:
     workspace = py_world.lock(tmp_path / "ws", specs=["pip"], pypi=[py_world.entry("greet-two")])
-    pack = tmp_path / "environment.tar"
-    run("pixi-pack", workspace, "-p", "linux-64", "-o", pack)
-    out = tmp_path / "target"
-    out.mkdir()
-    result = run("pixi-unpack", pack, cwd=out, check=False)
-    assert result.returncode == 1, result.stderr.decode()
-    assert "no python" in _last_line(result)
-    assert list(out.iterdir()) == []
+    assert "no python" in _refused_at_unpack(workspace, tmp_path)
 
 
 def _conda_meta(prefix: Path, records: list[dict[str, object]]) -> Path:
