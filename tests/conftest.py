@@ -75,6 +75,14 @@ def pack_prod(
     return run(*pack_argv(workspace, out, *extra), check=check, env=env)
 
 
+def copy_workspace(workspace: Path, target: Path) -> Path:
+    """``target``, a new folder holding a copy of ``workspace``'s pixi.toml and pixi.lock."""
+    target.mkdir()
+    for name in ("pixi.toml", "pixi.lock"):
+        shutil.copy(workspace / name, target / name)
+    return target
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plugins() -> Iterator[None]:
     reset_plugin_manager()

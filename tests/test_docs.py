@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, host_platform
+from conftest import BIN, REPO, copy_workspace, host_platform
 
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
@@ -118,11 +118,7 @@ def runnable(page: Path) -> bool:
 
 @pytest.fixture
 def page_folder(workspace: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    for name in ("pixi.toml", "pixi.lock"):
-        shutil.copy(workspace / name, folder / name)
-    return folder
+    return copy_workspace(workspace, tmp_path / "work")
 
 
 def run_page(page: Path, folder: Path) -> int:

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import BIN, needs_linux64, run
+from conftest import BIN, copy_workspace, needs_linux64, run
 
 from pixi_pack_ext import __version__
 
@@ -36,11 +36,7 @@ def pixi_path(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def cwd_workspace(workspace: Path, tmp_path: Path) -> Path:
     """A copy of the locked demo workspace to run commands in."""
-    target = tmp_path / "ws"
-    target.mkdir()
-    for name in ("pixi.toml", "pixi.lock"):
-        shutil.copy(workspace / name, target / name)
-    return target
+    return copy_workspace(workspace, tmp_path / "ws")
 
 
 def test_pixi_pack_writes_the_same_pack_as_pixi_pack_dash(
