@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from installer import install
 from installer.destinations import SchemeDictionaryDestination
-from installer.sources import WheelFile
 
+from pixi_pack_ext.builtin.unpack_steps.wheels import install_wheel, wheel_scheme
 from pixi_pack_ext.envpython import (
     EnvPython,
     PythonNotFoundError,
@@ -26,8 +25,6 @@ from pixi_pack_ext.envpython import (
 from pixi_pack_ext.metadata import PYPI_DIR
 
 from .errors import OciError
-
-INSTALLER_NAME = b"pixi-pack-ext\n"
 
 
 def _python(staged: Path, platform: str) -> tuple[EnvPython, str]:
@@ -62,28 +59,13 @@ def install_wheels(pack_dir: Path, staged: Path, prefix: PurePosixPath, platform
     if not wheels:
         return 0
     python, executable = _python(staged, platform)
-    site = staged / python.site_packages(platform)
     for wheel, name in zip(wheels, _checked(wheels, python, platform), strict=True):
         destination = SchemeDictionaryDestination(
-            scheme_dict={
-                "purelib": str(site),
-                "platlib": str(site),
-                "headers": str(staged / python.include_dir(platform) / name.name),
-                "scripts": str(staged / "bin"),
-                "data": str(staged),
-            },
+            scheme_dict=wheel_scheme(staged, python, platform, name.name),
             interpreter=f"{prefix}/{executable}",
             script_kind="posix",
             bytecode_optimization_levels=(),
             overwrite_existing=True,
         )
-        try:
-            with WheelFile.open(wheel) as source:
-                source.validate_record()
-                install(source, destination, {"INSTALLER": INSTALLER_NAME})
-        except Exception as exc:  # installer's validation errors, unsafe paths, bad zips
-            lines = str(exc).strip().splitlines()
-            raise OciError(
-                f"installing wheel {wheel.name} failed: {lines[0] if lines else type(exc).__name__}"
-            ) from None
+        install_wheel(wheel, destination, OciError)
     return len(wheels)

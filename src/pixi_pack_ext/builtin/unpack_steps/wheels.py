@@ -34,7 +34,7 @@ from ...envpython import (
     parse_wheel_name,
     python_for_wheels,
 )
-from ...errors import UnpackError
+from ...errors import PixiPackError, UnpackError
 from ...hookspecs import UnpackContext, UnpackStep, hookimpl
 from ...metadata import PYPI_DIR
 from ...package_guard import unsafe_reason
@@ -141,7 +141,8 @@ def requires_python(wheel: Path) -> str | None:
     return str(value)
 
 
-def _scheme(prefix: Path, python: EnvPython, platform: str, distribution: str) -> dict[str, str]:
+def wheel_scheme(prefix: Path, python: EnvPython, platform: str, distribution: str) -> dict[str, str]:
+    """Where a wheel's files go in the conda environment at ``prefix`` (installer's scheme)."""
     site = str(prefix / python.site_packages(platform))
     scripts = prefix / ("Scripts" if platform.startswith("win-") else "bin")
     return {
@@ -153,14 +154,17 @@ def _scheme(prefix: Path, python: EnvPython, platform: str, distribution: str) -
     }
 
 
-def _install_one(wheel: Path, destination: _Destination) -> None:
+def install_wheel(
+    wheel: Path, destination: SchemeDictionaryDestination, error: type[PixiPackError] = UnpackError
+) -> None:
+    """Install one wheel with installer, its RECORD checked first; a failure is one line as ``error``."""
     try:
         with WheelFile.open(wheel) as source:
             source.validate_record()
             install(source, destination, {"INSTALLER": INSTALLER_NAME})
     except Exception as exc:  # installer's validation errors, unsafe paths, bad zips
         text = str(exc).strip().splitlines()
-        raise UnpackError(
+        raise error(
             f"installing wheel {wheel.name} failed: {text[0] if text else type(exc).__name__}"
         ) from None
 
@@ -202,12 +206,12 @@ def install_wheels(context: UnpackContext) -> None:
     written: list[Path] = []
     for wheel, name in zip(wheels, names, strict=True):
         destination = _Destination(
-            scheme_dict=_scheme(context.prefix, python, context.platform, name.name),
+            scheme_dict=wheel_scheme(context.prefix, python, context.platform, name.name),
             interpreter=str(python_exe),
             script_kind=_LAUNCHERS.get(context.platform, "posix"),  # type: ignore[arg-type]
             overwrite_existing=True,
         )
-        _install_one(wheel, destination)
+        install_wheel(wheel, destination)
         written.extend(destination.written_python)
     compile_bytecode(python_exe, written)
 
