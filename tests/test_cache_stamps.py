@@ -1,5 +1,5 @@
-"""--use-cache trusts a verified entry by its stamp (size, mtime, ctime, inode) instead of re-hashing it,
-and still catches any change made through the file system."""
+"""--use-cache trusts a verified entry by its stamp (size, mtime, inode) instead of re-hashing it,
+and still catches a rewritten or replaced file."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
         cache_key=f"{entry.parent.name}/{entry.name}",
     )
     store = PackageCache(cache)
-    store.use(item)  # links it and stamps it again as it is after this link
+    store.use(item)  # links it; its stamp is already right
 
     def no_hashing(path: Path, *, md5: bool = True) -> tuple[str, str]:
         raise AssertionError(f"{path} was hashed")
@@ -50,20 +50,26 @@ def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
         store.verified_hit(item)
 
 
-def test_same_size_rewrite_with_the_old_mtime_is_caught(channel_dir: Path, tmp_path: Path) -> None:
-    """Restoring the mtime after changing the bytes still changes the ctime: the entry is re-hashed,
-    found corrupt and fetched again; the pack is the same as the first one."""
+def test_rewritten_entry_is_caught_and_hits_write_no_stamps(channel_dir: Path, tmp_path: Path) -> None:
+    """A same-size rewrite changes the mtime: the entry is re-hashed, found corrupt and fetched
+    again; the pack is the same as the first one. Plain hits leave the stamps as they were."""
     with ChannelServer(channel_dir) as server:
         ws = make_workspace(tmp_path / "ws", server.url)
         cache = tmp_path / "cache"
         pack_prod(ws, tmp_path / "cold.tar", "--use-cache", cache)
+        stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (cache / ".verified").iterdir()}
+        pack_prod(ws, tmp_path / "warm.tar", "--use-cache", cache)
+        assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (cache / ".verified").iterdir()} == stamps
+
         victim = next(cache.glob("linux-64/hello-bin-*.conda"))
-        before = victim.stat()
         data = bytearray(victim.read_bytes())
         data[-1] ^= 0xFF
         victim.write_bytes(bytes(data))
-        os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
         requests = server.log.count()
         pack_prod(ws, tmp_path / "healed.tar", "--use-cache", cache)
         assert server.log.count() == requests + 1
-    assert sha256_of(tmp_path / "healed.tar") == sha256_of(tmp_path / "cold.tar")
+    assert (
+        sha256_of(tmp_path / "healed.tar")
+        == sha256_of(tmp_path / "cold.tar")
+        == sha256_of(tmp_path / "warm.tar")
+    )

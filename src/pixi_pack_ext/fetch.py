@@ -158,10 +158,11 @@ class PackageCache:
     def verified_hit(self, item: FetchItem) -> Path | None:
         """The cached file when it exists and still matches the item's hash; a corrupt one is removed.
 
-        A file whose stamp (see ``use``) still describes it is trusted without reading it: any
-        write through the file system changes its mtime or ctime (and ctime cannot be set back),
-        so only a change below the file system (bit rot) would go unseen here; the unpack checks
-        every package's sha256 again anyway. Anything else is hashed.
+        A file whose stamp (see ``use``) still describes it (size, mtime, inode) is trusted without
+        reading it: writing to a file changes its mtime, replacing it changes its inode. What goes
+        unseen here is a same-size rewrite that sets the mtime back (``touch -d``, ``rsync
+        --inplace --times``) or damage below the file system; pixi-unpack checks every package's
+        sha256 again. Anything else is hashed.
         """
         assert item.cache_key is not None
         path = self.path(item.cache_key)
@@ -189,8 +190,8 @@ class PackageCache:
     def use(self, item: FetchItem) -> None:
         """Put the verified cached file of ``item`` at ``item.dest`` and stamp it as verified.
 
-        The stamp records the file's size, mtime, ctime and inode as they are after the link
-        (linking changes the ctime); call it holding ``locked(key)``, after the file was checked.
+        Call it holding ``locked(key)``, after the file was checked. A hit whose stamp is already
+        right writes nothing (so a read-only cache works too).
         """
         assert item.cache_key is not None
         path = self.path(item.cache_key)
@@ -199,6 +200,9 @@ class PackageCache:
         if stamp is None:
             return
         target = self._stamp_path(item.cache_key)
+        with contextlib.suppress(OSError):
+            if target.read_text() == stamp:
+                return
         with contextlib.suppress(OSError):
             target.parent.mkdir(exist_ok=True)
             temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -252,7 +256,7 @@ def _stamp_line(item: FetchItem, st: os.stat_result) -> str | None:
     digest = f"sha256:{item.sha256}" if item.sha256 else f"md5:{item.md5}" if item.md5 else None
     if digest is None:
         return None
-    return f"{digest} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino} {st.st_dev}\n"
+    return f"{digest} {st.st_size} {st.st_mtime_ns} {st.st_ino} {st.st_dev}\n"
 
 
 class Progress:
