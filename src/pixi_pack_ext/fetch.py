@@ -191,7 +191,7 @@ class PackageCache:
         """Put the verified cached file of ``item`` at ``item.dest`` and stamp it as verified.
 
         Call it holding ``locked(key)``, after the file was checked. A hit whose stamp is already
-        right writes nothing (so a read-only cache works too).
+        right writes no stamp.
         """
         assert item.cache_key is not None
         path = self.path(item.cache_key)
