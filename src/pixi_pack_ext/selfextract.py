@@ -294,7 +294,9 @@ class PayloadReader:
             self._hasher.update(block)
             before -= len(block)
         self._left = layout.archive_size
-        self._pending = b""  # unescaped bytes not yet handed out
+        # Unescaped bytes not yet handed out; a bytearray, whose front is dropped without moving the
+        # rest (slicing a bytes object copied the whole remainder on every small read).
+        self._pending = bytearray()
         self._carry = b""  # a stored trailing '#' waiting for the next stored byte
 
     def _fill(self, wanted: int) -> None:
@@ -313,8 +315,19 @@ class PayloadReader:
 
     def read(self, size: int = -1) -> bytes:
         wanted = CHUNK if size is None or size < 0 else size
+        if not self.layout.escaped and not self._pending:
+            # Stored as it is (environment.sh): hand out the file's bytes without buffering them.
+            if self._left <= 0:
+                return b""
+            stored = self._file.read(min(wanted, self._left))
+            if not stored:
+                raise InvalidPackError(f"'{self.path}' ends early: it is truncated; copy it again")
+            self._left -= len(stored)
+            self._hasher.update(stored)
+            return stored
         self._fill(wanted)
-        data, self._pending = self._pending[:wanted], self._pending[wanted:]
+        data = bytes(self._pending[:wanted])
+        del self._pending[:wanted]
         return data
 
     def verify(self) -> None:
