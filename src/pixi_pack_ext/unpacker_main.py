@@ -80,15 +80,24 @@ def _install_wheel(wheel: str, lib: str) -> None:
 def main() -> None:
     given = os.environ.pop("PIXI_UNPACK_LIB_DIR", "")
     own = "" if given else tempfile.mkdtemp(prefix="pixi-unpack-lib-")
+    code = 0
     try:
         lib = _extract(_archive(), given or own)
         sys.path[:] = [lib, *_stdlib_paths()]
-        from pixi_pack_ext.cli.unpack import main as run
+        from pixi_pack_ext.cli.common import exit_code
+        from pixi_pack_ext.cli.unpack import run
 
-        run()
+        try:
+            run()
+        except SystemExit as exc:
+            code = exit_code(exc)
     finally:
         if own:
             shutil.rmtree(own, ignore_errors=True)
+    # Leave without interpreter teardown, during which py-rattler's native runtime can crash.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -42,6 +44,36 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("pixi_pack_ext").setLevel(level)
     for name in ("httpx", "httpcore", "hpack", "h2"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The process exit code a SystemExit stands for (a message means failure, as in Python)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def exit_without_teardown(command: Callable[[], object]) -> NoReturn:
+    """Run a console command, then leave with its exit code, skipping interpreter teardown.
+
+    py-rattler's native runtime can crash (SIGSEGV/SIGABRT in a worker thread) while Python tears
+    down a process that installed or read packages, which would turn a finished, successful run into
+    a crash exit. Every file has been written and closed by then, so the command's own code is the
+    true outcome.
+    """
+    try:
+        command()
+        code = 0
+    except SystemExit as exc:
+        code = exit_code(exc)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def run_reporting_errors(action: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import PixiPackError
 from ..pack import PackOptions, pack
 from ..plugins import get_plugin_manager
-from .common import progress_for, run_reporting_errors, setup_logging, stderr
+from .common import exit_without_teardown, progress_for, run_reporting_errors, setup_logging, stderr
 from .completion import complete_environment, complete_manifest, complete_platform
 from .format_options import META_KEY, add_format_flags, format_options_for
 
@@ -180,7 +180,12 @@ def pack_command(
 
 
 def main() -> None:
-    """Entry point; ``pixi-pack plugins`` and ``pixi-pack completion`` are spelled like subcommands."""
+    """The ``pixi-pack`` console script."""
+    exit_without_teardown(run)
+
+
+def run() -> None:
+    """``pixi-pack`` itself; ``pixi-pack plugins`` and ``pixi-pack completion`` are spelled like subcommands."""
     args = sys.argv[1:]
     if args[:1] == ["plugins"]:
         setup_logging(0, False)

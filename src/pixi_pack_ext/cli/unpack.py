@@ -10,7 +10,7 @@ import rich_click as click
 from .. import __version__
 from ..activation import SHELLS
 from ..unpack import UnpackOptions, unpack
-from .common import run_reporting_errors, setup_logging, stderr
+from .common import exit_without_teardown, run_reporting_errors, setup_logging, stderr
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +65,12 @@ def unpack_command(
 
 
 def main() -> None:
-    """Entry point; ``pixi-unpack completion -s SHELL`` (when no pack is named so) prints completion."""
+    """The ``pixi-unpack`` console script."""
+    exit_without_teardown(run)
+
+
+def run() -> None:
+    """``pixi-unpack`` itself; ``pixi-unpack completion -s SHELL`` (when no pack is named so) prints completion."""
     args = sys.argv[1:]
     if args[:1] == ["completion"] and not Path("completion").exists():
         from .completion import completion_command
