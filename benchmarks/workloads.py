@@ -12,21 +12,19 @@ rewrites it for the port of the server that serves the world in this run.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import hashlib
 import json
 import os
 import random
 import shutil
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import rattler
 
-from pixi_pack_ext.testing.python import build_host_python_package
+from pixi_pack_ext.testing.python import build_host_python_package, write_wheel
 from pixi_pack_ext.testing.world import PypiEntry, write_lock
 
 MiB = 1 << 20
@@ -179,23 +177,9 @@ def build_package(spec: PackageSpec) -> Path:
 def build_wheel(directory: Path, index: int, size: int) -> Path:
     """A real (installable) pure-Python wheel holding ``size`` random bytes as package data."""
     name = f"benchwheel{index:02d}"
-    path = directory / f"{name}-1.0-py3-none-any.whl"
-    entries = {
-        f"{name}/__init__.py": b"",
-        f"{name}/data.bin": os.urandom(size),
-        f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-        f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for arcname, data in entries.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{arcname},sha256={digest},{len(data)}")
-    record.append(f"{name}-1.0.dist-info/RECORD,,")
-    entries[f"{name}-1.0.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for arcname, data in entries.items():
-            zf.writestr(zipfile.ZipInfo(arcname, date_time=(2024, 1, 1, 0, 0, 0)), data)
-    return path
+    return write_wheel(
+        directory, name, "1.0", {f"{name}/__init__.py": b"", f"{name}/data.bin": os.urandom(size)}
+    )
 
 
 def _sha256(path: Path) -> str:

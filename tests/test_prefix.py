@@ -8,14 +8,11 @@ every package must come from a local package cache (conda's ``pkgs/``, ``RATTLER
 from __future__ import annotations
 
 import asyncio
-import base64
 import filecmp
-import hashlib
 import json
 import shutil
 import sys
 import tarfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pytest
 import rattler
 from conftest import make_workspace, run
 
+from pixi_pack_ext.testing.python import write_wheel
 from pixi_pack_ext.testing.world import ChannelServer
 
 ENV = "prod"
@@ -224,24 +222,7 @@ def test_what_cannot_be_packed_is_a_clean_error(
 
 def build_wheel(folder: Path, name: str = "tinywheel", version: str = "1.0") -> Path:
     """A real (pure-python) wheel, written the way wheel builders write it."""
-    dist_info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": b"GREETING = 'hello from a wheel'\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return wheel
+    return write_wheel(folder, name, version, {f"{name}/__init__.py": b"GREETING = 'hello from a wheel'\n"})
 
 
 def pip_install(wheel: Path, prefix: Path) -> None:

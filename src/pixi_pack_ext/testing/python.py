@@ -168,6 +168,29 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+def write_wheel(folder: Path, name: str, version: str, package_files: Mapping[str, bytes]) -> Path:
+    """A pure-Python ``py3-none-any`` wheel of ``package_files``, with METADATA, WHEEL and RECORD.
+
+    For tests that need a wheel fast and without a build backend; entries carry a fixed date so the
+    same files give the same bytes.
+    """
+    dist_info = f"{name}-{version}.dist-info"
+    files = dict(package_files)
+    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path, data in files.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0)), data)
+    return wheel
+
+
 def _rewrite_wheel(wheel: Path, target: Path, edit: Callable[[str, dict[str, bytes]], None]) -> Path:
     """Copy ``wheel`` to ``target`` after ``edit(dist_info, contents)``, with a RECORD that agrees."""
     with zipfile.ZipFile(wheel) as source:
