@@ -24,6 +24,7 @@ from pathlib import Path
 
 import rattler
 
+from pixi_pack_ext.fetch import hash_file
 from pixi_pack_ext.testing.python import build_host_python_package, write_wheel
 from pixi_pack_ext.testing.world import PypiEntry, write_lock
 
@@ -182,14 +183,6 @@ def build_wheel(directory: Path, index: int, size: int) -> Path:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class World:
     """A built workload on disk: ``serve/`` (channel/ and wheels/) and a lock template."""
@@ -252,7 +245,9 @@ def build_world(workload: Workload, log: Callable[[str], None] = print) -> World
     for i, size in enumerate(workload.wheels):
         wheel = build_wheel(wheels_dir, i, size)
         name = wheel.name.split("-")[0]
-        entries.append(PypiEntry(name, "1.0", WHEELS_PLACEHOLDER + wheel.name, _sha256(wheel)))
+        entries.append(
+            PypiEntry(name, "1.0", WHEELS_PLACEHOLDER + wheel.name, hash_file(wheel, md5=False)[0])
+        )
 
     lock = root / "pixi.lock"
     write_lock(lock, channel.as_uri(), {"default": specs}, ["linux-64"], pypi={"default": entries})

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import rattler
 from conftest import pack_argv, pack_prod
+from pack_checks import package_paths
 
-from pixi_pack_ext.testing.faulty_server import FaultyServer
+from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold
 from pixi_pack_ext.testing.locks import relocate_workspace
 from pixi_pack_ext.testing.python import sha256_of
 from pixi_pack_ext.testing.world import ChannelServer
@@ -84,6 +85,17 @@ def lock_hashes(workspace: Path) -> dict[str, str]:
             record = package.repo_data_record()  # type: ignore[union-attr]
             hashes[f"{record.subdir}/{record.file_name}"] = record.sha256.hex()
     return hashes
+
+
+def hold_hello_bin(
+    faulty: FaultyServer, moved: Callable[[str], Path], channel_dir: Path
+) -> tuple[str, Path, dict[str, str]]:
+    """Make the faulty server hold the linux-64 hello-bin download open; returns its path, a
+    workspace locked against that server, and the lock's package hashes."""
+    held = next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
+    faulty.add_faults(held, Hold())
+    workspace = moved(faulty.url)
+    return held, workspace, lock_hashes(workspace)
 
 
 def assert_cache_is_verified(cache: Path, hashes: dict[str, str]) -> set[str]:

@@ -7,11 +7,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from pack_checks import assert_pack_holds_channel_files, package_paths
+from pack_checks import assert_pack_holds_channel_files
 
-from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold
+from pixi_pack_ext.testing.faulty_server import FaultyServer
 
-from .conftest import assert_cache_is_verified, lock_hashes, start_pack
+from .conftest import assert_cache_is_verified, hold_hello_bin, lock_hashes, start_pack
 from .test_interrupts import wait_until
 
 
@@ -46,10 +46,7 @@ def packages_in(folder: Path) -> int:
 def test_second_pack_waits_for_the_first_ones_download(
     faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
 ) -> None:
-    held = next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
-    faulty.add_faults(held, Hold())
-    workspace = moved(faulty.url)
-    hashes = lock_hashes(workspace)
+    held, workspace, hashes = hold_hello_bin(faulty, moved, channel_dir)
     cache = tmp_path / "cache"
     first = start_in(tmp_path / "a", workspace, cache)
     second = None

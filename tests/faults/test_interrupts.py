@@ -13,9 +13,9 @@ import pytest
 from conftest import cli, host_platform
 from pack_checks import assert_pack_holds_channel_files, package_paths
 
-from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold, Stall
+from pixi_pack_ext.testing.faulty_server import FaultyServer, Stall
 
-from .conftest import ENV, assert_cache_is_verified, leftovers, lock_hashes, pack, start_pack
+from .conftest import ENV, assert_cache_is_verified, hold_hello_bin, leftovers, lock_hashes, pack, start_pack
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -42,10 +42,7 @@ def assert_interrupted(code: int, err: str) -> None:
 def test_ctrl_c_during_download_then_a_rerun_uses_the_cache(
     faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
 ) -> None:
-    held = next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
-    faulty.add_faults(held, Hold())
-    workspace = moved(faulty.url)
-    hashes = lock_hashes(workspace)
+    held, workspace, hashes = hold_hello_bin(faulty, moved, channel_dir)
     others = {key for key in hashes if f"/{key}" != held}
     cache, out = tmp_path / "cache", tmp_path / "out"
     out.mkdir()
