@@ -12,6 +12,7 @@ import shutil
 import stat
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -267,8 +268,13 @@ def _copy_range(src: int, offset: int, size: int, dest: int) -> None:
 MADE_FOLDERS_LIMIT = 4096
 
 
-def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
+def safe_extract(
+    fileobj: IO[bytes], dest: Path, file_ready: Callable[[str, Path], None] | None = None
+) -> None:
     """Extract a tar stream into ``dest`` (created if needed), refusing anything unsafe.
+
+    ``file_ready(name, path)`` is called for every file once it is complete on disk, so a caller
+    can start working on early files while later ones are still being read.
 
     Members are read one at a time and nothing is kept per member, so memory stays flat however
     many entries or bytes the archive has; no header can make tarfile buffer more than
@@ -304,6 +310,8 @@ def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
                                 shutil.copyfileobj(source, out, COPY_CHUNK)
                         if member.mode & 0o100:
                             os.chmod(target, 0o755)
+                        if file_ready is not None:
+                            file_ready(relative, Path(target))
                 except (FileExistsError, NotADirectoryError):
                     raise UnsafeArchiveError(
                         f"refusing archive member '{member.name}': it appears twice in the archive"

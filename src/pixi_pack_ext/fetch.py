@@ -13,9 +13,11 @@ import glob
 import hashlib
 import logging
 import os
+import queue
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from .redact import redact_url
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: Bytes of received data that may wait for the disk writer, over all downloads together.
+WRITE_BUDGET = 16 << 20
 #: How often a pack waiting for another one's lock on a cache entry looks again (seconds).
 LOCK_POLL = 0.05
 CACHEDIR_TAG = (
@@ -53,10 +57,80 @@ class FetchItem:
     cache_key: str | None = None
 
 
-class HashingSink:
-    """Writes a download to a temporary file while hashing it; ``restart`` starts over."""
+class DiskWriter:
+    """One thread that writes and hashes the chunks of every download, so the event loop only
+    receives: ``write`` and ``hashlib`` release the GIL, and the two run on separate cores.
 
-    def __init__(self, path: Path, on_bytes: Callable[[int], None], *, md5: bool = True) -> None:
+    At most ``budget`` bytes wait in the queue; a download that gets further ahead of the disk
+    waits (back-pressure), so memory stays bounded however many downloads run at once.
+    """
+
+    def __init__(self, budget: int = WRITE_BUDGET) -> None:
+        self._budget = budget
+        self._queued = 0
+        self._closed = False
+        self._room = threading.Condition()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pixi-pack-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None], size: int = 0) -> None:
+        """Queue ``job``, holding ``size`` bytes of the budget until it has run; once the writer is
+        closed (a Ctrl-C can end the run before its downloads), run it here."""
+
+        def run() -> None:
+            try:
+                job()
+            finally:
+                with self._room:
+                    self._queued -= size
+                    self._room.notify_all()
+
+        with self._room:
+            while not self._closed and self._queued and self._queued + size > self._budget:
+                self._room.wait()
+            closed = self._closed
+            if not closed:
+                self._queued += size
+                self._jobs.put(run)  # under the lock: never behind close()'s end marker
+        if closed:
+            self._thread.join()  # what was queued before goes first
+            job()
+
+    def close(self) -> None:
+        """Finish what is queued and stop the thread."""
+        with self._room:
+            if self._closed:
+                return
+            self._closed = True
+            self._room.notify_all()
+            self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # a sink records its own write errors; nothing may stop this thread
+                log.exception("the download writer failed")
+
+
+class HashingSink:
+    """Writes a download to a temporary file while hashing it; ``restart`` starts over.
+
+    With a ``DiskWriter`` the writing and hashing happen on its thread, in order; ``offset``
+    counts the bytes handed over, and ``restart``, ``digests`` and ``close`` wait for the queue.
+    A write error there is raised by the next call.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        on_bytes: Callable[[int], None],
+        *,
+        md5: bool = True,
+        writer: DiskWriter | None = None,
+    ) -> None:
         self.path = path
         self._on_bytes = on_bytes
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
@@ -64,33 +138,64 @@ class HashingSink:
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if md5 else None
         self._offset = 0
+        self._writer = writer
+        self._error: OSError | None = None
 
     @property
     def offset(self) -> int:
         return self._offset
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._sha256.update(chunk)
-        if self._md5 is not None:
-            self._md5.update(chunk)
+        self._raise_error()
+        if self._writer is None:
+            self._write_now(chunk)
+        else:
+            self._writer.submit(lambda: self._write_now(chunk), len(chunk))
         self._offset += len(chunk)
         self._on_bytes(len(chunk))
 
+    def _write_now(self, chunk: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            self._error = exc
+            return
+        self._sha256.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+
     def restart(self) -> None:
+        self._wait()
         self._on_bytes(-self._offset)
         self._file.seek(0)
         self._file.truncate()
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if self._with_md5 else None
         self._offset = 0
+        self._error = None
 
     def close(self) -> None:
+        self._wait()
         self._file.close()
 
     def digests(self) -> tuple[str, str]:
-        """(sha256, md5); md5 is "" when the sink was made without it."""
+        """(sha256, md5) of everything written; md5 is "" when the sink was made without it."""
+        self._wait()
+        self._raise_error()
         return self._sha256.hexdigest(), self._md5.hexdigest() if self._md5 is not None else ""
+
+    def _wait(self) -> None:
+        """Let the writer thread finish this sink's queued chunks."""
+        if self._writer is not None:
+            done = threading.Event()
+            self._writer.submit(done.set)
+            done.wait()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def hash_file(path: Path, *, md5: bool = True) -> tuple[str, str]:
@@ -288,6 +393,7 @@ class Fetcher:
         self._sessions: dict[str, SourceSession] = {}
         self._stack = AsyncExitStack()
         self._session_lock = asyncio.Lock()
+        self._writer: DiskWriter | None = None
 
     async def _session_for(self, url: str) -> SourceSession:
         source = self.plugins.source_for(url)
@@ -309,11 +415,14 @@ class Fetcher:
                 await self.fetch(item)
             self.progress.file_done(item.label)
 
+        self._writer = DiskWriter()
         try:
             async with self._stack, _TaskGroup() as group:
                 for item in items:
                     group.create_task(one(item))
         finally:
+            self._writer.close()
+            self._writer = None
             self.progress.stop()
 
     async def fetch(self, item: FetchItem) -> None:
@@ -351,7 +460,7 @@ class Fetcher:
         failures: list[str] = []
         last_error: PixiPackError | None = None
         for url in candidate_urls(item.url, self.settings.mirrors):
-            sink = HashingSink(temp, self.progress.advance_bytes, md5=not item.sha256)
+            sink = HashingSink(temp, self.progress.advance_bytes, md5=not item.sha256, writer=self._writer)
             try:
                 session = await self._session_for(url)
                 await session.download(url, sink)

@@ -146,6 +146,10 @@ class FormatOption:
         return self.name.replace("-", "_")
 
 
+#: ``file_ready(name, path)``: a file of the pack is complete on disk (see ``PackFormat``).
+FileReady = Callable[[str, Path], None]
+
+
 @dataclass(frozen=True)
 class PackFormat:
     """A way to write a pack (tar, folder, self-extracting script, image, ...) and to read it back.
@@ -154,6 +158,10 @@ class PackFormat:
     this format recognises an existing input (``None`` for "can it read standard input"), and
     ``open_pack(path, workdir)`` makes the pack available as a folder and returns it (extracting into
     ``workdir`` if it needs to). Formats that only write leave the read side as ``None``.
+    A format that sets ``reports_files`` takes a third argument, ``open_pack(path, workdir,
+    file_ready)``, and calls ``file_ready(name, path)`` for every file as soon as it is complete
+    (``name`` relative to the pack, e.g. ``channel/linux-64/x-1-0.conda``): the unpacker then
+    extracts packages while the rest of the pack is still being read.
     ``peek_metadata(path)`` lets the unpacker refuse a wrong-platform pack before writing anything.
     ``options`` declares the format's settings (see ``FormatOption``); ``check(platform, options)``,
     when given, is called before anything is downloaded and raises a ``PixiPackError`` for a target
@@ -164,8 +172,10 @@ class PackFormat:
     write: Callable[[WriteRequest], None]
     default_output: Callable[[str], str]
     can_read: Callable[[Path | None], bool] | None = None
-    open_pack: Callable[[Path | None, Path], Path] | None = None
+    open_pack: Callable[..., Path] | None = None
     description: str = ""
+    #: ``open_pack`` takes ``file_ready`` and reports each file as it lands (see above).
+    reports_files: bool = False
     #: True when the format can write to standard output (``-o -``).
     streams: bool = False
     #: Read ``pixi-pack.json`` from an existing input without unpacking it (None: cannot look ahead).

@@ -47,17 +47,21 @@ class PackageContents:
     members: list[str] = field(default_factory=list)
     symlinks: dict[str, str] = field(default_factory=dict)
     hardlinks: dict[str, str] = field(default_factory=dict)
+    #: Where ``paths`` came from: paths.json, or info/files in packages made before it existed.
+    paths_source: str = "info/paths.json"
 
 
 async def read_contents(path: Path) -> PackageContents:
-    """``paths.json`` and the archive's member list (names and link targets, no file data)."""
+    """``paths.json`` (or the older ``info/files``) and the archive's member list (names and link
+    targets, no file data)."""
     contents = PackageContents(path.name)
     archive = await PackageArchive.from_path(path)
     try:
         paths_json = await archive.paths_json()
         contents.paths = [str(p.relative_path) for p in paths_json.paths]
-    except Exception:  # no paths.json (very old packages): the member list is what gets linked
+    except Exception:  # no paths.json (old packages): rattler links what info/files lists
         contents.paths = []
+    files_list: bytes | None = None
     for section in ("info", "pkg"):
         async for entry in archive.stream(section):
             contents.members.append(entry.name)
@@ -66,7 +70,26 @@ async def read_contents(path: Path) -> PackageContents:
                 contents.symlinks[entry.name] = target
             elif entry.is_hardlink and target is not None:
                 contents.hardlinks[entry.name] = target
+            elif entry.name == "info/files" and entry.is_file and not contents.paths:
+                files_list = await entry.read()
+    if files_list is not None:
+        text = files_list.decode("utf-8", "surrogateescape")
+        contents.paths = [line for line in text.splitlines() if line.strip()]
+        contents.paths_source = "info/files"
     return contents
+
+
+async def scan_package(path: Path) -> PackageContents:
+    """``read_contents``, with a broken archive refused in one line."""
+    try:
+        return await read_contents(path)
+    except UnsafeArchiveError:
+        raise
+    except Exception as exc:  # rattler's read errors: the archive itself is broken
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeArchiveError(
+            f"refusing package {path.name}: it is not a readable package archive ({first})"
+        ) from None
 
 
 class _Tree:
@@ -115,7 +138,7 @@ class _Tree:
 def check_contents(packages: list[PackageContents]) -> None:
     """Raise ``UnsafeArchiveError`` for the first path or link of any package that escapes."""
     for package in packages:
-        for kind, names in (("info/paths.json", package.paths), ("the archive", package.members)):
+        for kind, names in ((package.paths_source, package.paths), ("the archive", package.members)):
             for name in names:
                 reason = unsafe_reason(name)
                 if reason is not None:
@@ -151,15 +174,7 @@ async def _read_all(files: list[Path], concurrency: int) -> list[PackageContents
 
     async def one(path: Path) -> PackageContents:
         async with semaphore:
-            try:
-                return await read_contents(path)
-            except UnsafeArchiveError:
-                raise
-            except Exception as exc:  # rattler's read errors: the archive itself is broken
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UnsafeArchiveError(
-                    f"refusing package {path.name}: it is not a readable package archive ({first})"
-                ) from None
+            return await scan_package(path)
 
     return list(await asyncio.gather(*(one(f) for f in files)))
 

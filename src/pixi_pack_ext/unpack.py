@@ -24,14 +24,14 @@ import rattler
 from rattler import Channel, RepoData
 
 from .activation import write_activation_script
-from .cache_prefill import CachePrefill
+from .cache_prefill import CachePrefill, is_package_member
 from .channel import read_repodata
 from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
 from .fetch import hash_file
-from .hookspecs import UnpackContext
+from .hookspecs import PackFormat, UnpackContext
 from .interrupts import deferred_interrupts, held_interrupts
 from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
-from .package_guard import check_packages
+from .package_guard import check_contents
 from .plugins import PluginManager, get_plugin_manager
 from .virtual_packages import check_virtual_packages
 
@@ -137,6 +137,19 @@ def package_files(records: list[rattler.RepoDataRecord]) -> list[Path]:
     return [Path(url2pathname(urlsplit(r.url).path)) for r in records]
 
 
+def _open_pack(fmt: PackFormat, pack: Path | None, workdir: Path, prefill: CachePrefill) -> Path:
+    """The pack as a folder; packages start extracting as they land when the format reports them."""
+    assert fmt.open_pack is not None  # format_reading only returns formats that read
+    if not fmt.reports_files:
+        return fmt.open_pack(pack, workdir)
+
+    def file_ready(name: str, path: Path) -> None:
+        if is_package_member(name):
+            prefill.submit(path)
+
+    return fmt.open_pack(pack, workdir, file_ready)
+
+
 def _prepare_prefix(prefix: Path, force: bool) -> None:
     if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())) and not force:
         raise UsageError(
@@ -173,17 +186,18 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     prefix_created = False
     activation: Path | None = None
     try:
-        pack_dir = fmt.open_pack(pack, workdir / "pack")  # type: ignore[misc]
-        metadata = read_metadata(pack_dir)
-        validate_metadata(metadata)
-        records = verify_channel(pack_dir, check_hashes=False)
-        if not options.ignore_virtual_packages:
-            check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
-        # One pass over each package checks its sha256 and extracts it into rattler's cache (the
-        # install then only links), while the guard reads the archives; a wrong hash wins over a
-        # guard refusal, and nothing reaches the environment before both have passed.
-        with CachePrefill(records, package_files(records), workdir / "cache"):
-            check_packages(package_files(records))
+        with CachePrefill(workdir / "cache") as prefill:
+            pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
+            metadata = read_metadata(pack_dir)
+            validate_metadata(metadata)
+            records = verify_channel(pack_dir, check_hashes=False)
+            if not options.ignore_virtual_packages:
+                check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
+            # Every package's sha256 is checked as it is extracted into rattler's cache (the
+            # install then only links) while the guard reads its archive; a wrong hash wins over
+            # a guard refusal, and nothing reaches the environment before both have passed.
+            contents = prefill.finish(records, package_files(records))
+        check_contents(contents)
         if prefix.exists():
             shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
         prefix_created = True

@@ -153,14 +153,21 @@ def path_entry(path: str, data: bytes | None = None, *, softlink: bool = False) 
 
 
 def make_package(
-    index: dict[str, object], paths: list[dict[str, object]], members: list[Member], fmt: str
+    index: dict[str, object],
+    paths: list[dict[str, object]] | None,
+    members: list[Member],
+    fmt: str,
+    files_list: list[str] | None = None,
 ) -> tuple[str, bytes]:
-    """(file name, bytes) of a package with this index.json, paths.json and payload members."""
+    """(file name, bytes) of a package with this index.json, paths.json and payload members;
+    ``paths=None`` leaves paths.json out, as old packages do, and ``files_list`` is their
+    ``info/files``."""
     stem = f"{index['name']}-{index['version']}-{index['build']}"
-    info = [
-        file_member("info/index.json", json.dumps(index).encode()),
-        file_member("info/paths.json", json.dumps({"paths_version": 1, "paths": paths}).encode()),
-    ]
+    info = [file_member("info/index.json", json.dumps(index).encode())]
+    if paths is not None:
+        info.append(file_member("info/paths.json", json.dumps({"paths_version": 1, "paths": paths}).encode()))
+    if files_list is not None:
+        info.append(file_member("info/files", "".join(f"{line}\n" for line in files_list).encode()))
     if fmt == "tar.bz2":
         return f"{stem}.tar.bz2", bz2.compress(_tar_bytes(info + members))
     buffer = io.BytesIO()

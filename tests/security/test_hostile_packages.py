@@ -111,6 +111,22 @@ def test_hostile_package_is_refused(
 
 
 @pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
+def test_old_package_listing_a_climbing_path_in_info_files_is_refused(
+    fmt: str, members: list[Member], escape: Path, unpack_hostile: Callable[..., Outcome]
+) -> None:
+    """Without paths.json rattler links what ``info/files`` lists, so that list is checked too."""
+    index = index_json("evil")
+    listed = ["share/ok.txt", UP_FROM_PREFIX + escape.name]
+    file_name, data = make_package(index, None, [file_member("share/ok.txt")], fmt, files_list=listed)
+    add_package(members, file_name, data, index)
+    outcome = unpack_hostile(members)
+    line = error_line(outcome.result)
+    assert "refusing package evil-1.0-0" in line and "info/files lists" in line, line
+    assert "'..' component" in line, line
+    assert outcome.changed == set(), f"the refused unpack changed {sorted(outcome.changed)}"
+
+
+@pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
 def test_symlink_chain_across_packages_is_refused(
     fmt: str, members: list[Member], escape: Path, unpack_hostile: Callable[..., Outcome]
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...archive import BoundedTarInfo, safe_extract, write_tar
 from ...errors import InvalidPackError
-from ...hookspecs import PackFormat, WriteRequest, hookimpl
+from ...hookspecs import FileReady, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
 
 
@@ -48,12 +48,12 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def open_pack(path: Path | None, workdir: Path) -> Path:
+def open_pack(path: Path | None, workdir: Path, file_ready: FileReady | None = None) -> Path:
     if path is None:
-        safe_extract(sys.stdin.buffer, workdir)
+        safe_extract(sys.stdin.buffer, workdir, file_ready)
     else:
         with open(path, "rb") as f:
-            safe_extract(f, workdir)
+            safe_extract(f, workdir, file_ready)
     return workdir
 
 
@@ -87,6 +87,7 @@ def pixi_pack_formats() -> list[PackFormat]:
             default_output=lambda platform: "environment.tar",
             can_read=can_read,
             open_pack=open_pack,
+            reports_files=True,
             description="one deterministic tar file (pixi-pack format 1); '-o -' streams it",
             streams=True,
             peek_metadata=peek_metadata,
