@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from pixi_pack_ext.config import Settings
 from pixi_pack_ext.errors import DownloadError
 from pixi_pack_ext.hookspecs import ChannelSource, DownloadSink, hookimpl
+
+if TYPE_CHECKING:  # imported when a download starts: every pixi-pack and pixi-unpack run loads plugins
+    import httpx
 
 SCHEME = "http+unix"
 
@@ -40,6 +42,8 @@ class UnixSocketSession:
         self._clients: dict[str, httpx.AsyncClient] = {}
 
     def _client(self, socket_path: str) -> httpx.AsyncClient:
+        import httpx
+
         if socket_path not in self._clients:
             transport = httpx.AsyncHTTPTransport(uds=socket_path, retries=1)
             timeout = httpx.Timeout(30.0, read=self.settings.read_timeout)
@@ -47,6 +51,8 @@ class UnixSocketSession:
         return self._clients[socket_path]
 
     async def download(self, url: str, sink: DownloadSink) -> None:
+        import httpx
+
         socket_path, path = split_url(url)
         client = self._client(socket_path)
         for attempt in range(self.settings.retries + 1):
