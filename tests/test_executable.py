@@ -44,10 +44,9 @@ SHELL_TOOLS = (
     "sh",
     "tail",
     "dd",
+    "tee",
     "wc",
     "tr",
-    "sed",
-    "grep",
     "awk",
     "sha256sum",
     "mktemp",
@@ -56,6 +55,8 @@ SHELL_TOOLS = (
     "uname",
     "cat",
 )
+#: All the bundled unpacker needs besides python3.
+PYTHON_KIND_TOOLS = ("sh", "wc", "tr", "mktemp", "rm", "uname")
 
 
 def _python_ok(python: str | None) -> bool:
@@ -96,7 +97,7 @@ def executable(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @needs_linux64
 @needs_system_python
 def test_environment_sh_installs_with_sh_and_system_python(executable: Path, tmp_path: Path) -> None:
-    path = _restricted_path(tmp_path)  # the shell tools and python3, nothing else
+    path = _restricted_path(tmp_path, PYTHON_KIND_TOOLS)  # a few shell tools and python3, nothing else
     os.symlink(str(SYSTEM_PYTHON), Path(path) / "python3")
     env = clean_env(tmp_path, path=path)
     result = run_script("sh", executable, "-o", tmp_path / "target", "-e", "demo", env=env, cwd=tmp_path)
@@ -133,15 +134,16 @@ def test_the_executable_is_executable_and_self_describing(executable: Path) -> N
     layout = read_layout(executable)
     assert layout is not None
     assert layout.platform == "linux-64" and layout.unpacker == "python" and layout.script == "sh"
-    assert layout.header_size % 4096 == 0 and layout.unpacker_offset == layout.header_size
-    assert layout.file_size == executable.stat().st_size
+    # header | tar | zipapp: the zipapp ends the file, so Python imports it in place
+    assert layout.header_size % 4096 == 0 and layout.archive_offset == layout.header_size
+    assert layout.unpacker_offset == layout.archive_offset + layout.archive_size
+    assert layout.unpacker_offset + layout.unpacker_size == layout.file_size == executable.stat().st_size
     assert '"platform": "linux-64"' in (layout.metadata or "")
-    digest = hashlib.sha256()
-    with open(executable, "rb") as f:
-        f.seek(layout.header_size)
-        digest.update(f.read())
-    assert digest.hexdigest() == layout.sha256
-    header = executable.read_bytes()[: layout.header_size]
+    data = executable.read_bytes()
+    archive = data[layout.archive_offset : layout.unpacker_offset]
+    assert hashlib.sha256(archive).hexdigest() == layout.archive_sha256
+    assert hashlib.sha256(data[layout.unpacker_offset :]).hexdigest() == layout.unpacker_sha256
+    header = data[: layout.header_size]
     assert header.startswith(b"#!/bin/sh\n") and b"\r" not in header
     check = subprocess.run(["sh", "-n"], input=header, capture_output=True, check=False)
     assert check.returncode == 0, check.stderr
@@ -225,7 +227,7 @@ exit 7
 
 
 def _restricted_path(tmp_path: Path, tools: tuple[str, ...] = SHELL_TOOLS) -> str:
-    """A PATH holding only the shell tools (no python anywhere)."""
+    """A PATH holding only these shell tools (no python anywhere)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in (*tools, "tar"):  # tar: for the stand-in unpacker only
@@ -345,16 +347,19 @@ def test_ps1_layout_crlf_markers_offsets(workspace: Path, tmp_path: Path) -> Non
     assert header.endswith(b"\r\n<#\r\n")
     assert b"\n" not in header.replace(b"\r\n", b"")  # CRLF line endings only
     assert b"$PIXI_PACK_ARCHIVE_OFFSET = %d\r\n" % layout.archive_offset in header
-    assert b"$PIXI_PACK_SHA256 = '%s'\r\n" % layout.sha256.encode() in header
+    assert b"$PIXI_PACK_UNPACKER_SHA256 = '%s'\r\n" % (layout.unpacker_sha256 or "").encode() in header
+    assert b"$PIXI_PACK_ARCHIVE_SHA256 = '%s'\r\n" % layout.archive_sha256.encode() in header
     assert header.count(b"<#") == 1 and b"#>" not in header
 
     payload = data[layout.header_size : layout.file_size - len(PS1_TRAILER)]
     assert b"#>" not in payload  # the block comment holding the payload cannot end early
     assert data.endswith(PS1_TRAILER)
-    assert data[layout.archive_offset - 2 : layout.archive_offset] == b"\r\n"
-    assert hashlib.sha256(
-        data[layout.header_size : layout.archive_offset + layout.archive_size]
-    ).hexdigest() == (layout.sha256)
+    assert layout.archive_offset == layout.header_size  # header | tar | CRLF | unpacker | trailer
+    assert data[layout.unpacker_offset - 2 : layout.unpacker_offset] == b"\r\n"
+    archive_end = layout.archive_offset + layout.archive_size
+    assert hashlib.sha256(data[layout.archive_offset : archive_end]).hexdigest() == layout.archive_sha256
+    unpacker_end = layout.unpacker_offset + layout.unpacker_size
+    assert hashlib.sha256(data[layout.unpacker_offset : unpacker_end]).hexdigest() == layout.unpacker_sha256
     assert _decode_region(script, layout.unpacker_offset, layout.unpacker_size) == fake.read_bytes()
     assert _decode_region(script, layout.archive_offset, layout.archive_size) == tar_file.read_bytes()
 
@@ -382,11 +387,13 @@ def test_ps1_with_the_bundled_unpacker_carries_windows_wheels(workspace: Path, t
     assert layout is not None and layout.unpacker == "python"
     bundle = zipfile.ZipFile(io.BytesIO(_decode_region(script, layout.unpacker_offset, layout.unpacker_size)))
     names = bundle.namelist()
+    wheels = json.loads(bundle.read("bundle.json"))["wheels"]
     assert "__main__.py" in names and "lib/pixi_pack_ext/cli/unpack.py" in names
-    assert any(n.startswith("wheels/py_rattler-") and n.endswith("win_amd64.whl") for n in names)
-    assert any(n.startswith("wheels/tomli-") for n in names)  # Python 3.10 targets need it
-    assert not any(n.startswith(("wheels/httpx-", "lib/httpx/")) for n in names)  # packing only
-    assert not any("manylinux" in n for n in names)
+    assert any(w.startswith("py_rattler-") and w.endswith("win_amd64.whl") for w in wheels)
+    assert any(n.startswith("native/rattler/") and n.endswith(".pyd") for n in names)
+    assert "lib/tomli/__init__.py" in names  # Python 3.10 targets need it
+    assert not any(n.startswith("lib/httpx/") or n.startswith("httpx-") for n in [*names, *wheels])
+    assert not any("manylinux" in w for w in wheels)
     with tarfile.open(
         fileobj=io.BytesIO(_decode_region(script, layout.archive_offset, layout.archive_size))
     ) as tar:
@@ -492,7 +499,7 @@ def test_wheelhouse_packs_offline(executable: Path, workspace: Path, tmp_path: P
     script = tmp_path / "environment.sh"
     run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
         "--unpacker-wheelhouse", wheelhouse, "-o", script, env=_offline_env(tmp_path))  # fmt: skip
-    wheels = {n.removeprefix("wheels/") for n in _bundle_of(script).namelist() if n.startswith("wheels/")}
+    wheels = set(json.loads(_bundle_of(script).read("bundle.json"))["wheels"])
     assert any(w.startswith("py_rattler-") for w in wheels) and wheels <= {
         p.name for p in wheelhouse.iterdir()
     }

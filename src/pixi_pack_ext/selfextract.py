@@ -1,21 +1,32 @@
-"""Self-extracting packs: a shell or PowerShell header followed by the unpacker and the pack's tar.
+"""Self-extracting packs: a shell or PowerShell header followed by the pack's tar and the unpacker.
 
 The payload is stored as raw bytes at offsets the header records (no base64, nothing held in
 memory), so a pack of any size is written, verified and unpacked in constant memory:
 
-``environment.sh``:  header (padded to a multiple of 4096) | unpacker | tar
-``environment.ps1``: header ending in ``<#`` | unpacker | CRLF | tar | CRLF ``#>`` CRLF
+``environment.sh``:  header (padded to a multiple of 4096) | tar | unpacker
+``environment.ps1``: header ending in ``<#`` | tar | CRLF | unpacker | CRLF ``#>`` CRLF
+
+The bundled unpacker is a zipapp, and a zip is read from its end: ending ``environment.sh``, it is
+imported in place, nothing copied. Packs from before the split of the sha256 (below) put the
+unpacker first; the offsets say where each part is.
 
 PowerShell parses a whole script before running it, so its payload sits inside one block comment
 and is escaped just enough that ``#>`` never occurs in it: a ``#`` followed by ``>`` or ``~`` is
-stored as ``#~`` (see ``escape``). The recorded sha256 covers the stored bytes from the end of the
-header to the end of the tar; the header checks it before anything runs.
+stored as ``#~`` (see ``escape``).
+
+Each part has its own sha256 of its stored bytes, so no byte is hashed twice: the header checks the
+unpacker before it runs it, and the unpacker checks the tar (``PayloadReader``) before anything is
+installed. Packs from before the split carry one sha256 over both parts, which is still read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +37,9 @@ from .errors import InvalidPackError
 
 BLOCK = 4096
 CHUNK = 1 << 20
+#: Bytes hashed per call by the checking thread: few enough calls that waiting for the GIL between
+#: them (the main thread imports and extracts meanwhile) costs little, small enough to keep RSS low.
+HASH_CHUNK = 8 << 20
 MARKER = b"pixi-pack-ext self-extracting"
 #: The end of the PowerShell payload comment (the payload is escaped so that it never holds ``#>``).
 PS1_TRAILER = b"\r\n#>\r\n"
@@ -59,7 +73,10 @@ class Layout:
     archive_offset: int
     archive_size: int
     file_size: int
-    sha256: str
+    #: sha256 of the unpacker's stored bytes; None in a pack from before the split.
+    unpacker_sha256: str | None
+    #: sha256 of the stored bytes from ``archive_check_offset`` to the end of the tar.
+    archive_sha256: str
     unpacker: str  # "python" (the bundled pixi-unpack) or "executable" (--pixi-unpack-source)
     platform: str
     metadata: str | None
@@ -67,6 +84,12 @@ class Layout:
     @property
     def escaped(self) -> bool:
         return self.script == "ps1"
+
+    @property
+    def archive_check_offset(self) -> int:
+        """Where the bytes ``archive_sha256`` covers start: the tar, or the whole payload for a pack
+        from before the split."""
+        return self.archive_offset if self.unpacker_sha256 is not None else self.header_size
 
 
 # -- the PowerShell escape ------------------------------------------------------------------------
@@ -131,10 +154,16 @@ def render_header(script: str, values: dict[str, str]) -> bytes:
 
 
 def _header_values(
-    *, sizes: dict[str, int], sha256: str, unpacker: str, platform: str, metadata: str
+    *, sizes: dict[str, int], sha256: tuple[str, str], unpacker: str, platform: str, metadata: str
 ) -> dict[str, str]:
     values = {name: str(sizes[name]) for name in _FIELDS}
-    values.update(SHA256=sha256, UNPACKER_KIND=unpacker, PLATFORM=platform, METADATA=metadata)
+    values.update(
+        UNPACKER_SHA256=sha256[0],
+        ARCHIVE_SHA256=sha256[1],
+        UNPACKER_KIND=unpacker,
+        PLATFORM=platform,
+        METADATA=metadata,
+    )
     return values
 
 
@@ -144,7 +173,7 @@ def _reserved_header_size(script: str, platform: str, unpacker: str, metadata: s
     text = render_header(
         script,
         _header_values(
-            sizes=widest, sha256="0" * 64, unpacker=unpacker, platform=platform, metadata=metadata
+            sizes=widest, sha256=("0" * 64, "0" * 64), unpacker=unpacker, platform=platform, metadata=metadata
         ),
     )
     return (len(text) + len(b"<#\r\n") + BLOCK) // BLOCK * BLOCK
@@ -168,39 +197,41 @@ def write_self_extracting(
     metadata = metadata.strip().replace("\n", " ")
     header_size = _reserved_header_size(script, platform, unpacker_kind, metadata)
     out.seek(header_size)
-    hasher = hashlib.sha256()
+    unpacker_hasher, archive_hasher = hashlib.sha256(), hashlib.sha256()
     stream_class = _Escaper if script == "ps1" else _Plain
 
-    unpacker_stream = stream_class(out, hasher)
+    # The tar first, at a block boundary (the shell copies it with dd); the unpacker last, so that
+    # the bundled zipapp ends the file and Python imports it in place (a zip is read from its end).
+    archive_offset = header_size
+    archive_stream = stream_class(out, archive_hasher)
+    write_archive(archive_stream)  # type: ignore[arg-type]  # only write() is used
+    archive_stream.close()
+    archive_size = archive_stream.written
+    unpacker_offset = archive_offset + archive_size
+    if script == "ps1":
+        out.write(PS1_SEPARATOR)
+        unpacker_offset += len(PS1_SEPARATOR)
+
+    unpacker_stream = stream_class(out, unpacker_hasher)
     with open(unpacker_path, "rb") as f:
         while block := f.read(CHUNK):
             unpacker_stream.write(block)
     unpacker_stream.close()
     unpacker_size = unpacker_stream.written
-    archive_offset = header_size + unpacker_size
-    if script == "ps1":
-        out.write(PS1_SEPARATOR)
-        hasher.update(PS1_SEPARATOR)
-        archive_offset += len(PS1_SEPARATOR)
-
-    archive_stream = stream_class(out, hasher)
-    write_archive(archive_stream)  # type: ignore[arg-type]  # only write() is used
-    archive_stream.close()
-    archive_size = archive_stream.written
-    file_size = archive_offset + archive_size
+    file_size = unpacker_offset + unpacker_size
     if script == "ps1":
         out.write(PS1_TRAILER)
         file_size += len(PS1_TRAILER)
 
     sizes = {
         "HEADER_SIZE": header_size,
-        "UNPACKER_OFFSET": header_size,
+        "UNPACKER_OFFSET": unpacker_offset,
         "UNPACKER_SIZE": unpacker_size,
         "ARCHIVE_OFFSET": archive_offset,
         "ARCHIVE_SIZE": archive_size,
         "FILE_SIZE": file_size,
     }
-    sha256 = hasher.hexdigest()
+    sha256 = (unpacker_hasher.hexdigest(), archive_hasher.hexdigest())
     header = render_header(
         script,
         _header_values(
@@ -217,12 +248,13 @@ def write_self_extracting(
     return Layout(
         script=script,
         header_size=header_size,
-        unpacker_offset=header_size,
+        unpacker_offset=unpacker_offset,
         unpacker_size=unpacker_size,
         archive_offset=archive_offset,
         archive_size=archive_size,
         file_size=file_size,
-        sha256=sha256,
+        unpacker_sha256=sha256[0],
+        archive_sha256=sha256[1],
         unpacker=unpacker_kind,
         platform=platform,
         metadata=metadata,
@@ -248,7 +280,10 @@ def read_layout(path: Path) -> Layout | None:
     values = {m.group(1).decode(): m.group(2).decode() for m in _VALUE.finditer(head)}
     try:
         numbers = {name: int(values[name]) for name in _FIELDS}
-        sha256, unpacker, platform = values["SHA256"], values["UNPACKER"], values["PLATFORM"]
+        unpacker, platform = values["UNPACKER"], values["PLATFORM"]
+        split = "ARCHIVE_SHA256" in values
+        archive_sha256 = values["ARCHIVE_SHA256"] if split else values["SHA256"]
+        unpacker_sha256 = values["UNPACKER_SHA256"] if split else None
     except (KeyError, ValueError):
         raise InvalidPackError(f"'{path}' has a damaged self-extracting header") from None
     metadata = _METADATA.search(head)
@@ -260,34 +295,129 @@ def read_layout(path: Path) -> Layout | None:
         archive_offset=numbers["ARCHIVE_OFFSET"],
         archive_size=numbers["ARCHIVE_SIZE"],
         file_size=numbers["FILE_SIZE"],
-        sha256=sha256,
+        unpacker_sha256=unpacker_sha256,
+        archive_sha256=archive_sha256,
         unpacker=unpacker,
         platform=platform,
         metadata=metadata.group(1).decode("utf-8", "replace") if metadata else None,
     )
+    parts = sorted(
+        [(layout.unpacker_offset, layout.unpacker_size), (layout.archive_offset, layout.archive_size)]
+    )
     if not (
-        layout.header_size <= layout.unpacker_offset
-        and layout.unpacker_offset + layout.unpacker_size <= layout.archive_offset
-        and layout.archive_offset + layout.archive_size <= layout.file_size
+        layout.header_size <= parts[0][0]
+        and parts[0][0] + parts[0][1] <= parts[1][0]
+        and parts[1][0] + parts[1][1] <= layout.file_size
     ):
         raise InvalidPackError(f"'{path}' has a damaged self-extracting header (offsets overlap)")
     return layout
 
 
-class PayloadReader:
-    """The pack's tar read from a self-extracting file: bounded, unescaped, and hashed on the way.
+def hash_region(path: str | Path, offset: int, size: int, result: list[str | None]) -> None:
+    """Append to ``result`` the sha256 of ``size`` bytes at ``offset`` of ``path``, or None when the
+    file ends first; append nothing when it cannot be read. (The shell header's bootstrap does the
+    same, so that a check it started can be handed over: see ``adopt_archive_check``.)"""
+    hasher = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        buffer = memoryview(bytearray(min(HASH_CHUNK, max(size, 1))))
+        while size > 0:
+            read = f.readinto(buffer[: min(len(buffer), size)])
+            if not read:
+                break
+            hasher.update(buffer[:read])
+            size -= read
+    result.append(None if size else hasher.hexdigest())
 
-    The hash covers the stored bytes from the end of the header to the end of the tar; ``verify``
-    reads whatever the tar reader left unread and compares, before anything is installed.
+
+class RegionHash:
+    """The sha256 of ``size`` bytes at ``offset`` of a file, computed by a thread.
+
+    Reads and hashlib release the GIL, so the hash takes the other core while the main thread
+    imports or extracts; ``hexdigest`` waits for it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        size: int,
+        running: tuple[threading.Thread, list[str | None]] | None = None,
+    ) -> None:
+        self.path, self.offset, self.size = path, offset, size
+        if running is None:
+            result: list[str | None] = []
+            thread = threading.Thread(target=self._run, args=(result,), name="pixi-pack-sha256", daemon=True)
+            thread.start()
+            running = (thread, result)
+        self._thread, self._result = running
+
+    def _run(self, result: list[str | None]) -> None:
+        with contextlib.suppress(OSError):  # reported by hexdigest as an unreadable file
+            hash_region(self.path, self.offset, self.size, result)
+
+    def hexdigest(self) -> str:
+        """The sha256, or InvalidPackError when the file could not be read to the region's end."""
+        self._thread.join()
+        if not self._result:
+            raise InvalidPackError(f"cannot read '{self.path}' to check its sha256")
+        digest = self._result[0]
+        if digest is None:
+            raise InvalidPackError(f"'{self.path}' ends early: it is truncated; copy it again")
+        return digest
+
+
+#: Checks started ahead of ``PayloadReader`` (by the self-extracting header, before the imports).
+_started: dict[tuple[str, int, int], RegionHash] = {}
+_started_lock = threading.Lock()
+
+
+def _check_key(path: Path, offset: int, size: int) -> tuple[str, int, int]:
+    return (os.path.realpath(path), offset, size)
+
+
+def adopt_archive_check(
+    path: Path, offset: int, size: int, thread: threading.Thread, result: list[str | None]
+) -> None:
+    """Let ``PayloadReader`` use a hash of ``path``'s tar that is already running.
+
+    The header's bootstrap starts it (with ``hash_region``'s protocol) before it checks and runs
+    the bundled unpacker, so the tar is hashed on the other core while Python starts and imports.
+    """
+    with _started_lock:
+        _started[_check_key(path, offset, size)] = RegionHash(path, offset, size, (thread, result))
+
+
+def _take_check(path: Path, offset: int, size: int) -> RegionHash:
+    with _started_lock:
+        started = _started.pop(_check_key(path, offset, size), None)
+    return started if started is not None else RegionHash(path, offset, size)
+
+
+class PayloadReader:
+    """The pack's tar inside a self-extracting file, checked against its sha256 before it is used.
+
+    ``environment.sh`` stores the tar as it is: the reader is a window on the file in the file's own
+    positions, so tarfile reads it with random access and ``safe_extract`` copies the members'
+    bytes with ``copy_file_range`` from ``fileno()``, while a ``RegionHash`` thread hashes the same
+    bytes on the other core. ``environment.ps1`` escapes the tar: it is read in order, unescaped and
+    hashed on the way. Either way ``verify`` must pass before anything is installed.
     """
 
     def __init__(self, file: IO[bytes], path: Path, layout: Layout) -> None:
         self.path, self.layout = path, layout
         self._file = file
+        self._end = layout.archive_offset + layout.archive_size
+        self._check: RegionHash | None = None
         self._hasher = hashlib.sha256()
-        self._file.seek(layout.header_size)
-        before = layout.archive_offset - layout.header_size
-        while before > 0:  # the unpacker (and separator) are covered by the hash too
+        if not layout.escaped:
+            checked = self._end - layout.archive_check_offset
+            self._check = _take_check(path, layout.archive_check_offset, checked)
+            self._file.seek(layout.archive_offset)
+            return
+        self._file.seek(layout.archive_check_offset)
+        before = layout.archive_offset - layout.archive_check_offset
+        while before > 0:  # a pack from before the split: the unpacker is covered by the hash too
             block = self._file.read(min(CHUNK, before))
             if not block:
                 break
@@ -299,6 +429,31 @@ class PayloadReader:
         self._pending = bytearray()
         self._carry = b""  # a stored trailing '#' waiting for the next stored byte
 
+    # -- random access (environment.sh) ----------------------------------------------------------
+
+    def seekable(self) -> bool:
+        return not self.layout.escaped
+
+    def fileno(self) -> int:
+        if self.layout.escaped:
+            raise io.UnsupportedOperation("an escaped payload has no file descriptor to copy from")
+        return self._file.fileno()
+
+    def tell(self) -> int:
+        if self.layout.escaped:
+            raise io.UnsupportedOperation("an escaped payload is read in order")
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move within the file; positions are the file's (the tar starts at ``archive_offset``)."""
+        if self.layout.escaped:
+            raise io.UnsupportedOperation("an escaped payload is read in order")
+        if whence == io.SEEK_END:
+            return self._file.seek(self._end + offset)
+        return self._file.seek(offset, whence)
+
+    # -- reading ---------------------------------------------------------------------------------
+
     def _fill(self, wanted: int) -> None:
         while len(self._pending) < wanted and (self._left > 0 or self._carry):
             stored = self._file.read(min(CHUNK, self._left)) if self._left > 0 else b""
@@ -306,43 +461,35 @@ class PayloadReader:
                 raise InvalidPackError(f"'{self.path}' ends early: it is truncated; copy it again")
             self._left -= len(stored)
             self._hasher.update(stored)
-            if not self.layout.escaped:
-                self._pending += stored
-                continue
             data = self._carry + stored
             self._carry = b"#" if data.endswith(b"#") and self._left > 0 else b""
             self._pending += unescape(data[: len(data) - len(self._carry)])
 
     def read(self, size: int = -1) -> bytes:
         wanted = CHUNK if size is None or size < 0 else size
-        if not self.layout.escaped and not self._pending:
-            # Stored as it is (environment.sh): hand out the file's bytes without buffering them.
-            if self._left <= 0:
-                return b""
-            stored = self._file.read(min(wanted, self._left))
-            if not stored:
-                raise InvalidPackError(f"'{self.path}' ends early: it is truncated; copy it again")
-            self._left -= len(stored)
-            self._hasher.update(stored)
-            return stored
+        if not self.layout.escaped:
+            return self._file.read(max(0, min(wanted, self._end - self._file.tell())))
         self._fill(wanted)
         data = bytes(self._pending[:wanted])
         del self._pending[:wanted]
         return data
 
     def verify(self) -> None:
-        """Hash the rest of the stored tar and refuse the file if the sha256 differs."""
-        while self._left > 0:
-            stored = self._file.read(min(CHUNK, self._left))
-            if not stored:
-                raise InvalidPackError(f"'{self.path}' ends early: it is truncated; copy it again")
-            self._left -= len(stored)
-            self._hasher.update(stored)
-        actual = self._hasher.hexdigest()
-        if actual != self.layout.sha256:
+        """Refuse the file unless the tar's stored bytes have the sha256 its header records."""
+        if self._check is not None:
+            actual = self._check.hexdigest()
+        else:
+            while self._left > 0:
+                stored = self._file.read(min(CHUNK, self._left))
+                if not stored:
+                    raise InvalidPackError(f"'{self.path}' ends early: it is truncated; copy it again")
+                self._left -= len(stored)
+                self._hasher.update(stored)
+            actual = self._hasher.hexdigest()
+        if actual != self.layout.archive_sha256:
             raise InvalidPackError(
-                f"'{self.path}' is corrupt (payload sha256 {actual}, expected {self.layout.sha256}); "
-                "nothing was installed"
+                f"'{self.path}' is corrupt (archive sha256 {actual}, expected "
+                f"{self.layout.archive_sha256}); nothing was installed"
             )
 
 

@@ -18,6 +18,7 @@ import importlib.metadata as metadata
 import importlib.util
 import json
 import logging
+import marshal
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 WHEELHOUSE_ENV = "PIXI_PACK_WHEELHOUSE"
 #: Bump when the zipapp's layout or runtime changes (part of the cache key).
-BUNDLE_VERSION = "1"
+BUNDLE_VERSION = "2"
 MIN_PYTHON = (3, 10)
 #: Built zipapps kept per platform in the cache (each version of this code builds its own).
 KEEP_ZIPAPPS = 3
@@ -353,13 +354,106 @@ def _file_digest(path: Path) -> bytes:
     return digest.digest()
 
 
-def _zip_entry(
-    bundle: zipfile.ZipFile, name: str, data: bytes, *, executable: bool = False, stored: bool = False
-) -> None:
+#: Where the bytes of a zipapp entry come from: a file, a member of a wheel, or literal bytes.
+Source = Path | tuple[Path, str] | bytes
+#: Compiled code, loadable only from disk: its whole top-level folder is extracted at run time.
+_NATIVE_FILE = re.compile(r"\.(so|pyd|dylib|dll)$|\.so\.")
+
+
+def _wheel_entries(wheel: Path) -> Iterator[tuple[str, Source]]:
+    """(install path, source) for what installing ``wheel`` puts in site-packages."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = [member.filename for member in archive.infolist() if not member.is_dir()]
+    for name in names:
+        parts = name.split("/")
+        if ".." in parts or "__pycache__" in parts:
+            continue
+        if parts[0].endswith(".data"):
+            if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                continue  # scripts, headers, data: not needed to import
+            parts = parts[2:]
+        yield "/".join(parts), (wheel, name)
+
+
+#: What importlib.metadata reads of a ``*.dist-info`` folder (it cannot read one inside a zip).
+_METADATA_FILES = frozenset({"METADATA", "entry_points.txt", "top_level.txt"})
+
+
+def _on_disk(name: str) -> bool:
+    """Whether the unpacker extracts this installed file (compiled code, the metadata read at run
+    time) rather than reading it from the zip."""
+    parts = name.split("/")
+    if len(parts) == 2 and parts[0].endswith(".dist-info"):
+        return parts[1] in _METADATA_FILES
+    return bool(_NATIVE_FILE.search(parts[-1]))
+
+
+def _bytecode(source: bytes, name: str) -> bytes | None:
+    """An unchecked-hash pyc of ``source`` for this Python (None where it does not compile)."""
+    try:
+        code = compile(source, name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    flags = (1).to_bytes(4, "little")  # hash-based, not checked against the source (PEP 552)
+    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
+
+
+def _bytecode_name(entry: str) -> str | None:
+    """Where the zipapp keeps the pyc of ``entry``: beside it, where zipimport looks for one."""
+    if sys.implementation.cache_tag is None or not entry.endswith(".py") or not entry.startswith("lib/"):
+        return None
+    return entry + "c"
+
+
+def _write_entry(bundle: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, _ZIP_TIME)
-    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-    info.external_attr = (0o755 if executable else 0o644) << 16
-    bundle.writestr(info, data, compresslevel=None if stored else 1)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    bundle.writestr(info, data, compresslevel=6)
+
+
+def _write_stored(
+    bundle: zipfile.ZipFile, name: str, source: Source, wheels: dict[Path, zipfile.ZipFile]
+) -> None:
+    """Store ``source`` uncompressed, streamed (a compiled extension can be tens of megabytes)."""
+    info = zipfile.ZipInfo(name, _ZIP_TIME)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o755 << 16
+    if isinstance(source, bytes):
+        bundle.writestr(info, source)
+        return
+    if isinstance(source, Path):
+        info.file_size = source.stat().st_size
+        with open(source, "rb") as data, bundle.open(info, "w") as out:
+            shutil.copyfileobj(data, out, 1 << 20)
+        return
+    info.file_size = wheels[source[0]].getinfo(source[1]).file_size
+    with wheels[source[0]].open(source[1]) as data, bundle.open(info, "w") as out:
+        shutil.copyfileobj(data, out, 1 << 20)
+
+
+def _folders(names: Iterable[str]) -> list[str]:
+    """Every folder holding one of ``names``: zipimport finds a namespace package (a folder without
+    ``__init__.py``, such as some of py-rattler's) only by its folder's own zip entry."""
+    folders = set()
+    for name in names:
+        parts = name.split("/")[:-1]
+        folders.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return sorted(folders)
+
+
+def _write_folder(bundle: zipfile.ZipFile, name: str) -> None:
+    info = zipfile.ZipInfo(f"{name}/", _ZIP_TIME)
+    info.external_attr = (0o40755 << 16) | 0x10
+    bundle.writestr(info, b"")
+
+
+def _read(source: Source, wheels: dict[Path, zipfile.ZipFile]) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, Path):
+        return source.read_bytes()
+    return wheels[source[0]].read(source[1])
 
 
 def _write_zipapp(
@@ -369,28 +463,43 @@ def _write_zipapp(
     python: tuple[int, int],
     platform: str,
 ) -> None:
-    """Write the zipapp deterministically (sorted entries, fixed times).
+    """Write the zipapp deterministically (sorted entries, fixed times); see ``unpacker_main``.
 
-    Wheels are stored as they are under ``wheels/`` (already compressed: building takes no time),
-    loose files under ``lib/``; the runtime unpacks both into one folder on ``sys.path``.
+    The wheels' files land as installed under ``lib/`` (imported from the zip, each ``.py`` with a
+    pyc for this Python) or, for what must be on disk, ``native/`` (extracted at run time; compiled
+    code is stored uncompressed, so extracting it is a copy, not tens of megabytes to inflate).
     """
-    files: dict[str, Path | bytes] = {name: path for name, path in installed}
-    files.update(_own_metadata())
-    files.update(_own_files())
+    files: dict[str, Source] = {}
+    for wheel in sorted(wheels, key=lambda w: w.name):
+        files.update(_wheel_entries(wheel))
+    files.update({name.removeprefix("lib/"): path for name, path in installed})
+    files.update({name.removeprefix("lib/"): data for name, data in _own_metadata().items()})
+    files.update({name.removeprefix("lib/"): path for name, path in _own_files()})
     main = (PACKAGE_DIR / "unpacker_main.py").read_bytes()
-    info = {"python": list(python), "platform": platform, "pixi-pack-ext": __version__}
-    with zipfile.ZipFile(target, "w") as bundle:
-        _zip_entry(bundle, "__main__.py", main)
-        _zip_entry(bundle, "bundle.json", json.dumps(info, sort_keys=True).encode())
-        for wheel in sorted(wheels, key=lambda w: w.name):
-            _zip_entry(bundle, f"wheels/{wheel.name}", wheel.read_bytes(), stored=True)
+    info = {
+        "python": list(python),
+        "platform": platform,
+        "pixi-pack-ext": __version__,
+        "wheels": sorted(wheel.name for wheel in wheels),
+    }
+    with contextlib.ExitStack() as stack:
+        opened = {wheel: stack.enter_context(zipfile.ZipFile(wheel)) for wheel in wheels}
+        bundle = stack.enter_context(zipfile.ZipFile(target, "w"))
+        _write_entry(bundle, "__main__.py", main)
+        _write_entry(bundle, "bundle.json", json.dumps(info, sort_keys=True).encode())
+        for folder in _folders(name for name in files if not _on_disk(name)):
+            _write_folder(bundle, f"lib/{folder}")
         for name in sorted(files):
-            source = files[name]
-            if isinstance(source, bytes):
-                _zip_entry(bundle, name, source)
-            else:
-                executable = bool(source.stat().st_mode & 0o100)
-                _zip_entry(bundle, name, source.read_bytes(), executable=executable)
+            if _NATIVE_FILE.search(name.rsplit("/", 1)[-1]):
+                _write_stored(bundle, f"native/{name}", files[name], opened)
+                continue
+            entry = ("native/" if _on_disk(name) else "lib/") + name
+            data = _read(files[name], opened)
+            _write_entry(bundle, entry, data)
+            pyc_name = _bytecode_name(entry)
+            pyc = _bytecode(data, entry) if pyc_name else None
+            if pyc_name and pyc is not None:
+                _write_entry(bundle, pyc_name, pyc)
 
 
 def _cached_build(platform: str, key_sources: list[tuple[str, bytes]], build: Callable[[Path], None]) -> Path:
@@ -426,6 +535,7 @@ def build_unpacker(platform: str, wheelhouse: Path | None = None) -> Path:
     own = [(name, _file_digest(path)) for name, path in _own_files()]
     own.append(("__main__.py", _file_digest(PACKAGE_DIR / "unpacker_main.py")))
     own.append(("version", __version__.encode()))
+    own.append(("bytecode", importlib.util.MAGIC_NUMBER + (sys.implementation.cache_tag or "").encode()))
     with tempfile.TemporaryDirectory(prefix="pixi-pack-wheels-") as tmp:
         wheels, why = resolve_wheels(platform, wheelhouse, Path(tmp))
         if wheels is not None:

@@ -1,14 +1,16 @@
 # pixi-pack-ext self-extracting environment: run it (powershell -ExecutionPolicy Bypass -File environment.ps1 -h).
-# The pack and its unpacker follow this script inside one block comment at the offsets below
-# ('#' is written '#~' where it precedes '>' or '~', so the comment cannot end early); the
-# stored payload is checked against PIXI_PACK_SHA256 before anything is installed.
+# The pack (a tar) and its unpacker follow this script inside one block comment at the offsets
+# below ('#' is written '#~' where it precedes '>' or '~', so the comment cannot end early). The
+# stored unpacker is checked against PIXI_PACK_UNPACKER_SHA256 before it runs, the stored pack
+# against PIXI_PACK_ARCHIVE_SHA256 before anything is installed (by the bundled unpacker itself).
 # pixi-pack.json: @METADATA@
 $PIXI_PACK_HEADER_SIZE = @HEADER_SIZE@
 $PIXI_PACK_UNPACKER_OFFSET = @UNPACKER_OFFSET@
 $PIXI_PACK_UNPACKER_SIZE = @UNPACKER_SIZE@
 $PIXI_PACK_ARCHIVE_OFFSET = @ARCHIVE_OFFSET@
 $PIXI_PACK_ARCHIVE_SIZE = @ARCHIVE_SIZE@
-$PIXI_PACK_SHA256 = '@SHA256@'
+$PIXI_PACK_UNPACKER_SHA256 = '@UNPACKER_SHA256@'
+$PIXI_PACK_ARCHIVE_SHA256 = '@ARCHIVE_SHA256@'
 $PIXI_PACK_UNPACKER = '@UNPACKER_KIND@'
 $PIXI_PACK_PLATFORM = '@PLATFORM@'
 $PIXI_PACK_FILE_SIZE = @FILE_SIZE@
@@ -92,13 +94,13 @@ if ($PIXI_PACK_UNPACKER -eq 'python') {
     }
 }
 
-# The sha256 of the stored bytes from the end of this script to the end of the archive.
-function Get-PayloadSha256 {
+# The sha256 of LENGTH stored bytes at OFFSET.
+function Get-RegionSha256([long]$Offset, [long]$Length) {
     $stream = [System.IO.File]::OpenRead($self)
     $sha = [System.Security.Cryptography.SHA256]::Create()
     try {
-        [void]$stream.Seek($PIXI_PACK_HEADER_SIZE, [System.IO.SeekOrigin]::Begin)
-        [long]$left = $PIXI_PACK_ARCHIVE_OFFSET + $PIXI_PACK_ARCHIVE_SIZE - $PIXI_PACK_HEADER_SIZE
+        [void]$stream.Seek($Offset, [System.IO.SeekOrigin]::Begin)
+        [long]$left = $Length
         $buffer = New-Object byte[] 1048576
         while ($left -gt 0) {
             $read = $stream.Read($buffer, 0, [int][Math]::Min([long]$buffer.Length, $left))
@@ -149,10 +151,18 @@ function Copy-Region([long]$Offset, [long]$Length, [string]$Target) {
     }
 }
 
+function Assert-Region([string]$Part, [long]$Offset, [long]$Length, [string]$Expected) {
+    $actual = Get-RegionSha256 $Offset $Length
+    if ($actual -ne $Expected) {
+        Fail "'$self' is corrupt ($Part sha256 $actual, expected $Expected); nothing was installed"
+    }
+}
+
 Say "checking the sha256 of $name ..."
-$actualSha256 = Get-PayloadSha256
-if ($actualSha256 -ne $PIXI_PACK_SHA256) {
-    Fail "'$self' is corrupt (payload sha256 $actualSha256, expected $PIXI_PACK_SHA256); nothing was installed"
+Assert-Region 'unpacker' $PIXI_PACK_UNPACKER_OFFSET $PIXI_PACK_UNPACKER_SIZE $PIXI_PACK_UNPACKER_SHA256
+if ($PIXI_PACK_UNPACKER -ne 'python') {
+    # The bundled unpacker checks the pack itself as it reads it; another one cannot.
+    Assert-Region 'archive' $PIXI_PACK_ARCHIVE_OFFSET $PIXI_PACK_ARCHIVE_SIZE $PIXI_PACK_ARCHIVE_SHA256
 }
 
 $tmp = Join-Path ([System.IO.Path]::GetTempPath()) ('pixi-unpack-' + [System.Guid]::NewGuid())
@@ -160,7 +170,7 @@ $tmp = Join-Path ([System.IO.Path]::GetTempPath()) ('pixi-unpack-' + [System.Gui
 $status = 1
 try {
     if ($PIXI_PACK_UNPACKER -eq 'python') {
-        # The unpacker reads the pack straight from this file (no copy) and checks the sha256 again.
+        # The unpacker reads the pack straight from this file (no copy), checking its sha256.
         $unpacker = Join-Path $tmp 'pixi-unpack.pyz'
         Copy-Region $PIXI_PACK_UNPACKER_OFFSET $PIXI_PACK_UNPACKER_SIZE $unpacker
         $env:PIXI_UNPACK_LIB_DIR = Join-Path $tmp 'lib'

@@ -1,14 +1,16 @@
 #!/bin/sh
 # pixi-pack-ext self-extracting environment: run it (sh environment.sh -h), do not source it.
-# The pack and its unpacker follow this header as raw bytes at the offsets below; the whole
-# payload is checked against PIXI_PACK_SHA256 before anything is installed.
+# The pack (a tar) and its unpacker follow this header as raw bytes at the offsets below. The
+# unpacker is checked against PIXI_PACK_UNPACKER_SHA256 before it runs, the pack against
+# PIXI_PACK_ARCHIVE_SHA256 before anything is installed (by the bundled unpacker as it reads it).
 # pixi-pack.json: @METADATA@
 PIXI_PACK_HEADER_SIZE=@HEADER_SIZE@
 PIXI_PACK_UNPACKER_OFFSET=@UNPACKER_OFFSET@
 PIXI_PACK_UNPACKER_SIZE=@UNPACKER_SIZE@
 PIXI_PACK_ARCHIVE_OFFSET=@ARCHIVE_OFFSET@
 PIXI_PACK_ARCHIVE_SIZE=@ARCHIVE_SIZE@
-PIXI_PACK_SHA256=@SHA256@
+PIXI_PACK_UNPACKER_SHA256=@UNPACKER_SHA256@
+PIXI_PACK_ARCHIVE_SHA256=@ARCHIVE_SHA256@
 PIXI_PACK_UNPACKER=@UNPACKER_KIND@
 PIXI_PACK_PLATFORM=@PLATFORM@
 PIXI_PACK_FILE_SIZE=@FILE_SIZE@
@@ -55,17 +57,21 @@ done
 
 # Sourced, $0 is the shell, not this file: refuse instead of reading a wrong file.
 [ -f "$self" ] || die "cannot read '$self'; run this script (sh path/to/$name), do not source it"
-sed -n 2p "$self" | grep 'pixi-pack-ext self-extracting' >/dev/null 2>&1 \
-    || die "run this script (sh path/to/$name), do not source it"
+# (The shell reads the two lines itself: `sed -n 2p` read the whole file to print one line.)
+{ IFS= read -r line && IFS= read -r line; } <"$self" 2>/dev/null || line=
+case $line in
+    *'pixi-pack-ext self-extracting'*) ;;
+    *) die "run this script (sh path/to/$name), do not source it" ;;
+esac
 
 host_platform() {
-    case "$(uname -s 2>/dev/null)-$(uname -m 2>/dev/null)" in
-        Linux-x86_64) echo linux-64 ;;
-        Linux-aarch64 | Linux-arm64) echo linux-aarch64 ;;
-        Linux-ppc64le) echo linux-ppc64le ;;
-        Linux-s390x) echo linux-s390x ;;
-        Darwin-x86_64) echo osx-64 ;;
-        Darwin-arm64) echo osx-arm64 ;;
+    case "$(uname -sm 2>/dev/null)" in
+        "Linux x86_64") echo linux-64 ;;
+        "Linux aarch64" | "Linux arm64") echo linux-aarch64 ;;
+        "Linux ppc64le") echo linux-ppc64le ;;
+        "Linux s390x") echo linux-s390x ;;
+        "Darwin x86_64") echo osx-64 ;;
+        "Darwin arm64") echo osx-arm64 ;;
         *) echo unknown ;;
     esac
 }
@@ -78,50 +84,6 @@ expected_size=$PIXI_PACK_FILE_SIZE
 actual_size=$(wc -c <"$self" | tr -d ' ')
 [ "$actual_size" = "$expected_size" ] \
     || die "'$self' has $actual_size bytes where $expected_size were written: it is truncated or damaged; copy it again"
-
-find_python() {
-    for candidate in ${PIXI_UNPACK_PYTHON:-python3 python}; do
-        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1; then
-            printf '%s\n' "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
-
-python=
-if [ "$PIXI_PACK_UNPACKER" = python ]; then
-    python=$(find_python) \
-        || die "unpacking needs python3 >= 3.10 on PATH (or PIXI_UNPACK_PYTHON=/path/to/python3); none was found"
-fi
-
-# The sha256 of every byte after the header, with whatever tool this host has.
-payload_sha256() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        tail -c +$((PIXI_PACK_HEADER_SIZE + 1)) "$self" | sha256sum | awk '{print $1}'
-    elif command -v shasum >/dev/null 2>&1; then
-        tail -c +$((PIXI_PACK_HEADER_SIZE + 1)) "$self" | shasum -a 256 | awk '{print $1}'
-    elif command -v sha256 >/dev/null 2>&1; then
-        tail -c +$((PIXI_PACK_HEADER_SIZE + 1)) "$self" | sha256 | awk '{print $NF}'
-    elif command -v openssl >/dev/null 2>&1; then
-        tail -c +$((PIXI_PACK_HEADER_SIZE + 1)) "$self" | openssl dgst -sha256 | awk '{print $NF}'
-    elif [ -n "$python" ]; then
-        tail -c +$((PIXI_PACK_HEADER_SIZE + 1)) "$self" | "$python" -c '
-import hashlib, sys
-h = hashlib.sha256()
-for block in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
-    h.update(block)
-print(h.hexdigest())'
-    else
-        return 1
-    fi
-}
-
-say "checking the sha256 of $name ..."
-actual_sha256=$(payload_sha256) \
-    || die "no sha256 tool found (sha256sum, shasum, sha256, openssl or python3); cannot verify '$self'"
-[ "$actual_sha256" = "$PIXI_PACK_SHA256" ] \
-    || die "'$self' is corrupt (payload sha256 $actual_sha256, expected $PIXI_PACK_SHA256); nothing was installed"
 
 tmp_root=${TMPDIR:-/tmp}
 tmp=$(mktemp -d "$tmp_root/pixi-unpack.XXXXXX" 2>/dev/null) || {
@@ -136,6 +98,85 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+# The bundled unpacker, a zipapp ending this file, needs Python >= 3.10 (an older candidate exits 86
+# at once and the next is tried). One Python process checks the unpacker's sha256 and runs it in
+# place; meanwhile a thread hashes the pack, and the unpacker compares that hash before it installs
+# anything (the thread is handed over with selfextract.hash_region's protocol).
+# Python runs with -S: the unpacker imports nothing from the host's site-packages, whose .pth
+# files would only cost start-up time.
+bootstrap='
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(86)
+import hashlib, os, runpy, threading
+name, path, tmp, expected = sys.argv[1:5]
+unpacker_offset, unpacker_size, archive_offset, archive_size = map(int, sys.argv[5:9])
+def hash_region(offset, size, result):
+    hasher = hashlib.sha256()
+    with open(path, "rb", buffering=0) as source:
+        source.seek(offset)
+        buffer = memoryview(bytearray(min(size, 1 << 24)))
+        while size > 0:
+            read = source.readinto(buffer[:min(size, len(buffer))])
+            if not read:
+                break
+            hasher.update(buffer[:read])
+            size -= read
+    result.append(None if size else hasher.hexdigest())
+archive = []
+hashing = threading.Thread(target=hash_region, args=(archive_offset, archive_size, archive), daemon=True)
+hashing.start()
+unpacker = []
+hash_region(unpacker_offset, unpacker_size, unpacker)
+if unpacker[0] != expected:
+    sys.stderr.write("%s: error: \x27%s\x27 is corrupt (unpacker sha256 %s, expected %s); "
+                     "nothing was installed\n" % (name, path, unpacker[0], expected))
+    sys.exit(1)
+os.environ["PIXI_UNPACK_LIB_DIR"] = os.path.join(tmp, "lib")
+sys.argv = [path] + sys.argv[9:] + [path]
+check = (path, archive_offset, archive_size, hashing, archive)
+runpy.run_path(path, {"PIXI_UNPACK_ARCHIVE_CHECK": check}, "__main__")
+'
+
+if [ "$PIXI_PACK_UNPACKER" = python ]; then
+    for candidate in ${PIXI_UNPACK_PYTHON:-python3 python}; do
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        "$candidate" -S -c "$bootstrap" "$name" "$self" "$tmp" "$PIXI_PACK_UNPACKER_SHA256" \
+            "$PIXI_PACK_UNPACKER_OFFSET" "$PIXI_PACK_UNPACKER_SIZE" \
+            "$PIXI_PACK_ARCHIVE_OFFSET" "$PIXI_PACK_ARCHIVE_SIZE" "$@"
+        status=$?
+        [ "$status" = 86 ] || exit "$status"
+    done
+    die "unpacking needs python3 >= 3.10 on PATH (or PIXI_UNPACK_PYTHON=/path/to/python3); none was found"
+fi
+
+# An embedded executable (--pixi-unpack-source): the shell checks both parts itself.
+
+# The sha256 of standard input, with whatever tool this host has.
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum | awk '{print $1}'
+    elif command -v shasum >/dev/null 2>&1; then
+        shasum -a 256 | awk '{print $1}'
+    elif command -v sha256 >/dev/null 2>&1; then
+        sha256 | awk '{print $NF}'
+    elif command -v openssl >/dev/null 2>&1; then
+        openssl dgst -sha256 | awk '{print $NF}'
+    elif python=$(command -v python3 || command -v python); then
+        "$python" -c '
+import hashlib, sys
+h = hashlib.sha256()
+stdin = getattr(sys.stdin, "buffer", sys.stdin)
+for block in iter(lambda: stdin.read(1 << 20), b""):
+    h.update(block)
+print(h.hexdigest())'
+    else
+        return 1
+    fi
+}
+: | sha256_of >/dev/null \
+    || die "no sha256 tool found (sha256sum, shasum, sha256, openssl or python3); cannot verify '$self'"
+
 # Copy LENGTH bytes at OFFSET (a multiple of 4096) of this file to stdout with POSIX dd only.
 copy_range() {
     blocks=$(($2 / 4096))
@@ -146,21 +187,22 @@ copy_range() {
     fi
 }
 
+say "checking the sha256 of $name ..."
 unpacker=$tmp/pixi-unpack
-copy_range "$PIXI_PACK_UNPACKER_OFFSET" "$PIXI_PACK_UNPACKER_SIZE" >"$unpacker" \
+tail -c +$((PIXI_PACK_UNPACKER_OFFSET + 1)) "$self" >"$unpacker" \
     && [ "$(wc -c <"$unpacker" | tr -d ' ')" = "$PIXI_PACK_UNPACKER_SIZE" ] \
     || die "could not extract the unpacker into $tmp (disk full?)"
+actual_sha256=$(sha256_of <"$unpacker")
+[ "$actual_sha256" = "$PIXI_PACK_UNPACKER_SHA256" ] \
+    || die "'$self' is corrupt (unpacker sha256 $actual_sha256, expected $PIXI_PACK_UNPACKER_SHA256); nothing was installed"
 
-if [ "$PIXI_PACK_UNPACKER" = python ]; then
-    # The unpacker reads the pack straight from this file (no copy) and checks the sha256 again.
-    PIXI_UNPACK_LIB_DIR=$tmp/lib "$python" "$unpacker" "$@" "$self"
-    status=$?
-else
-    chmod +x "$unpacker"
-    tail -c +$((PIXI_PACK_ARCHIVE_OFFSET + 1)) "$self" >"$tmp/environment.tar" \
-        && [ "$(wc -c <"$tmp/environment.tar" | tr -d ' ')" = "$PIXI_PACK_ARCHIVE_SIZE" ] \
-        || die "could not extract the pack into $tmp (disk full?)"
-    "$unpacker" "$@" "$tmp/environment.tar"
-    status=$?
-fi
-exit $status
+# The pack is copied out and hashed in one read.
+actual_sha256=$(copy_range "$PIXI_PACK_ARCHIVE_OFFSET" "$PIXI_PACK_ARCHIVE_SIZE" | tee "$tmp/environment.tar" | sha256_of)
+[ "$(wc -c <"$tmp/environment.tar" | tr -d ' ')" = "$PIXI_PACK_ARCHIVE_SIZE" ] \
+    || die "could not extract the pack into $tmp (disk full?)"
+[ "$actual_sha256" = "$PIXI_PACK_ARCHIVE_SHA256" ] \
+    || die "'$self' is corrupt (archive sha256 $actual_sha256, expected $PIXI_PACK_ARCHIVE_SHA256); nothing was installed"
+
+chmod +x "$unpacker"
+"$unpacker" "$@" "$tmp/environment.tar"
+exit $?
