@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -13,8 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import needs_linux64, pack_prod
 
+from pixi_pack_ext import cache_prefill
 from pixi_pack_ext.builtin.formats import tar as tar_format
+from pixi_pack_ext.errors import InvalidPackError
 from pixi_pack_ext.fetch import DiskWriter, HashingSink
+from pixi_pack_ext.unpack import UnpackOptions, unpack
 
 
 @pytest.fixture(scope="module")
@@ -24,22 +28,74 @@ def prod_tar(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+class _Recorder:
+    """A ``PackFiles`` that notes what a format tells, and checks each location against the bytes."""
+
+    def __init__(self) -> None:
+        self.ready: list[tuple[str, int]] = []
+        self.located: dict[str, bytes] = {}
+
+    def file_ready(self, name: str, path: Path) -> None:
+        self.ready.append((name, path.stat().st_size))  # the size it has when it is reported
+
+    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> None:
+        assert not path.exists(), f"{name} was located after it was written"
+        with open(source, "rb") as f:
+            f.seek(offset)
+            self.located[name] = f.read(size)
+
+
 @needs_linux64
-def test_tar_reports_every_file_once_and_complete(prod_tar: Path, tmp_path: Path) -> None:
+def test_tar_reports_every_file_once_complete_and_where_its_bytes_are(prod_tar: Path, tmp_path: Path) -> None:
     with tarfile.open(prod_tar) as archive:
         sizes = {m.name.removeprefix("./"): m.size for m in archive.getmembers() if m.isfile()}
-    reported: list[tuple[str, int]] = []
+    files = _Recorder()
+    pack_dir = tar_format.open_pack(prod_tar, tmp_path / "pack", files)
+    assert sorted(files.ready) == sorted(sizes.items())
+    on_disk = {p.relative_to(pack_dir).as_posix(): p for p in pack_dir.rglob("*") if p.is_file()}
+    assert {n for n, _ in files.ready} == set(on_disk)
+    assert files.located == {n: on_disk[n].read_bytes() for n, size in sizes.items() if size}
+    packages = [n for n, _ in files.ready if n.endswith((".conda", ".tar.bz2"))]
+    assert packages and files.ready.index((packages[0], sizes[packages[0]])) < len(files.ready) - 1
 
-    def file_ready(name: str, path: Path) -> None:
-        reported.append((name, path.stat().st_size))  # the size it has when it is reported
 
-    pack_dir = tar_format.open_pack(prod_tar, tmp_path / "pack", file_ready)
-    assert sorted(reported) == sorted(sizes.items())
-    assert {n for n, _ in reported} == {
-        p.relative_to(pack_dir).as_posix() for p in pack_dir.rglob("*") if p.is_file()
-    }
-    packages = [n for n, _ in reported if n.endswith((".conda", ".tar.bz2"))]
-    assert packages and reported.index((packages[0], sizes[packages[0]])) < len(reported) - 1
+@needs_linux64
+def test_packages_extracted_straight_from_the_pack_install_and_run(
+    prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every package (not only big ones) goes through the pipe from the pack to the extractor."""
+    monkeypatch.setattr(cache_prefill, "STREAM_MIN_SIZE", 1)
+    streamed: list[str] = []
+    original = cache_prefill._feed_pipe
+
+    def feed(pipe: Path, *args: object) -> None:
+        streamed.append(pipe.name)
+        original(pipe, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_prefill, "_feed_pipe", feed)
+    prefix = unpack(UnpackOptions(pack=prod_tar, output_directory=tmp_path / "out"))
+    with tarfile.open(prod_tar) as archive:
+        packages = [m.name for m in archive.getmembers() if m.name.endswith((".conda", ".tar.bz2"))]
+    assert len(streamed) == len(packages)
+    result = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert f"prefix={prefix}" in result.stdout
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".pixi-unpack")] == []
+
+
+@needs_linux64
+def test_a_corrupt_package_streamed_from_the_pack_is_refused(
+    prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_prefill, "STREAM_MIN_SIZE", 1)
+    with tarfile.open(prod_tar) as archive:
+        member = next(m for m in archive.getmembers() if "hello-bin" in m.name and m.name.endswith(".conda"))
+    damaged = tmp_path / "damaged.tar"
+    data = bytearray(prod_tar.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    damaged.write_bytes(data)
+    with pytest.raises(InvalidPackError, match=r"hello-bin.*is corrupt: expected sha256"):
+        unpack(UnpackOptions(pack=damaged, output_directory=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_sinks_sharing_a_writer_keep_their_bytes_in_order(tmp_path: Path) -> None:

@@ -12,11 +12,13 @@ import shutil
 import stat
 import sys
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .errors import UnsafeArchiveError
+
+if TYPE_CHECKING:
+    from .hookspecs import PackFiles
 
 #: The fixed modification time of every entry (the one Rust's tar crate uses for deterministic mode).
 DETERMINISTIC_MTIME = 1153704088
@@ -268,13 +270,13 @@ def _copy_range(src: int, offset: int, size: int, dest: int) -> None:
 MADE_FOLDERS_LIMIT = 4096
 
 
-def safe_extract(
-    fileobj: IO[bytes], dest: Path, file_ready: Callable[[str, Path], None] | None = None
-) -> None:
+def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None) -> None:
     """Extract a tar stream into ``dest`` (created if needed), refusing anything unsafe.
 
-    ``file_ready(name, path)`` is called for every file once it is complete on disk, so a caller
-    can start working on early files while later ones are still being read.
+    ``files.file_ready(name, path)`` is called for every file once it is complete on disk, so a
+    caller can start working on early files while later ones are still being read; when the tar
+    is a plain file read with random access, ``files.file_located`` first tells where a file's
+    bytes lie in it.
 
     Members are read one at a time and nothing is kept per member, so memory stays flat however
     many entries or bytes the archive has; no header can make tarfile buffer more than
@@ -290,6 +292,8 @@ def safe_extract(
     try:
         with tarfile.open(fileobj=fileobj, mode=mode, bufsize=READ_BUFFER, tarinfo=BoundedTarInfo) as tar:
             raw_fd = _plain_fd(tar, fileobj)
+            name = getattr(fileobj, "name", None)
+            source = Path(name) if raw_fd is not None and isinstance(name, str) else None
             for member in tar:
                 relative = _check_member(member)
                 target = os.path.join(root, relative)
@@ -301,6 +305,10 @@ def safe_extract(
                             made.clear()
                         made.add(folder)
                     if not member.isdir():
+                        if files is not None and source is not None and member.size:
+                            files.file_located(
+                                relative, Path(target), source, member.offset_data, member.size
+                            )
                         with open(target, "xb") as out:
                             if member.size and raw_fd is not None:
                                 _copy_range(raw_fd, member.offset_data, member.size, out.fileno())
@@ -310,8 +318,8 @@ def safe_extract(
                                 shutil.copyfileobj(source, out, COPY_CHUNK)
                         if member.mode & 0o100:
                             os.chmod(target, 0o755)
-                        if file_ready is not None:
-                            file_ready(relative, Path(target))
+                        if files is not None:
+                            files.file_ready(relative, Path(target))
                 except (FileExistsError, NotADirectoryError):
                     raise UnsafeArchiveError(
                         f"refusing archive member '{member.name}': it appears twice in the archive"

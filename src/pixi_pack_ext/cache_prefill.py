@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -44,6 +45,13 @@ log = logging.getLogger(__name__)
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 STAGING = ".staging"
+PIPES = ".pipes"
+#: Packages at least this big are extracted straight from the pack's bytes while they are copied
+#: out (smaller ones wait for their file: a pipe and a thread cost more than they save there).
+STREAM_MIN_SIZE = 8 << 20
+PIPE_CHUNK = 1 << 20
+#: How often a pipe's feeder looks whether the extractor opened the pipe (seconds).
+PIPE_POLL = 0.002
 
 
 def cache_folder_name(record: rattler.RepoDataRecord) -> str:
@@ -68,26 +76,39 @@ class Staged:
     refusal: UnsafeArchiveError | None = None
 
 
+@dataclass
+class _Job:
+    """One package to extract: from its file, or (``source`` set) from its bytes inside the pack."""
+
+    path: Path
+    future: concurrent.futures.Future[Staged]
+    written: asyncio.Event
+    source: Path | None = None
+    offset: int = 0
+    size: int = 0
+
+
 class CachePrefill:
     """Extract package files into ``cache_dir`` in the background and check them against records.
 
-    Use as a context manager: ``submit`` files while the pack is read, then ``finish`` with the
-    records. Leaving stops the work early when the block failed (what is being extracted
-    finishes) and always waits for the thread.
+    Use as a context manager and as the ``PackFiles`` of a format's ``open_pack``: files are
+    submitted as the pack is read; then ``finish`` with the records. Leaving stops the work early
+    when the block failed (what is being extracted finishes) and always waits for the thread.
     """
 
     def __init__(self, cache_dir: Path, concurrency: int = 2) -> None:
         self.cache_dir = cache_dir
         self.concurrency = max(1, concurrency)
         self._stop = threading.Event()
-        self._results: dict[Path, concurrent.futures.Future[Staged]] = {}
+        self._jobs: dict[Path, _Job] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[Path, concurrent.futures.Future[Staged]] | None] | None = None
+        self._queue: asyncio.Queue[_Job | None] | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pixi-unpack-extract", daemon=True)
 
     def __enter__(self) -> CachePrefill:
-        (self.cache_dir / STAGING).mkdir(parents=True, exist_ok=True)
+        for folder in (STAGING, PIPES):
+            (self.cache_dir / folder).mkdir(parents=True, exist_ok=True)
         self._thread.start()
         self._ready.wait()
         return self
@@ -100,16 +121,35 @@ class CachePrefill:
         self._close()
         self._thread.join()
 
-    # -- the caller's side ---------------------------------------------------------------------------
+    # -- the caller's side (PackFiles) ---------------------------------------------------------------
+
+    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> None:
+        """A big package starts extracting straight from the pack's bytes, while it is written."""
+        if is_package_member(name) and size >= STREAM_MIN_SIZE and hasattr(os, "mkfifo"):
+            self._add(path, source, offset, size)
+
+    def file_ready(self, name: str, path: Path) -> None:
+        if is_package_member(name):
+            self.submit(path)
 
     def submit(self, path: Path) -> None:
-        """Start extracting the package file ``path`` (complete on disk); the first call per file counts."""
+        """Start extracting the package file ``path`` (complete on disk), or let the extraction that
+        started from the pack's bytes go on to the guard's reading of the file."""
+        job = self._jobs.get(path.resolve())
+        if job is None:
+            self._add(path)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(job.written.set)
+
+    def _add(self, path: Path, source: Path | None = None, offset: int = 0, size: int = 0) -> None:
         key = path.resolve()
-        if key in self._results or self._loop is None or self._queue is None:
+        if key in self._jobs or self._loop is None or self._queue is None:
             return
-        future: concurrent.futures.Future[Staged] = concurrent.futures.Future()
-        self._results[key] = future
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (key, future))
+        job = _Job(key, concurrent.futures.Future(), asyncio.Event(), source, offset, size)
+        if source is None:
+            job.written.set()
+        self._jobs[key] = job
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
 
     def finish(self, records: list[rattler.RepoDataRecord], files: list[Path]) -> list[PackageContents]:
         """Check ``files[i]`` against ``records[i].sha256`` and move each extraction into place.
@@ -124,7 +164,7 @@ class CachePrefill:
         refused: dict[Path, UnsafeArchiveError] = {}
         contents: list[PackageContents] = []
         for record, path in zip(records, files, strict=True):
-            staged = self._results[path.resolve()].result()
+            staged = self._jobs[path.resolve()].future.result()
             assert record.sha256 is not None  # verify_channel refuses records without one
             expected = record.sha256.hex()
             if staged.sha256 != expected:
@@ -147,6 +187,8 @@ class CachePrefill:
 
     def _close(self) -> None:
         if self._loop is not None and self._queue is not None and self._thread.is_alive():
+            for job in list(self._jobs.values()):  # a job still waiting for its file gives up
+                self._loop.call_soon_threadsafe(job.written.set)
             for _ in range(self.concurrency):
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
 
@@ -155,9 +197,9 @@ class CachePrefill:
             asyncio.run(self._serve())
         finally:
             self._ready.set()
-            for future in self._results.values():  # a caller waiting on a dead thread must not hang
-                if not future.done():
-                    future.set_exception(RuntimeError("the package extraction stopped"))
+            for job in self._jobs.values():  # a caller waiting on a dead thread must not hang
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the package extraction stopped"))
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -167,35 +209,103 @@ class CachePrefill:
 
         async def worker() -> None:
             assert self._queue is not None
-            while (item := await self._queue.get()) is not None:
-                path, future = item
+            while (job := await self._queue.get()) is not None:
                 try:
-                    future.set_result(await self._one(client, path))
+                    job.future.set_result(await self._one(client, job))
                 except BaseException as exc:  # handed to the caller's thread by the future
-                    future.set_exception(exc)
+                    job.future.set_exception(exc)
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
-    async def _one(self, client: Client, path: Path) -> Staged:
+    async def _one(self, client: Client, job: _Job) -> Staged:
         if self._stop.is_set():
             return Staged("", None)
-        staged, scanned = await asyncio.gather(self._extract(client, path), _scan(path))
+        folder = self.cache_dir / STAGING / f"{job.path.parent.name}--{job.path.name}"
+        if job.source is not None:
+            extraction = asyncio.ensure_future(self._extract_streamed(client, job, folder))
+        else:
+            extraction = asyncio.ensure_future(_extract(client, job.path.as_uri(), folder))
+        await job.written.wait()  # the guard reads the whole archive, so it needs the file
+        scanned = await _scan(job.path) if not self._stop.is_set() else None
+        sha256 = await extraction
+        if sha256 is None:  # an archive the extractor cannot read: hash it, rattler decides
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(folder)
+            staged = Staged((await asyncio.to_thread(hash_file, job.path, md5=False))[0], None)
+        else:
+            staged = Staged(sha256, folder)
         if isinstance(scanned, UnsafeArchiveError):
             staged.refusal = scanned
         else:
             staged.contents = scanned
         return staged
 
-    async def _extract(self, client: Client, path: Path) -> Staged:
-        folder = self.cache_dir / STAGING / f"{path.parent.name}--{path.name}"
+    async def _extract_streamed(self, client: Client, job: _Job, folder: Path) -> str | None:
+        """Extract from a named pipe that a thread fills with the package's bytes in the pack."""
+        assert job.source is not None
+        pipe = self.cache_dir / PIPES / folder.name  # the name keeps the package's suffix
+        os.mkfifo(pipe, 0o600)
+        done = threading.Event()
+        feeding = asyncio.ensure_future(
+            asyncio.to_thread(_feed_pipe, pipe, job.source, job.offset, job.size, done)
+        )
         try:
-            sha256, _md5 = await download_and_extract(client, path.as_uri(), folder)
-            return Staged(sha256.hex(), folder)
-        except Exception as exc:  # an archive the extractor cannot read: hash it, rattler decides
-            log.debug("could not extract %s ahead of the install: %s", path.name, exc)
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(folder)
-        return Staged((await asyncio.to_thread(hash_file, path, md5=False))[0], None)
+            return await _extract(client, pipe.as_uri(), folder)
+        finally:
+            done.set()  # a feeder still waiting for the extractor to open the pipe gives up
+            await feeding
+            pipe.unlink()
+
+
+async def _extract(client: Client, url: str, folder: Path) -> str | None:
+    """The sha256 of the archive at ``url`` extracted into ``folder``; None when it cannot be."""
+    try:
+        sha256, _md5 = await download_and_extract(client, url, folder)
+        return sha256.hex()
+    except Exception as exc:
+        log.debug("could not extract %s ahead of the install: %s", url, exc)
+        return None
+
+
+def _feed_pipe(pipe: Path, source: Path, offset: int, size: int, done: threading.Event) -> None:
+    """Write ``size`` bytes at ``offset`` of ``source`` into ``pipe`` once a reader opened it."""
+    while True:
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or done.wait(PIPE_POLL):
+                return  # no reader yet (ENXIO): wait, unless the extraction is already over
+    try:
+        os.set_blocking(fd, True)
+        _widen_pipe(fd)
+        with open(source, "rb") as src:
+            sent = 0
+            while sent < size:
+                try:
+                    n = os.sendfile(fd, src.fileno(), offset + sent, min(size - sent, PIPE_CHUNK))
+                except OSError as exc:
+                    if isinstance(exc, BrokenPipeError):
+                        raise
+                    chunk = os.pread(src.fileno(), min(size - sent, PIPE_CHUNK), offset + sent)
+                    n = os.write(fd, chunk) if chunk else 0
+                if n == 0:
+                    return
+                sent += n
+    except BrokenPipeError:
+        pass  # the extractor stopped reading (a broken archive): it reports that itself
+    finally:
+        os.close(fd)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Linux: a 1 MiB pipe buffer, so the extractor reads in large steps (64 KiB by default)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_CHUNK)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError):
+        pass  # other systems, or a pipe-max-size below 1 MiB: the default works, a little slower
 
 
 async def _scan(path: Path) -> PackageContents | UnsafeArchiveError:

@@ -146,8 +146,15 @@ class FormatOption:
         return self.name.replace("-", "_")
 
 
-#: ``file_ready(name, path)``: a file of the pack is complete on disk (see ``PackFormat``).
-FileReady = Callable[[str, Path], None]
+class PackFiles(Protocol):
+    """What the unpacker wants to hear while a format extracts a pack (see ``PackFormat``)."""
+
+    def file_ready(self, name: str, path: Path) -> None:
+        """The pack's file ``name`` (e.g. ``channel/linux-64/x-1-0.conda``) is complete at ``path``."""
+
+    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> None:
+        """``name`` is about to be written to ``path``, and its bytes are the ``size`` bytes at
+        ``offset`` of the file ``source``: work on it can start before it is written."""
 
 
 @dataclass(frozen=True)
@@ -158,10 +165,11 @@ class PackFormat:
     this format recognises an existing input (``None`` for "can it read standard input"), and
     ``open_pack(path, workdir)`` makes the pack available as a folder and returns it (extracting into
     ``workdir`` if it needs to). Formats that only write leave the read side as ``None``.
-    A format that sets ``reports_files`` takes a third argument, ``open_pack(path, workdir,
-    file_ready)``, and calls ``file_ready(name, path)`` for every file as soon as it is complete
-    (``name`` relative to the pack, e.g. ``channel/linux-64/x-1-0.conda``): the unpacker then
-    extracts packages while the rest of the pack is still being read.
+    A format that sets ``reports_files`` takes a third argument, ``open_pack(path, workdir, files)``
+    (a ``PackFiles``), and calls ``files.file_ready(name, path)`` for every file as soon as it is
+    complete, and ``files.file_located(...)`` before it writes a file whose bytes lie as they are
+    in a readable file (an uncompressed tar): the unpacker then extracts packages while the rest of
+    the pack is still being read, big ones straight from the pack.
     ``peek_metadata(path)`` lets the unpacker refuse a wrong-platform pack before writing anything.
     ``options`` declares the format's settings (see ``FormatOption``); ``check(platform, options)``,
     when given, is called before anything is downloaded and raises a ``PixiPackError`` for a target
@@ -174,7 +182,7 @@ class PackFormat:
     can_read: Callable[[Path | None], bool] | None = None
     open_pack: Callable[..., Path] | None = None
     description: str = ""
-    #: ``open_pack`` takes ``file_ready`` and reports each file as it lands (see above).
+    #: ``open_pack`` takes a ``PackFiles`` and reports each file as it lands (see above).
     reports_files: bool = False
     #: True when the format can write to standard output (``-o -``).
     streams: bool = False

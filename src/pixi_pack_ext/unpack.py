@@ -24,7 +24,7 @@ import rattler
 from rattler import Channel, RepoData
 
 from .activation import write_activation_script
-from .cache_prefill import CachePrefill, is_package_member
+from .cache_prefill import CachePrefill
 from .channel import read_repodata
 from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
 from .fetch import hash_file
@@ -140,14 +140,9 @@ def package_files(records: list[rattler.RepoDataRecord]) -> list[Path]:
 def _open_pack(fmt: PackFormat, pack: Path | None, workdir: Path, prefill: CachePrefill) -> Path:
     """The pack as a folder; packages start extracting as they land when the format reports them."""
     assert fmt.open_pack is not None  # format_reading only returns formats that read
-    if not fmt.reports_files:
-        return fmt.open_pack(pack, workdir)
-
-    def file_ready(name: str, path: Path) -> None:
-        if is_package_member(name):
-            prefill.submit(path)
-
-    return fmt.open_pack(pack, workdir, file_ready)
+    if fmt.reports_files:
+        return fmt.open_pack(pack, workdir, prefill)
+    return fmt.open_pack(pack, workdir)
 
 
 def _prepare_prefix(prefix: Path, force: bool) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...archive import safe_extract, write_tar
 from ...errors import InvalidPackError, UsageError
-from ...hookspecs import FileReady, FormatOption, PackFormat, WriteRequest, hookimpl
+from ...hookspecs import FormatOption, PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
 from ...selfextract import PayloadReader, is_windows, read_layout, write_self_extracting
 
@@ -86,7 +86,7 @@ def can_read(path: Path | None) -> bool:
     return path is not None and path.is_file() and read_layout(path) is not None
 
 
-def open_pack(path: Path | None, workdir: Path, file_ready: FileReady | None = None) -> Path:
+def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) -> Path:
     """Extract the tar straight from the file (no copy), checking the payload's sha256 on the way;
     a corrupt payload fails here, before the unpacker installs anything from ``workdir``."""
     assert path is not None
@@ -96,7 +96,7 @@ def open_pack(path: Path | None, workdir: Path, file_ready: FileReady | None = N
     with open(path, "rb") as f:
         reader = PayloadReader(f, path, layout)
         try:
-            safe_extract(reader, workdir, file_ready)  # type: ignore[arg-type]  # only read() is used
+            safe_extract(reader, workdir, files)  # type: ignore[arg-type]  # only read() is used
         except InvalidPackError:
             reader.verify()  # a corrupt file explains a broken tar better than the tar error
             raise

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...archive import BoundedTarInfo, safe_extract, write_tar
 from ...errors import InvalidPackError
-from ...hookspecs import FileReady, PackFormat, WriteRequest, hookimpl
+from ...hookspecs import PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
 
 
@@ -48,12 +48,12 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def open_pack(path: Path | None, workdir: Path, file_ready: FileReady | None = None) -> Path:
+def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) -> Path:
     if path is None:
-        safe_extract(sys.stdin.buffer, workdir, file_ready)
+        safe_extract(sys.stdin.buffer, workdir, files)
     else:
         with open(path, "rb") as f:
-            safe_extract(f, workdir, file_ready)
+            safe_extract(f, workdir, files)
     return workdir
 
 
