@@ -142,7 +142,17 @@ def test_the_executable_is_executable_and_self_describing(executable: Path) -> N
     data = executable.read_bytes()
     archive = data[layout.archive_offset : layout.unpacker_offset]
     assert hashlib.sha256(archive).hexdigest() == layout.archive_sha256
-    assert hashlib.sha256(data[layout.unpacker_offset :]).hexdigest() == layout.unpacker_sha256
+    # the header checks the zipapp from its check offset on; the compiled libraries in front of it
+    # are checked by the zipapp itself, against the sha256s of its bundle.json (in the checked part)
+    assert layout.unpacker_offset < layout.unpacker_check_offset < layout.file_size
+    assert hashlib.sha256(data[layout.unpacker_check_offset :]).hexdigest() == layout.unpacker_sha256
+    bundle = zipfile.ZipFile(io.BytesIO(data[layout.unpacker_offset :]))
+    libraries = json.loads(bundle.read("bundle.json"))["libraries"]
+    assert libraries and all(hashlib.sha256(bundle.read(n)).hexdigest() == d for n, d in libraries.items())
+    front = layout.unpacker_check_offset - layout.unpacker_offset
+    assert all((i.header_offset < front) == (i.filename in libraries) for i in bundle.infolist()), (
+        "the libraries, and only they, come before the check offset"
+    )
     header = data[: layout.header_size]
     assert header.startswith(b"#!/bin/sh\n") and b"\r" not in header
     check = subprocess.run(["sh", "-n"], input=header, capture_output=True, check=False)
@@ -159,7 +169,7 @@ def _shells() -> list[list[str]]:
 
 
 @needs_linux64  # the script refuses to run a linux-64 pack elsewhere
-@pytest.mark.parametrize("where", ["archive", "unpacker"])
+@pytest.mark.parametrize("where", ["archive", "library", "unpacker"])
 @pytest.mark.parametrize("shell", _shells(), ids=lambda s: s[0])
 def test_a_corrupt_byte_is_refused_before_anything_is_installed(
     executable: Path, tmp_path: Path, where: str, shell: list[str]
@@ -168,11 +178,12 @@ def test_a_corrupt_byte_is_refused_before_anything_is_installed(
     assert layout is not None
     broken = tmp_path / "environment.sh"
     shutil.copy(executable, broken)
-    offset = (
-        layout.archive_offset + layout.archive_size // 2
-        if where == "archive"
-        else layout.unpacker_offset + layout.unpacker_size // 2
-    )
+    unpacker_end = layout.unpacker_offset + layout.unpacker_size
+    offset = {
+        "archive": layout.archive_offset + layout.archive_size // 2,
+        "library": (layout.unpacker_offset + layout.unpacker_check_offset) // 2,  # py-rattler's
+        "unpacker": (layout.unpacker_check_offset + unpacker_end) // 2,
+    }[where]
     with open(broken, "r+b") as f:
         f.seek(offset)
         byte = f.read(1)

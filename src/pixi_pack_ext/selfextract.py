@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import mmap
 import os
 import re
 import threading
@@ -39,7 +40,7 @@ BLOCK = 4096
 CHUNK = 1 << 20
 #: Bytes hashed per call by the checking thread: few enough calls that waiting for the GIL between
 #: them (the main thread imports and extracts meanwhile) costs little, small enough to keep RSS low.
-HASH_CHUNK = 8 << 20
+HASH_CHUNK = 32 << 20
 MARKER = b"pixi-pack-ext self-extracting"
 #: The end of the PowerShell payload comment (the payload is escaped so that it never holds ``#>``).
 PS1_TRAILER = b"\r\n#>\r\n"
@@ -48,10 +49,13 @@ _FIELDS = (
     "HEADER_SIZE",
     "UNPACKER_OFFSET",
     "UNPACKER_SIZE",
+    "UNPACKER_CHECK_OFFSET",
     "ARCHIVE_OFFSET",
     "ARCHIVE_SIZE",
     "FILE_SIZE",
 )
+#: Fields a pack from before they existed lacks, and what they were then.
+_DEFAULTS = {"UNPACKER_CHECK_OFFSET": "UNPACKER_OFFSET"}
 _VALUE = re.compile(rb"^\$?PIXI_PACK_([A-Z0-9_]+) ?= ?'?([^'\s]*)'?\r?$", re.MULTILINE)
 _METADATA = re.compile(rb"^# pixi-pack\.json: (\{.*\})\r?$", re.MULTILINE)
 #: Where the layout lines live: well inside the first block of either header.
@@ -73,7 +77,12 @@ class Layout:
     archive_offset: int
     archive_size: int
     file_size: int
-    #: sha256 of the unpacker's stored bytes; None in a pack from before the split.
+    #: Where the bytes ``unpacker_sha256`` covers start. The bundled zipapp begins with its compiled
+    #: libraries, which it checks itself against sha256s it carries (in the covered part) while it
+    #: copies them out; the header checks the rest before it runs any of it.
+    unpacker_check_offset: int
+    #: sha256 of the unpacker's stored bytes from ``unpacker_check_offset`` on; None in a pack from
+    #: before the split.
     unpacker_sha256: str | None
     #: sha256 of the stored bytes from ``archive_check_offset`` to the end of the tar.
     archive_sha256: str
@@ -107,7 +116,7 @@ def unescape(data: bytes) -> bytes:
 class _Escaper:
     """Streaming ``escape``: a trailing ``#`` waits for the next chunk to see what follows it."""
 
-    def __init__(self, out: IO[bytes], hasher: hashlib._Hash) -> None:
+    def __init__(self, out: IO[bytes], hasher: hashlib._Hash | _Skipping) -> None:
         self.out, self.hasher, self.pending, self.written = out, hasher, b"", 0
 
     def _emit(self, data: bytes) -> None:
@@ -124,6 +133,20 @@ class _Escaper:
     def close(self) -> None:
         self._emit(self.pending)
         self.pending = b""
+
+
+class _Skipping:
+    """A hasher that leaves out the first ``skip`` bytes it is given."""
+
+    def __init__(self, hasher: hashlib._Hash, skip: int) -> None:
+        self.hasher, self.skip = hasher, skip
+
+    def update(self, data: bytes) -> None:
+        if self.skip >= len(data):
+            self.skip -= len(data)
+            return
+        self.hasher.update(memoryview(data)[self.skip :])
+        self.skip = 0
 
 
 class _Plain(_Escaper):
@@ -187,11 +210,14 @@ def write_self_extracting(
     unpacker_kind: str,
     metadata: str,
     write_archive: Callable[[IO[bytes]], None],
+    unpacker_self_checked: int = 0,
 ) -> Layout:
     """Write a complete self-extracting pack into the seekable ``out`` and return its layout.
 
     ``write_archive(fileobj)`` streams the pack's tar; it is stored (and hashed) as it comes, then
-    the header is written over the room reserved for it at the start.
+    the header is written over the room reserved for it at the start. The unpacker's first
+    ``unpacker_self_checked`` bytes are left out of its sha256: it checks them itself (see
+    ``Layout.unpacker_check_offset``); PowerShell's copy, escaped, is checked whole.
     """
     script = "ps1" if is_windows(platform) else "sh"
     metadata = metadata.strip().replace("\n", " ")
@@ -212,7 +238,8 @@ def write_self_extracting(
         out.write(PS1_SEPARATOR)
         unpacker_offset += len(PS1_SEPARATOR)
 
-    unpacker_stream = stream_class(out, unpacker_hasher)
+    self_checked = 0 if script == "ps1" else unpacker_self_checked
+    unpacker_stream = stream_class(out, _Skipping(unpacker_hasher, self_checked))
     with open(unpacker_path, "rb") as f:
         while block := f.read(CHUNK):
             unpacker_stream.write(block)
@@ -227,6 +254,7 @@ def write_self_extracting(
         "HEADER_SIZE": header_size,
         "UNPACKER_OFFSET": unpacker_offset,
         "UNPACKER_SIZE": unpacker_size,
+        "UNPACKER_CHECK_OFFSET": unpacker_offset + self_checked,
         "ARCHIVE_OFFSET": archive_offset,
         "ARCHIVE_SIZE": archive_size,
         "FILE_SIZE": file_size,
@@ -253,6 +281,7 @@ def write_self_extracting(
         archive_offset=archive_offset,
         archive_size=archive_size,
         file_size=file_size,
+        unpacker_check_offset=unpacker_offset + self_checked,
         unpacker_sha256=sha256[0],
         archive_sha256=sha256[1],
         unpacker=unpacker_kind,
@@ -279,6 +308,8 @@ def read_layout(path: Path) -> Layout | None:
         return None
     values = {m.group(1).decode(): m.group(2).decode() for m in _VALUE.finditer(head)}
     try:
+        for name, default in _DEFAULTS.items():
+            values.setdefault(name, values[default])
         numbers = {name: int(values[name]) for name in _FIELDS}
         unpacker, platform = values["UNPACKER"], values["PLATFORM"]
         split = "ARCHIVE_SHA256" in values
@@ -295,6 +326,7 @@ def read_layout(path: Path) -> Layout | None:
         archive_offset=numbers["ARCHIVE_OFFSET"],
         archive_size=numbers["ARCHIVE_SIZE"],
         file_size=numbers["FILE_SIZE"],
+        unpacker_check_offset=numbers["UNPACKER_CHECK_OFFSET"],
         unpacker_sha256=unpacker_sha256,
         archive_sha256=archive_sha256,
         unpacker=unpacker,
@@ -304,10 +336,12 @@ def read_layout(path: Path) -> Layout | None:
     parts = sorted(
         [(layout.unpacker_offset, layout.unpacker_size), (layout.archive_offset, layout.archive_size)]
     )
+    unpacker_end = layout.unpacker_offset + layout.unpacker_size
     if not (
         layout.header_size <= parts[0][0]
         and parts[0][0] + parts[0][1] <= parts[1][0]
         and parts[1][0] + parts[1][1] <= layout.file_size
+        and layout.unpacker_offset <= layout.unpacker_check_offset <= unpacker_end
     ):
         raise InvalidPackError(f"'{path}' has a damaged self-extracting header (offsets overlap)")
     return layout
@@ -316,18 +350,44 @@ def read_layout(path: Path) -> Layout | None:
 def hash_region(path: str | Path, offset: int, size: int, result: list[str | None]) -> None:
     """Append to ``result`` the sha256 of ``size`` bytes at ``offset`` of ``path``, or None when the
     file ends first; append nothing when it cannot be read. (The shell header's bootstrap does the
-    same, so that a check it started can be handed over: see ``adopt_archive_check``.)"""
+    same, so that a check it started can be handed over: see ``adopt_archive_check``.)
+
+    The file is mapped a window at a time: each window is hashed in one call without the GIL and
+    without copying the bytes out of the page cache.
+    """
     hasher = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        buffer = memoryview(bytearray(min(HASH_CHUNK, max(size, 1))))
-        while size > 0:
-            read = f.readinto(buffer[: min(len(buffer), size)])
-            if not read:
-                break
-            hasher.update(buffer[:read])
-            size -= read
-    result.append(None if size else hasher.hexdigest())
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < offset + size:
+            result.append(None)
+            return
+        try:
+            _hash_mapped(f, offset, size, hasher)
+        except OSError:  # a file that cannot be mapped is read
+            hasher = hashlib.sha256()
+            _hash_read(f, offset, size, hasher)
+    result.append(hasher.hexdigest())
+
+
+def _hash_mapped(f: IO[bytes], offset: int, size: int, hasher: hashlib._Hash) -> None:
+    start, end = offset - offset % mmap.ALLOCATIONGRANULARITY, offset + size
+    while start < end:
+        length = min(end - start, HASH_CHUNK)
+        with (
+            mmap.mmap(f.fileno(), length, offset=start, access=mmap.ACCESS_READ) as window,
+            memoryview(window)[max(offset - start, 0) :] as view,
+        ):
+            hasher.update(view)
+        start += length
+
+
+def _hash_read(f: IO[bytes], offset: int, size: int, hasher: hashlib._Hash) -> None:
+    f.seek(offset)
+    while size > 0:
+        block = f.read(min(size, HASH_CHUNK))
+        if not block:
+            break
+        hasher.update(block)
+        size -= len(block)
 
 
 class RegionHash:
@@ -430,6 +490,12 @@ class PayloadReader:
         self._carry = b""  # a stored trailing '#' waiting for the next stored byte
 
     # -- random access (environment.sh) ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The file's path: with ``fileno()`` and the file's own positions, where a member's bytes
+        lie (``safe_extract`` tells the unpacker, which reads packages straight from there)."""
+        return str(self.path)
 
     def seekable(self) -> bool:
         return not self.layout.escaped

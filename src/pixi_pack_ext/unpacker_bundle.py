@@ -28,6 +28,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import platformdirs
 
@@ -412,24 +413,52 @@ def _write_entry(bundle: zipfile.ZipFile, name: str, data: bytes) -> None:
     bundle.writestr(info, data, compresslevel=6)
 
 
+class _Hashing:
+    """A writable file that hashes what goes through it."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out, self.hasher = out, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        return self.out.write(data)
+
+
 def _write_stored(
     bundle: zipfile.ZipFile, name: str, source: Source, wheels: dict[Path, zipfile.ZipFile]
-) -> None:
-    """Store ``source`` uncompressed, streamed (a compiled extension can be tens of megabytes)."""
+) -> str:
+    """Store ``source`` uncompressed, streamed (a compiled extension can be tens of megabytes);
+    returns its sha256."""
     info = zipfile.ZipInfo(name, _ZIP_TIME)
     info.compress_type = zipfile.ZIP_STORED
     info.external_attr = 0o755 << 16
     if isinstance(source, bytes):
         bundle.writestr(info, source)
-        return
+        return hashlib.sha256(source).hexdigest()
+    opened: contextlib.AbstractContextManager[IO[bytes]]
     if isinstance(source, Path):
         info.file_size = source.stat().st_size
-        with open(source, "rb") as data, bundle.open(info, "w") as out:
-            shutil.copyfileobj(data, out, 1 << 20)
-        return
-    info.file_size = wheels[source[0]].getinfo(source[1]).file_size
-    with wheels[source[0]].open(source[1]) as data, bundle.open(info, "w") as out:
-        shutil.copyfileobj(data, out, 1 << 20)
+        opened = open(source, "rb")  # noqa: SIM115  # entered just below
+    else:
+        info.file_size = wheels[source[0]].getinfo(source[1]).file_size
+        opened = wheels[source[0]].open(source[1])
+    with opened as data, bundle.open(info, "w") as out:
+        hashing = _Hashing(out)
+        shutil.copyfileobj(data, hashing, 1 << 20)  # type: ignore[misc]  # only write() is used
+    return hashing.hasher.hexdigest()
+
+
+def self_checked_size(zipapp: Path) -> int:
+    """How many bytes at the start of the zipapp it checks itself: its compiled libraries, which
+    come first and whose sha256s its ``bundle.json`` lists. The self-extracting header checks the
+    rest, ``bundle.json`` included, before it runs the zipapp."""
+    with zipfile.ZipFile(zipapp) as bundle:
+        libraries = json.loads(bundle.read("bundle.json")).get("libraries", {})
+        others = [info.header_offset for info in bundle.infolist() if info.filename not in libraries]
+        first_other = min(others, default=0)
+        if any(bundle.getinfo(name).header_offset >= first_other for name in libraries):
+            return 0  # not all in front: let the header check everything
+        return first_other
 
 
 def _folders(names: Iterable[str]) -> list[str]:
@@ -476,7 +505,7 @@ def _write_zipapp(
     files.update({name.removeprefix("lib/"): data for name, data in _own_metadata().items()})
     files.update({name.removeprefix("lib/"): path for name, path in _own_files()})
     main = (PACKAGE_DIR / "unpacker_main.py").read_bytes()
-    info = {
+    info: dict[str, object] = {
         "python": list(python),
         "platform": platform,
         "pixi-pack-ext": __version__,
@@ -485,14 +514,21 @@ def _write_zipapp(
     with contextlib.ExitStack() as stack:
         opened = {wheel: stack.enter_context(zipfile.ZipFile(wheel)) for wheel in wheels}
         bundle = stack.enter_context(zipfile.ZipFile(target, "w"))
+        # The compiled libraries first: the header's sha256 leaves them out, the zipapp checks them
+        # against the sha256s in bundle.json as it copies them out, on the other core.
+        libraries = sorted(name for name in files if _NATIVE_FILE.search(name.rsplit("/", 1)[-1]))
+        info["libraries"] = {
+            f"native/{name}": _write_stored(bundle, f"native/{name}", files[name], opened)
+            for name in libraries
+        }
         _write_entry(bundle, "__main__.py", main)
+        main_pyc = _bytecode(main, "__main__.py")
+        if main_pyc is not None and sys.implementation.cache_tag is not None:
+            _write_entry(bundle, "__main__.pyc", main_pyc)
         _write_entry(bundle, "bundle.json", json.dumps(info, sort_keys=True).encode())
         for folder in _folders(name for name in files if not _on_disk(name)):
             _write_folder(bundle, f"lib/{folder}")
-        for name in sorted(files):
-            if _NATIVE_FILE.search(name.rsplit("/", 1)[-1]):
-                _write_stored(bundle, f"native/{name}", files[name], opened)
-                continue
+        for name in sorted(set(files) - set(libraries)):
             entry = ("native/" if _on_disk(name) else "lib/") + name
             data = _read(files[name], opened)
             _write_entry(bundle, entry, data)

@@ -3,12 +3,16 @@
 Pure-Python modules are imported straight from the zip (``lib/``), each source with its bytecode
 for the Python that built the zipapp beside it (another version compiles the source instead), so a
 run reads only the modules it imports. What cannot be loaded from a zip is extracted (``native/``:
-compiled extensions such as py-rattler's, stored uncompressed so that extracting them is a copy,
+compiled libraries such as py-rattler's, stored uncompressed so that extracting them is a copy,
 and the ``*.dist-info`` metadata importlib.metadata reads): into ``$PIXI_UNPACK_LIB_DIR`` when the
 self-extracting header gives one (it removes its temporary folder itself), else into a temporary
-folder removed on exit, Ctrl-C included. The big files are copied by a thread while the imports
-run; importing an extension waits for them. The host's site-packages are left out of ``sys.path``
-so that only the bundled, tested versions are imported.
+folder removed on exit, Ctrl-C included. The host's site-packages are left out of ``sys.path`` so
+that only the bundled, tested versions are imported.
+
+The compiled libraries come first in the zip and the self-extracting header does not check them:
+each is checked against the sha256 ``bundle.json`` lists (in the part the header checked) while
+it is copied out, by a thread, as the imports run; importing an extension waits for that, and a
+library that does not match stops the run before anything is installed.
 
 Run by a self-extracting header, the zipapp gets ``PIXI_UNPACK_ARCHIVE_CHECK`` among its globals:
 the hash of the pack's tar the header started before the zipapp (see
@@ -17,10 +21,12 @@ the hash of the pack's tar the header started before the zipapp (see
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import json
+import mmap
 import os
 import shutil
 import struct
@@ -29,15 +35,22 @@ import sysconfig
 import tempfile
 import threading
 import zipfile
-from typing import Any
+import zipimport
+from typing import IO, Any
 
 LIB = "lib"
 NATIVE = "native/"
 LIB_DIR_ENV = "PIXI_UNPACK_LIB_DIR"
 CHECK_GLOBAL = "PIXI_UNPACK_ARCHIVE_CHECK"
-#: Stored entries at least this big are copied by the kernel in the background.
+#: Members at least this big are extracted by the thread.
 BIG = 1 << 20
+#: Bytes of a stored library mapped, hashed and written at a time.
+WINDOW = 32 << 20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
+
+
+class CorruptLibrary(Exception):
+    """A compiled library whose bytes are not the ones the zipapp lists."""
 
 
 def _archive() -> str:
@@ -57,8 +70,8 @@ def _stdlib_paths() -> list[str]:
     return kept
 
 
-def _check_python(bundle: zipfile.ZipFile) -> None:
-    needed = tuple(json.loads(bundle.read("bundle.json")).get("python", [3, 10]))
+def _check_python(info: dict[str, Any]) -> None:
+    needed = tuple(info.get("python", [3, 10]))
     if sys.version_info[:2] < needed:
         version = ".".join(map(str, needed))
         sys.stderr.write(
@@ -77,44 +90,60 @@ def _data_offset(raw: int, member: zipfile.ZipInfo) -> int:
     return member.header_offset + _LOCAL_HEADER.size + name_length + extra_length
 
 
-def _copy_stored(raw: int, member: zipfile.ZipInfo, destination: str) -> bool:
-    """Copy a stored member with ``copy_file_range``; False where the kernel cannot."""
-    if not hasattr(os, "copy_file_range"):
-        return False
-    offset, done = _data_offset(raw, member), 0
+def _copy_mapped(raw: int, member: zipfile.ZipInfo, out: IO[bytes], hasher: Any) -> None:
+    """Copy a stored member a mapped window at a time: hashed and written without the GIL, and
+    without copying its bytes out of the page cache first."""
+    offset = _data_offset(raw, member)
+    start, end = offset - offset % mmap.ALLOCATIONGRANULARITY, offset + member.file_size
+    while start < end:
+        length = min(end - start, WINDOW)
+        with (
+            mmap.mmap(raw, length, offset=start, access=mmap.ACCESS_READ) as window,
+            memoryview(window)[max(offset - start, 0) :] as view,
+        ):
+            hasher.update(view)
+            out.write(view)
+        start += length
+
+
+def _extract_member(bundle: zipfile.ZipFile, raw: int, member: zipfile.ZipInfo, destination: str) -> str:
+    """Write a member to ``destination``; returns the sha256 of its bytes."""
     with open(destination, "wb") as out:
-        while done < member.file_size:
+        if member.compress_type == zipfile.ZIP_STORED:
+            hasher = hashlib.sha256()
             try:
-                copied = os.copy_file_range(raw, out.fileno(), member.file_size - done, offset + done)
-            except OSError:
-                copied = 0
-            if copied == 0:
-                return False
-            done += copied
-    return True
-
-
-def _extract_member(bundle: zipfile.ZipFile, raw: int, member: zipfile.ZipInfo, destination: str) -> None:
-    if member.compress_type == zipfile.ZIP_STORED and _copy_stored(raw, member, destination):
-        return
-    with bundle.open(member) as source, open(destination, "wb") as out:
-        shutil.copyfileobj(source, out, 1 << 20)
+                _copy_mapped(raw, member, out, hasher)
+                return hasher.hexdigest()
+            except (OSError, ValueError):  # a file that cannot be mapped is read
+                out.seek(0)
+                out.truncate()
+        hasher = hashlib.sha256()
+        with bundle.open(member) as source:
+            while block := source.read(1 << 20):
+                hasher.update(block)
+                out.write(block)
+    return hasher.hexdigest()
 
 
 class Native:
     """The zipapp's ``native/`` files on disk, and a finder for its compiled extensions.
 
-    The small files (metadata) are extracted at once, the big ones (the extensions) by a thread;
-    ``find_spec`` hands out an extension only once that thread is done, so the imports before it
-    run meanwhile. An extension's package stays in the zip: the finder locates the module itself.
+    The small files are extracted at once, the big ones (the extensions) by a thread; each
+    compiled library is checked against its listed sha256 as it is written. ``find_spec`` hands
+    out an extension only once that thread is done and every library matched, so the imports
+    before it run meanwhile. An extension's package stays in the zip: the finder locates the
+    module itself.
     """
 
     def __init__(self, archive: str, target: str) -> None:
+        self.archive = archive
         self.folder = os.path.join(target, "native")
         self.extensions: dict[str, str] = {}
-        self._error: BaseException | None = None
+        self._problem: Exception | None = None
         self._bundle = zipfile.ZipFile(archive)
-        _check_python(self._bundle)
+        info = json.loads(self._bundle.read("bundle.json"))
+        _check_python(info)
+        self._libraries: dict[str, str] = info.get("libraries", {})
         self._raw = os.open(archive, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         big = []
         for member in self._bundle.infolist():
@@ -127,8 +156,8 @@ class Native:
             if member.file_size >= BIG:
                 big.append((member, destination))
             else:
-                _extract_member(self._bundle, self._raw, member, destination)
-        self._thread = threading.Thread(target=self._extract, args=(big,), daemon=True)
+                self._extract(member, destination)
+        self._thread = threading.Thread(target=self._extract_all, args=(big,), daemon=True)
         self._thread.start()
 
     def _note_extension(self, parts: list[str], destination: str) -> None:
@@ -138,33 +167,60 @@ class Native:
                 self.extensions.setdefault(".".join(module), destination)
                 return
 
-    def _extract(self, big: list[tuple[zipfile.ZipInfo, str]]) -> None:
+    def _extract(self, member: zipfile.ZipInfo, destination: str) -> None:
+        digest = _extract_member(self._bundle, self._raw, member, destination)
+        expected = self._libraries.get(member.filename)
+        if expected is not None and digest != expected:
+            name = member.filename.removeprefix(NATIVE)
+            raise CorruptLibrary(
+                f"'{self.archive}' is corrupt ({name} sha256 {digest}, expected {expected}); "
+                "nothing was installed"
+            )
+
+    def _extract_all(self, big: list[tuple[zipfile.ZipInfo, str]]) -> None:
         try:
             for member, destination in big:
-                _extract_member(self._bundle, self._raw, member, destination)
-        except BaseException as exc:  # handed to the main thread by wait()
-            self._error = exc
+                self._extract(member, destination)
+        except Exception as exc:  # told by problem(): nothing half-written or unchecked is loaded
+            self._problem = exc
         finally:
             self._bundle.close()
             os.close(self._raw)
 
-    def wait(self) -> None:
-        """Wait for the big files; raise what stopped their extraction."""
+    def problem(self) -> Exception | None:
+        """Wait for the thread; what stopped it, if anything (a corrupt library, a full disk)."""
         self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def join(self) -> None:
-        """Wait for the extraction thread, whatever became of it (before its folder is removed)."""
-        self._thread.join()
+        return self._problem
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
         location = self.extensions.get(fullname)
         if location is None:
             return None
-        self.wait()
+        problem = self.problem()
+        if problem is not None:
+            raise ImportError(str(problem), name=fullname)
         loader = importlib.machinery.ExtensionFileLoader(fullname, location)
         return importlib.util.spec_from_file_location(fullname, location, loader=loader)
+
+
+class ZipModules(zipimport.zipimporter):
+    """zipimport, less its second read of every module: the import system asks ``get_filename``
+    for the spec, then ``get_code``, and zipimport reads and unmarshals the module for each."""
+
+    def get_filename(self, fullname: str) -> str:
+        module = os.path.join(self.archive, self.prefix, fullname.rpartition(".")[2])
+        return os.path.join(module, "__init__.py") if self.is_package(fullname) else f"{module}.py"
+
+
+def _modules_hook(lib: str) -> Any:
+    """A ``sys.path_hooks`` entry that reads the zipapp's ``lib/`` with ``ZipModules``."""
+
+    def hook(path: str) -> ZipModules:
+        if path != lib and not path.startswith(lib + os.sep):
+            raise ImportError(f"{path} is not in {lib}")
+        return ZipModules(path)
+
+    return hook
 
 
 def _adopt_archive_check(check: tuple[Any, ...]) -> None:
@@ -176,22 +232,29 @@ def _adopt_archive_check(check: tuple[Any, ...]) -> None:
     adopt_archive_check(Path(path), offset, size, thread, result)
 
 
-def _extraction_failed(folder: str, exc: OSError) -> int:
-    sys.stderr.write(f"pixi-unpack: error: cannot extract the bundled libraries into {folder}: {exc}\n")
+def _failed(archive: str, folder: str, problem: Exception) -> int:
+    """One error line for what stopped the libraries' extraction; the exit code."""
+    name = os.path.basename(archive)
+    if isinstance(problem, CorruptLibrary):
+        sys.stderr.write(f"{name}: error: {problem}\n")
+    else:
+        sys.stderr.write(f"{name}: error: cannot extract the bundled libraries into {folder}: {problem}\n")
     return 1
 
 
 def _run(native: Native) -> int:
-    """pixi-unpack's command line; its exit code."""
+    """pixi-unpack's command line, once every library is in place and checked; its exit code."""
     try:
         from pixi_pack_ext.cli.common import exit_code
         from pixi_pack_ext.cli.unpack import run
     except ImportError:
-        try:
-            native.wait()
-        except OSError as exc:  # the real cause of the failed import
-            return _extraction_failed(native.folder, exc)
-        raise
+        problem = native.problem()
+        if problem is None:
+            raise
+        return _failed(native.archive, native.folder, problem)
+    problem = native.problem()
+    if problem is not None:
+        return _failed(native.archive, native.folder, problem)
     try:
         run()
     except SystemExit as exc:
@@ -202,9 +265,11 @@ def _run(native: Native) -> int:
 def _run_from(archive: str, target: str, check: tuple[Any, ...] | None) -> int:
     try:
         native = Native(archive, target)
-    except OSError as exc:
-        return _extraction_failed(target, exc)
-    sys.path[:] = [os.path.join(archive, LIB), native.folder, *_stdlib_paths()]
+    except (OSError, CorruptLibrary, zipfile.BadZipFile) as exc:
+        return _failed(archive, target, exc)
+    lib = os.path.join(archive, LIB)
+    sys.path_hooks.insert(0, _modules_hook(lib))
+    sys.path[:] = [lib, native.folder, *_stdlib_paths()]
     sys.meta_path.insert(0, native)  # type: ignore[arg-type]  # a finder: find_spec only
     importlib.invalidate_caches()
     if check is not None:
@@ -212,7 +277,7 @@ def _run_from(archive: str, target: str, check: tuple[Any, ...] | None) -> int:
     try:
         return _run(native)
     finally:
-        native.join()
+        native.problem()  # never remove the folder under the thread
 
 
 def main() -> None:

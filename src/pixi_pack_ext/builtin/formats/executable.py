@@ -57,14 +57,16 @@ def write(request: WriteRequest) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix=".pixi-pack-unpacker-", dir=output.parent) as tmp:
             source = request.options.get(SOURCE_OPTION)
+            self_checked = 0
             if source:
                 from ...unpacker_source import fetch_unpacker
 
                 unpacker, kind = fetch_unpacker(str(source), Path(tmp)), "executable"
             else:
-                from ...unpacker_bundle import build_unpacker
+                from ...unpacker_bundle import build_unpacker, self_checked_size
 
                 unpacker, kind = build_unpacker(request.platform, _wheelhouse(request.options)), "python"
+                self_checked = self_checked_size(unpacker)
             metadata = (request.staging / METADATA_FILE).read_text(encoding="utf-8")
             with open(part, "w+b") as out:
                 write_self_extracting(
@@ -74,6 +76,7 @@ def write(request: WriteRequest) -> None:
                     unpacker_kind=kind,
                     metadata=metadata,
                     write_archive=lambda f: write_tar(request.staging, f),
+                    unpacker_self_checked=self_checked,
                 )
         part.chmod(0o755)
         os.replace(part, output)

@@ -1,12 +1,14 @@
 # pixi-pack-ext self-extracting environment: run it (powershell -ExecutionPolicy Bypass -File environment.ps1 -h).
 # The pack (a tar) and its unpacker follow this script inside one block comment at the offsets
 # below ('#' is written '#~' where it precedes '>' or '~', so the comment cannot end early). The
-# stored unpacker is checked against PIXI_PACK_UNPACKER_SHA256 before it runs, the stored pack
-# against PIXI_PACK_ARCHIVE_SHA256 before anything is installed (by the bundled unpacker itself).
+# stored unpacker (from PIXI_PACK_UNPACKER_CHECK_OFFSET on, here its start) is checked against
+# PIXI_PACK_UNPACKER_SHA256 before it runs, the stored pack against PIXI_PACK_ARCHIVE_SHA256
+# before anything is installed (by the bundled unpacker itself).
 # pixi-pack.json: @METADATA@
 $PIXI_PACK_HEADER_SIZE = @HEADER_SIZE@
 $PIXI_PACK_UNPACKER_OFFSET = @UNPACKER_OFFSET@
 $PIXI_PACK_UNPACKER_SIZE = @UNPACKER_SIZE@
+$PIXI_PACK_UNPACKER_CHECK_OFFSET = @UNPACKER_CHECK_OFFSET@
 $PIXI_PACK_ARCHIVE_OFFSET = @ARCHIVE_OFFSET@
 $PIXI_PACK_ARCHIVE_SIZE = @ARCHIVE_SIZE@
 $PIXI_PACK_UNPACKER_SHA256 = '@UNPACKER_SHA256@'
@@ -159,7 +161,8 @@ function Assert-Region([string]$Part, [long]$Offset, [long]$Length, [string]$Exp
 }
 
 Say "checking the sha256 of $name ..."
-Assert-Region 'unpacker' $PIXI_PACK_UNPACKER_OFFSET $PIXI_PACK_UNPACKER_SIZE $PIXI_PACK_UNPACKER_SHA256
+$unpackerEnd = $PIXI_PACK_UNPACKER_OFFSET + $PIXI_PACK_UNPACKER_SIZE
+Assert-Region 'unpacker' $PIXI_PACK_UNPACKER_CHECK_OFFSET ($unpackerEnd - $PIXI_PACK_UNPACKER_CHECK_OFFSET) $PIXI_PACK_UNPACKER_SHA256
 if ($PIXI_PACK_UNPACKER -ne 'python') {
     # The bundled unpacker checks the pack itself as it reads it; another one cannot.
     Assert-Region 'archive' $PIXI_PACK_ARCHIVE_OFFSET $PIXI_PACK_ARCHIVE_SIZE $PIXI_PACK_ARCHIVE_SHA256

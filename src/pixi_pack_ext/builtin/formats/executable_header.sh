@@ -1,12 +1,15 @@
 #!/bin/sh
 # pixi-pack-ext self-extracting environment: run it (sh environment.sh -h), do not source it.
 # The pack (a tar) and its unpacker follow this header as raw bytes at the offsets below. The
-# unpacker is checked against PIXI_PACK_UNPACKER_SHA256 before it runs, the pack against
-# PIXI_PACK_ARCHIVE_SHA256 before anything is installed (by the bundled unpacker as it reads it).
+# unpacker's bytes from PIXI_PACK_UNPACKER_CHECK_OFFSET on are checked against
+# PIXI_PACK_UNPACKER_SHA256 before it runs (the bundled unpacker checks the compiled libraries in
+# front of that itself, before it loads them), the pack against PIXI_PACK_ARCHIVE_SHA256 before
+# anything is installed (by the bundled unpacker as it reads it).
 # pixi-pack.json: @METADATA@
 PIXI_PACK_HEADER_SIZE=@HEADER_SIZE@
 PIXI_PACK_UNPACKER_OFFSET=@UNPACKER_OFFSET@
 PIXI_PACK_UNPACKER_SIZE=@UNPACKER_SIZE@
+PIXI_PACK_UNPACKER_CHECK_OFFSET=@UNPACKER_CHECK_OFFSET@
 PIXI_PACK_ARCHIVE_OFFSET=@ARCHIVE_OFFSET@
 PIXI_PACK_ARCHIVE_SIZE=@ARCHIVE_SIZE@
 PIXI_PACK_UNPACKER_SHA256=@UNPACKER_SHA256@
@@ -108,26 +111,37 @@ bootstrap='
 import sys
 if sys.version_info < (3, 10):
     sys.exit(86)
-import hashlib, os, runpy, threading
+import hashlib, mmap, os, runpy, threading
 name, path, tmp, expected = sys.argv[1:5]
-unpacker_offset, unpacker_size, archive_offset, archive_size = map(int, sys.argv[5:9])
+check_offset, unpacker_end, archive_offset, archive_size = map(int, sys.argv[5:9])
 def hash_region(offset, size, result):
     hasher = hashlib.sha256()
-    with open(path, "rb", buffering=0) as source:
-        source.seek(offset)
-        buffer = memoryview(bytearray(min(size, 1 << 24)))
-        while size > 0:
-            read = source.readinto(buffer[:min(size, len(buffer))])
-            if not read:
-                break
-            hasher.update(buffer[:read])
-            size -= read
-    result.append(None if size else hasher.hexdigest())
+    with open(path, "rb") as source:
+        if os.fstat(source.fileno()).st_size < offset + size:
+            return result.append(None)
+        start, end = offset - offset % mmap.ALLOCATIONGRANULARITY, offset + size
+        try:
+            while start < end:
+                length = min(end - start, 1 << 25)
+                with mmap.mmap(source.fileno(), length, offset=start, access=mmap.ACCESS_READ) as window:
+                    with memoryview(window)[max(offset - start, 0):] as view:
+                        hasher.update(view)
+                start += length
+        except OSError:
+            hasher = hashlib.sha256()
+            source.seek(offset)
+            while size > 0:
+                block = source.read(min(size, 1 << 24))
+                if not block:
+                    break
+                hasher.update(block)
+                size -= len(block)
+    result.append(hasher.hexdigest())
 archive = []
 hashing = threading.Thread(target=hash_region, args=(archive_offset, archive_size, archive), daemon=True)
 hashing.start()
 unpacker = []
-hash_region(unpacker_offset, unpacker_size, unpacker)
+hash_region(check_offset, unpacker_end - check_offset, unpacker)
 if unpacker[0] != expected:
     sys.stderr.write("%s: error: \x27%s\x27 is corrupt (unpacker sha256 %s, expected %s); "
                      "nothing was installed\n" % (name, path, unpacker[0], expected))
@@ -142,7 +156,7 @@ if [ "$PIXI_PACK_UNPACKER" = python ]; then
     for candidate in ${PIXI_UNPACK_PYTHON:-python3 python}; do
         command -v "$candidate" >/dev/null 2>&1 || continue
         "$candidate" -S -c "$bootstrap" "$name" "$self" "$tmp" "$PIXI_PACK_UNPACKER_SHA256" \
-            "$PIXI_PACK_UNPACKER_OFFSET" "$PIXI_PACK_UNPACKER_SIZE" \
+            "$PIXI_PACK_UNPACKER_CHECK_OFFSET" "$((PIXI_PACK_UNPACKER_OFFSET + PIXI_PACK_UNPACKER_SIZE))" \
             "$PIXI_PACK_ARCHIVE_OFFSET" "$PIXI_PACK_ARCHIVE_SIZE" "$@"
         status=$?
         [ "$status" = 86 ] || exit "$status"
@@ -192,7 +206,7 @@ unpacker=$tmp/pixi-unpack
 tail -c +$((PIXI_PACK_UNPACKER_OFFSET + 1)) "$self" >"$unpacker" \
     && [ "$(wc -c <"$unpacker" | tr -d ' ')" = "$PIXI_PACK_UNPACKER_SIZE" ] \
     || die "could not extract the unpacker into $tmp (disk full?)"
-actual_sha256=$(sha256_of <"$unpacker")
+actual_sha256=$(tail -c +$((PIXI_PACK_UNPACKER_CHECK_OFFSET - PIXI_PACK_UNPACKER_OFFSET + 1)) "$unpacker" | sha256_of)
 [ "$actual_sha256" = "$PIXI_PACK_UNPACKER_SHA256" ] \
     || die "'$self' is corrupt (unpacker sha256 $actual_sha256, expected $PIXI_PACK_UNPACKER_SHA256); nothing was installed"
 
