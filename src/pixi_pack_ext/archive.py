@@ -276,7 +276,7 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
     ``files.file_ready(name, path)`` is called for every file once it is complete on disk, so a
     caller can start working on early files while later ones are still being read; when the tar
     is a plain file read with random access, ``files.file_located`` first tells where a file's
-    bytes lie in it.
+    bytes lie in it, and a listener that answers True takes the file over: it is not written.
 
     Members are read one at a time and nothing is kept per member, so memory stays flat however
     many entries or bytes the archive has; no header can make tarfile buffer more than
@@ -293,7 +293,8 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
         with tarfile.open(fileobj=fileobj, mode=mode, bufsize=READ_BUFFER, tarinfo=BoundedTarInfo) as tar:
             raw_fd = _plain_fd(tar, fileobj)
             name = getattr(fileobj, "name", None)
-            source = Path(name) if raw_fd is not None and isinstance(name, str) else None
+            source_path = Path(name) if raw_fd is not None and isinstance(name, str) else None
+            taken: set[str] = set()  # files the listener reads from the tar itself
             for member in tar:
                 relative = _check_member(member)
                 target = os.path.join(root, relative)
@@ -304,11 +305,19 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
                         if len(made) > MADE_FOLDERS_LIMIT:
                             made.clear()
                         made.add(folder)
-                    if not member.isdir():
-                        if files is not None and source is not None and member.size:
-                            files.file_located(
-                                relative, Path(target), source, member.offset_data, member.size
-                            )
+                    if taken and any(relative == t or relative.startswith(t + "/") for t in taken):
+                        raise FileExistsError(target)  # a second entry at, or below, a taken file
+                    if (
+                        not member.isdir()
+                        and files is not None
+                        and source_path is not None
+                        and member.size
+                        and files.file_located(
+                            relative, Path(target), source_path, member.offset_data, member.size
+                        )
+                    ):
+                        taken.add(relative)
+                    elif not member.isdir():
                         with open(target, "xb") as out:
                             if member.size and raw_fd is not None:
                                 _copy_range(raw_fd, member.offset_data, member.size, out.fileno())

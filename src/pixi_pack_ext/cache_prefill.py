@@ -3,11 +3,16 @@
 Given ``file://`` records, ``rattler.install`` extracts every package into its cache and then links
 it into the environment. Here each package is extracted ahead of the install with py-rattler's
 extractor, which hashes the whole file as it reads it: that sha256 is the package's check against
-the pack's repodata, so the bytes are read once instead of twice. Packages are handed over one by
-one as the pack's reader writes them (``submit``), so extracting the first packages overlaps with
-reading the rest of the pack; the work runs on an event loop of its own thread (the extractor
-releases the GIL). Alongside each extraction the package guard lists the same archive's members
-(the extractor silently skips a hostile ``../x`` member; the guard must see it to refuse it).
+the pack's repodata, so the bytes are read once instead of twice. The work runs on an event loop of
+its own thread (the extractor releases the GIL) while the pack's format is still extracting:
+
+- a package is submitted as soon as its file is complete, and the package guard lists the same
+  archive's members alongside the extraction (the extractor silently drops a hostile ``../x``
+  member; the guard must see it to refuse it);
+- a big package inside a plain tar file is never copied out: the extractor reads its bytes from
+  the tar through a named pipe, and the guard reads what was extracted (paths.json, symlinks and
+  files in the folder; a member the extractor dropped is then left out, not refused). Copying
+  gigabytes out first would double the unpack's disk writes.
 
 Until the repodata is known, a package is extracted into a staging folder named after its file;
 ``finish`` matches the staged folders with the records, checks every sha256 and renames each good
@@ -15,7 +20,7 @@ folder to where rattler looks for it (``<cache>/<name>-<version>-<build>/``), so
 links. The cache lives in the unpack's private work folder and rattler's extractor keeps every
 entry inside its target folder; nothing reaches the environment before every hash and the package
 guard have passed. A package the extractor cannot read, or two records sharing a cache folder,
-are hashed instead and left to rattler to extract.
+are written out as files (if they were not) and left to rattler to extract.
 """
 
 from __future__ import annotations
@@ -39,16 +44,18 @@ from rattler.package_streaming import download_and_extract
 
 from .errors import InvalidPackError, UnsafeArchiveError
 from .fetch import hash_file
-from .package_guard import PackageContents, scan_package
+from .package_guard import PackageContents, read_extracted_contents, scan_package
 
 log = logging.getLogger(__name__)
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 STAGING = ".staging"
 PIPES = ".pipes"
-#: Packages at least this big are extracted straight from the pack's bytes while they are copied
-#: out (smaller ones wait for their file: a pipe and a thread cost more than they save there).
+#: Packages at least this big are extracted straight from the pack's bytes, never copied out
+#: (smaller ones wait for their file: a pipe and a thread cost more than they save there).
+#: ``PIXI_UNPACK_STREAM_MIN_SIZE`` (bytes) overrides it.
 STREAM_MIN_SIZE = 8 << 20
+STREAM_MIN_SIZE_ENV = "PIXI_UNPACK_STREAM_MIN_SIZE"
 PIPE_CHUNK = 1 << 20
 #: How often a pipe's feeder looks whether the extractor opened the pipe (seconds).
 PIPE_POLL = 0.002
@@ -82,7 +89,6 @@ class _Job:
 
     path: Path
     future: concurrent.futures.Future[Staged]
-    written: asyncio.Event
     source: Path | None = None
     offset: int = 0
     size: int = 0
@@ -123,33 +129,33 @@ class CachePrefill:
 
     # -- the caller's side (PackFiles) ---------------------------------------------------------------
 
-    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> None:
-        """A big package starts extracting straight from the pack's bytes, while it is written."""
-        if is_package_member(name) and size >= STREAM_MIN_SIZE and hasattr(os, "mkfifo"):
-            self._add(path, source, offset, size)
+    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> bool:
+        """A big package is extracted straight from the pack's bytes and never copied out (True)."""
+        if is_package_member(name) and size >= _stream_min_size() and hasattr(os, "mkfifo"):
+            return self._add(path, source, offset, size)
+        return False
+
+    @property
+    def streamed(self) -> set[Path]:
+        """The package files taken straight from the pack: they are not in the pack folder."""
+        return {key for key, job in self._jobs.items() if job.source is not None}
 
     def file_ready(self, name: str, path: Path) -> None:
         if is_package_member(name):
             self.submit(path)
 
     def submit(self, path: Path) -> None:
-        """Start extracting the package file ``path`` (complete on disk), or let the extraction that
-        started from the pack's bytes go on to the guard's reading of the file."""
-        job = self._jobs.get(path.resolve())
-        if job is None:
-            self._add(path)
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(job.written.set)
+        """Start extracting the package file ``path`` (complete on disk), unless it already is."""
+        self._add(path)
 
-    def _add(self, path: Path, source: Path | None = None, offset: int = 0, size: int = 0) -> None:
+    def _add(self, path: Path, source: Path | None = None, offset: int = 0, size: int = 0) -> bool:
         key = path.resolve()
         if key in self._jobs or self._loop is None or self._queue is None:
-            return
-        job = _Job(key, concurrent.futures.Future(), asyncio.Event(), source, offset, size)
-        if source is None:
-            job.written.set()
+            return False
+        job = _Job(key, concurrent.futures.Future(), source, offset, size)
         self._jobs[key] = job
         self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
+        return True
 
     def finish(self, records: list[rattler.RepoDataRecord], files: list[Path]) -> list[PackageContents]:
         """Check ``files[i]`` against ``records[i].sha256`` and move each extraction into place.
@@ -176,6 +182,8 @@ class CachePrefill:
                 target = self.cache_dir / cache_folder_name(record)
                 if staged.folder is not None and names[target.name] == 1 and not target.exists():
                     os.replace(staged.folder, target)
+                else:  # rattler extracts this one itself, from the file
+                    self._materialize(self._jobs[path.resolve()])
         if wrong:
             path = min(wrong)
             raise InvalidPackError(f"channel/{path.parent.name}/{path.name} is corrupt: {wrong[path]}")
@@ -183,12 +191,24 @@ class CachePrefill:
             raise refused[min(refused)]
         return contents
 
+    @staticmethod
+    def _materialize(job: _Job) -> None:
+        """Copy a package taken straight from the pack out to its file, where rattler can read it."""
+        if job.source is None or job.path.exists():
+            return
+        with open(job.source, "rb") as src, open(job.path, "xb") as out:
+            copied = 0
+            while copied < job.size:
+                chunk = os.pread(src.fileno(), min(PIPE_CHUNK, job.size - copied), job.offset + copied)
+                if not chunk:
+                    raise InvalidPackError(f"the pack ends inside {job.path.name}")
+                out.write(chunk)
+                copied += len(chunk)
+
     # -- the worker thread ---------------------------------------------------------------------------
 
     def _close(self) -> None:
         if self._loop is not None and self._queue is not None and self._thread.is_alive():
-            for job in list(self._jobs.values()):  # a job still waiting for its file gives up
-                self._loop.call_soon_threadsafe(job.written.set)
             for _ in range(self.concurrency):
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
 
@@ -221,17 +241,22 @@ class CachePrefill:
         if self._stop.is_set():
             return Staged("", None)
         folder = self.cache_dir / STAGING / f"{job.path.parent.name}--{job.path.name}"
+        scanned: PackageContents | UnsafeArchiveError | None
         if job.source is not None:
-            extraction = asyncio.ensure_future(self._extract_streamed(client, job, folder))
+            # No file to read the archive from: the guard reads the extracted folder instead
+            sha256 = await self._extract_streamed(client, job, folder)
+            scanned = None if sha256 is None else await _scan_folder(folder, job.path.name)
         else:
-            extraction = asyncio.ensure_future(_extract(client, job.path.as_uri(), folder))
-        await job.written.wait()  # the guard reads the whole archive, so it needs the file
-        scanned = await _scan(job.path) if not self._stop.is_set() else None
-        sha256 = await extraction
+            sha256, scanned = await asyncio.gather(
+                _extract(client, job.path.as_uri(), folder), _scan(job.path)
+            )
         if sha256 is None:  # an archive the extractor cannot read: hash it, rattler decides
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(folder)
+            await asyncio.to_thread(self._materialize, job)
             staged = Staged((await asyncio.to_thread(hash_file, job.path, md5=False))[0], None)
+            if scanned is None:
+                scanned = await _scan(job.path)
         else:
             staged = Staged(sha256, folder)
         if isinstance(scanned, UnsafeArchiveError):
@@ -298,6 +323,11 @@ def _feed_pipe(pipe: Path, source: Path, offset: int, size: int, done: threading
         os.close(fd)
 
 
+def _stream_min_size() -> int:
+    value = os.environ.get(STREAM_MIN_SIZE_ENV, "")
+    return int(value) if value.isdigit() else STREAM_MIN_SIZE
+
+
 def _widen_pipe(fd: int) -> None:
     """Linux: a 1 MiB pipe buffer, so the extractor reads in large steps (64 KiB by default)."""
     try:
@@ -306,6 +336,13 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_CHUNK)  # type: ignore[attr-defined]
     except (ImportError, AttributeError, OSError):
         pass  # other systems, or a pipe-max-size below 1 MiB: the default works, a little slower
+
+
+async def _scan_folder(folder: Path, name: str) -> PackageContents | UnsafeArchiveError:
+    try:
+        return await asyncio.to_thread(read_extracted_contents, folder, name)
+    except (OSError, ValueError) as exc:
+        return UnsafeArchiveError(f"refusing package {name}: its metadata is unreadable ({exc})")
 
 
 async def _scan(path: Path) -> PackageContents | UnsafeArchiveError:

@@ -152,9 +152,11 @@ class PackFiles(Protocol):
     def file_ready(self, name: str, path: Path) -> None:
         """The pack's file ``name`` (e.g. ``channel/linux-64/x-1-0.conda``) is complete at ``path``."""
 
-    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> None:
+    def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> bool:
         """``name`` is about to be written to ``path``, and its bytes are the ``size`` bytes at
-        ``offset`` of the file ``source``: work on it can start before it is written."""
+        ``offset`` of the file ``source``: work on it can start before it is written. True takes
+        the file over: the format does not write it (nor reports it ready); the listener reads
+        those bytes itself."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,9 @@ class PackFormat:
     A format that sets ``reports_files`` takes a third argument, ``open_pack(path, workdir, files)``
     (a ``PackFiles``), and calls ``files.file_ready(name, path)`` for every file as soon as it is
     complete, and ``files.file_located(...)`` before it writes a file whose bytes lie as they are
-    in a readable file (an uncompressed tar): the unpacker then extracts packages while the rest of
-    the pack is still being read, big ones straight from the pack.
+    in a readable file (an uncompressed tar), leaving out the file when that returns True: the
+    unpacker then extracts packages while the rest of the pack is still being read, big ones
+    straight from the pack, never copied out.
     ``peek_metadata(path)`` lets the unpacker refuse a wrong-platform pack before writing anything.
     ``options`` declares the format's settings (see ``FormatOption``); ``check(platform, options)``,
     when given, is called before anything is downloaded and raises a ``PixiPackError`` for a target

@@ -11,9 +11,11 @@ Hashes say the bytes are the ones that were packed; this says those bytes are sa
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rattler.package import PathsJson
 from rattler.package_streaming import PackageArchive
 
 from .errors import UnsafeArchiveError
@@ -76,6 +78,35 @@ async def read_contents(path: Path) -> PackageContents:
         text = files_list.decode("utf-8", "surrogateescape")
         contents.paths = [line for line in text.splitlines() if line.strip()]
         contents.paths_source = "info/files"
+    return contents
+
+
+def read_extracted_contents(folder: Path, name: str) -> PackageContents:
+    """The same, from a folder rattler's extractor wrote the package into (for a package that was
+    never a file of its own). The extractor keeps every entry inside the folder and drops (does not
+    report) members named absolute or with ``..``; walking the folder without following links
+    gives the other members and the symlinks, and hard links became plain files there."""
+    contents = PackageContents(name)
+    info = folder / "info"
+    if (info / "paths.json").is_file():
+        contents.paths = [str(p.relative_path) for p in PathsJson.from_path(info / "paths.json").paths]
+    elif (info / "files").is_file():
+        text = (info / "files").read_bytes().decode("utf-8", "surrogateescape")
+        contents.paths = [line for line in text.splitlines() if line.strip()]
+        contents.paths_source = "info/files"
+    pending = [("", str(folder))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                member = prefix + entry.name
+                if entry.is_symlink():
+                    contents.members.append(member)
+                    contents.symlinks[member] = os.readlink(entry.path)
+                elif entry.is_dir():
+                    pending.append((member + "/", entry.path))
+                else:
+                    contents.members.append(member)
     return contents
 
 

@@ -68,11 +68,13 @@ def validate_metadata(metadata: PackMetadata) -> None:
         )
 
 
-def verify_channel(pack_dir: Path, *, check_hashes: bool = True) -> list[rattler.RepoDataRecord]:
+def verify_channel(
+    pack_dir: Path, *, check_hashes: bool = True, streamed: set[Path] | None = None
+) -> list[rattler.RepoDataRecord]:
     """Check every package the pack's repodata lists against its sha256 and return install records.
 
     ``check_hashes=False`` checks everything but the bytes (``CachePrefill`` then hashes them while
-    it extracts them)."""
+    it extracts them); ``streamed`` files were taken straight from the pack, so they need not exist."""
     channel_dir = pack_dir / CHANNEL_DIR
     if not channel_dir.is_dir():
         raise InvalidPackError("the pack has no channel/ folder; this is not a pixi-pack pack")
@@ -92,7 +94,7 @@ def verify_channel(pack_dir: Path, *, check_hashes: bool = True) -> list[rattler
                     f"channel/{subdir.name}/repodata.json lists an unsafe file name '{file_name}'"
                 )
             path = subdir / file_name
-            if not path.is_file():
+            if not path.is_file() and path.resolve() not in (streamed or set()):
                 raise InvalidPackError(
                     f"channel/{subdir.name}/{file_name} is listed in repodata.json but missing"
                 )
@@ -185,7 +187,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
             metadata = read_metadata(pack_dir)
             validate_metadata(metadata)
-            records = verify_channel(pack_dir, check_hashes=False)
+            records = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed)
             if not options.ignore_virtual_packages:
                 check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
             # Every package's sha256 is checked as it is extracted into rattler's cache (the

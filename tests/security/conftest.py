@@ -53,15 +53,19 @@ UP_TO_TMP = "../../../../"
 def unpack_hostile(tmp_path: Path) -> Callable[..., Outcome]:
     """Write the members as a pack, unpack it into a new folder and report every change on disk."""
 
-    def go(members: list[Member], *extra: str, stdin: bool = False) -> Outcome:
+    def go(
+        members: list[Member], *extra: str, stdin: bool = False, env: dict[str, str] | None = None
+    ) -> Outcome:
         pack = write_pack(tmp_path / "hostile.tar", members)
         (tmp_path / "run").mkdir(exist_ok=True)
         output = tmp_path / "run" / "out"
         before = snapshot(tmp_path)
         if stdin:
-            result = run("pixi-unpack", "-", "-o", output, *extra, input=pack.read_bytes(), check=False)
+            result = run(
+                "pixi-unpack", "-", "-o", output, *extra, input=pack.read_bytes(), check=False, env=env
+            )
         else:
-            result = run("pixi-unpack", pack, "-o", output, *extra, check=False)
+            result = run("pixi-unpack", pack, "-o", output, *extra, check=False, env=env)
         after = snapshot(tmp_path)
         changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
         return Outcome(result, changed, output)

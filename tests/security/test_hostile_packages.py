@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pixi_pack_ext.cache_prefill import STREAM_MIN_SIZE_ENV
+
 from .conftest import Outcome
 from .hostile import (
     Member,
@@ -108,6 +110,33 @@ def test_hostile_package_is_refused(
     line = error_line(outcome.result)
     assert "refusing package evil-1.0-0" in line and message in line, line
     assert outcome.changed == set(), f"the refused unpack changed {sorted(outcome.changed)}"
+
+
+#: Members rattler's extractor drops without a word. A package extracted straight from the pack
+#: (never a file the guard could list) is installed without them; any other case is refused.
+DROPPED_BY_THE_EXTRACTOR = {"member with ..", "absolute member", "hardlink member outside"}
+
+
+@pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
+@pytest.mark.parametrize("case", list(SINGLE))
+def test_hostile_package_extracted_straight_from_the_pack_never_escapes(
+    case: str, fmt: str, members: list[Member], escape: Path, unpack_hostile: Callable[..., Outcome]
+) -> None:
+    build, message = SINGLE[case]
+    paths, payload = build(escape)
+    index = index_json("evil")
+    file_name, data = make_package(index, paths, payload, fmt)
+    add_package(members, file_name, data, index)
+    outcome = unpack_hostile(members, env={STREAM_MIN_SIZE_ENV: "1"})
+    outside = {c for c in outcome.changed if not c.startswith("run")}
+    assert outside == set() or outside == {escape.name}, outside  # the case's own escape folder
+    assert not escape.exists() or (escape.is_dir() and not any(escape.iterdir()))
+    if case in DROPPED_BY_THE_EXTRACTOR and outcome.result.returncode == 0:
+        assert (outcome.output / "env" / "share" / "ok.txt").is_file()
+    else:
+        line = error_line(outcome.result)
+        assert "refusing package evil-1.0-0" in line and message in line, line
+        assert outcome.changed - {escape.name} == set(), sorted(outcome.changed)
 
 
 @pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
