@@ -90,8 +90,9 @@ def can_read(path: Path | None) -> bool:
 
 
 def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) -> Path:
-    """Extract the tar straight from the file (no copy), checking the payload's sha256 on the way;
-    a corrupt payload fails here, before the unpacker installs anything from ``workdir``."""
+    """Extract the tar straight from the file (no copy) while its sha256 is checked (by a thread,
+    or taken over from the header); ``verify`` makes a corrupt tar fail here, before the unpacker
+    installs anything it extracted, packages taken straight from the file included."""
     assert path is not None
     layout = read_layout(path)
     assert layout is not None
