@@ -14,6 +14,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     workdir = Path(tempfile.mkdtemp(prefix=".pixi-unpack-", dir=output_dir))
     prefix_created = False
     activation: Path | None = None
+    cache_removal: threading.Thread | None = None
     try:
         with CachePrefill(workdir / "cache") as prefill:
             pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
@@ -202,6 +204,12 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         # then everything is removed below.
         with deferred_interrupts("the install"):
             _install(records, prefix, workdir / "cache", metadata.platform, options.show_progress)
+            # The environment holds hard links to the cache's files now: removing the cache's
+            # thousands of entries overlaps with the unpack steps instead of following them.
+            cache_removal = threading.Thread(
+                target=shutil.rmtree, args=(workdir / "cache",), kwargs={"ignore_errors": True}
+            )
+            cache_removal.start()
             context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
             for step in plugins.unpack_steps:
                 result = step.run(context)
@@ -221,6 +229,8 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         raise
     finally:
         with held_interrupts(), contextlib.suppress(FileNotFoundError):
+            if cache_removal is not None:
+                cache_removal.join()
             shutil.rmtree(workdir)
     return prefix
 
