@@ -55,15 +55,10 @@ class PackageContents:
 
 async def read_contents(path: Path) -> PackageContents:
     """``paths.json`` (or the older ``info/files``) and the archive's member list (names and link
-    targets, no file data)."""
+    targets; no other file data is read), in one pass over each section."""
     contents = PackageContents(path.name)
     archive = await PackageArchive.from_path(path)
-    try:
-        paths_json = await archive.paths_json()
-        contents.paths = [str(p.relative_path) for p in paths_json.paths]
-    except Exception:  # no paths.json (old packages): rattler links what info/files lists
-        contents.paths = []
-    files_list: bytes | None = None
+    metadata: dict[str, bytes] = {}
     for section in ("info", "pkg"):
         async for entry in archive.stream(section):
             contents.members.append(entry.name)
@@ -72,10 +67,16 @@ async def read_contents(path: Path) -> PackageContents:
                 contents.symlinks[entry.name] = target
             elif entry.is_hardlink and target is not None:
                 contents.hardlinks[entry.name] = target
-            elif entry.name == "info/files" and entry.is_file and not contents.paths:
-                files_list = await entry.read()
-    if files_list is not None:
-        text = files_list.decode("utf-8", "surrogateescape")
+            elif entry.name in ("info/paths.json", "info/files") and entry.is_file:
+                metadata[entry.name] = await entry.read()
+    if "info/paths.json" in metadata:
+        try:
+            paths_json = PathsJson.from_str(metadata["info/paths.json"].decode("utf-8"))
+            contents.paths = [str(p.relative_path) for p in paths_json.paths]
+        except Exception:  # unreadable: rattler refuses the package itself; members are checked
+            contents.paths = []
+    elif "info/files" in metadata:  # old packages: rattler links what info/files lists
+        text = metadata["info/files"].decode("utf-8", "surrogateescape")
         contents.paths = [line for line in text.splitlines() if line.strip()]
         contents.paths_source = "info/files"
     return contents
