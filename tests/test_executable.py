@@ -248,6 +248,16 @@ def _restricted_path(tmp_path: Path, tools: tuple[str, ...] = SHELL_TOOLS) -> st
     return str(bin_dir)
 
 
+def _pack_with_stand_in(workspace: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(the stand-in pixi-unpack, environment.sh embedding it with --pixi-unpack-source)."""
+    stand_in = tmp_path / "pixi-unpack"
+    stand_in.write_text(STAND_IN.format(record=tmp_path / "record"))
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    return stand_in, script
+
+
 def _check_stand_in_run(script: Path, tmp_path: Path) -> None:
     record = tmp_path / "record"
     env = clean_env(tmp_path, path=_restricted_path(tmp_path))
@@ -264,11 +274,7 @@ def _check_stand_in_run(script: Path, tmp_path: Path) -> None:
 
 @needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 def test_pixi_unpack_source_local_path_needs_only_sh(workspace: Path, tmp_path: Path) -> None:
-    stand_in = tmp_path / "pixi-unpack"
-    stand_in.write_text(STAND_IN.format(record=tmp_path / "record"))
-    script = tmp_path / "environment.sh"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
-        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    stand_in, script = _pack_with_stand_in(workspace, tmp_path)
     layout = read_layout(script)
     assert layout is not None and layout.unpacker == "executable"
     assert layout.unpacker_size == stand_in.stat().st_size
@@ -698,11 +704,7 @@ def test_a_python3_older_than_3_10_is_passed_over_for_python(executable: Path, t
 
 @needs_linux64  # the script refuses to run a linux-64 pack elsewhere
 def test_a_corrupt_embedded_executable_never_runs(workspace: Path, tmp_path: Path) -> None:
-    stand_in = tmp_path / "pixi-unpack"
-    stand_in.write_text(STAND_IN.format(record=tmp_path / "record"))
-    script = tmp_path / "environment.sh"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
-        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    _, script = _pack_with_stand_in(workspace, tmp_path)
     layout = read_layout(script)
     assert layout is not None
     _flip(script, layout.unpacker_offset + 20)

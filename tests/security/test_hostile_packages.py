@@ -96,16 +96,22 @@ SINGLE: dict[str, tuple[Callable[[Path], PackageSpec], str]] = {
 }
 
 
-@pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
-@pytest.mark.parametrize("case", list(SINGLE))
-def test_hostile_package_is_refused(
-    case: str, fmt: str, members: list[Member], escape: Path, unpack_hostile: Callable[..., Outcome]
-) -> None:
+def _add_hostile_package(case: str, fmt: str, members: list[Member], escape: Path) -> str:
+    """Put the ``case`` package (as ``fmt``) into the pack; returns the refusal it should get."""
     build, message = SINGLE[case]
     paths, payload = build(escape)
     index = index_json("evil")
     file_name, data = make_package(index, paths, payload, fmt)
     add_package(members, file_name, data, index)
+    return message
+
+
+@pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
+@pytest.mark.parametrize("case", list(SINGLE))
+def test_hostile_package_is_refused(
+    case: str, fmt: str, members: list[Member], escape: Path, unpack_hostile: Callable[..., Outcome]
+) -> None:
+    message = _add_hostile_package(case, fmt, members, escape)
     outcome = unpack_hostile(members)
     line = error_line(outcome.result)
     assert "refusing package evil-1.0-0" in line and message in line, line
@@ -122,11 +128,7 @@ DROPPED_BY_THE_EXTRACTOR = {"member with ..", "absolute member", "hardlink membe
 def test_hostile_package_extracted_straight_from_the_pack_never_escapes(
     case: str, fmt: str, members: list[Member], escape: Path, unpack_hostile: Callable[..., Outcome]
 ) -> None:
-    build, message = SINGLE[case]
-    paths, payload = build(escape)
-    index = index_json("evil")
-    file_name, data = make_package(index, paths, payload, fmt)
-    add_package(members, file_name, data, index)
+    message = _add_hostile_package(case, fmt, members, escape)
     outcome = unpack_hostile(members, env={STREAM_MIN_SIZE_ENV: "1"})
     outside = {c for c in outcome.changed if not c.startswith("run")}
     assert outside == set() or outside == {escape.name}, outside  # the case's own escape folder
