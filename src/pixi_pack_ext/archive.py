@@ -250,17 +250,40 @@ def _plain_fd(tar: tarfile.TarFile, fileobj: IO[bytes]) -> int | None:
         return None
 
 
-def _copy_range(src: int, offset: int, size: int, dest: int) -> None:
-    """Copy ``size`` bytes at ``offset`` of ``src`` to ``dest`` inside the kernel."""
+def _copy_file_range(src: int, dest: int, count: int, offset: int) -> int:
+    return os.copy_file_range(src, dest, count, offset)
+
+
+def _sendfile(src: int, dest: int, count: int, offset: int) -> int:
+    return os.sendfile(dest, src, offset, count)
+
+
+#: The kernel's ways to copy a file's range, best first: between regular files, then to any
+#: descriptor (a pipe; Linux only, where sendfile takes any output).
+_KERNEL_COPIES = [
+    *([_copy_file_range] if hasattr(os, "copy_file_range") else []),
+    *([_sendfile] if sys.platform == "linux" else []),
+]
+
+
+def copy_range(src: int, offset: int, size: int, dest: int) -> None:
+    """Copy ``size`` bytes at ``offset`` of the file ``src`` to ``dest`` (a file or a pipe) inside
+    the kernel where it can, else through Python. A source that ends early raises
+    ``tarfile.ReadError``; a pipe whose reader left raises ``BrokenPipeError``."""
+    ways = list(_KERNEL_COPIES)
     done = 0
     while done < size:
-        try:
-            n = os.copy_file_range(src, dest, size - done, offset + done)
-        except OSError:  # a file system or kernel that cannot: copy through Python
-            n = 0
+        n: int | None = None
+        while ways and n is None:
+            try:
+                n = ways[0](src, dest, size - done, offset + done)
+            except BrokenPipeError:
+                raise
+            except OSError:  # not between these two descriptors: the next way
+                ways.pop(0)
+        if n is None:
             chunk = os.pread(src, min(COPY_CHUNK, size - done), offset + done)
-            if chunk:
-                n = os.write(dest, chunk)
+            n = os.write(dest, chunk) if chunk else 0
         if n == 0:
             raise tarfile.ReadError("unexpected end of data")
         done += n
@@ -320,7 +343,7 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
                     elif not member.isdir():
                         with open(target, "xb") as out:
                             if member.size and raw_fd is not None:
-                                _copy_range(raw_fd, member.offset_data, member.size, out.fileno())
+                                copy_range(raw_fd, member.offset_data, member.size, out.fileno())
                             elif member.size:
                                 source = tar.extractfile(member)
                                 assert source is not None

@@ -32,6 +32,7 @@ import errno
 import logging
 import os
 import shutil
+import tarfile
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import rattler
 from rattler import Client
 from rattler.package_streaming import download_and_extract
 
+from .archive import copy_range
 from .errors import InvalidPackError, UnsafeArchiveError
 from .fetch import hash_file
 from .package_guard import PackageContents, read_extracted_contents, scan_package
@@ -56,6 +58,7 @@ PIPES = ".pipes"
 #: ``PIXI_UNPACK_STREAM_MIN_SIZE`` (bytes) overrides it.
 STREAM_MIN_SIZE = 8 << 20
 STREAM_MIN_SIZE_ENV = "PIXI_UNPACK_STREAM_MIN_SIZE"
+#: The pipe buffer asked for (Linux's default maximum): the extractor reads in large steps.
 PIPE_CHUNK = 1 << 20
 #: How often a pipe's feeder looks whether the extractor opened the pipe (seconds).
 PIPE_POLL = 0.002
@@ -197,13 +200,10 @@ class CachePrefill:
         if job.source is None or job.path.exists():
             return
         with open(job.source, "rb") as src, open(job.path, "xb") as out:
-            copied = 0
-            while copied < job.size:
-                chunk = os.pread(src.fileno(), min(PIPE_CHUNK, job.size - copied), job.offset + copied)
-                if not chunk:
-                    raise InvalidPackError(f"the pack ends inside {job.path.name}")
-                out.write(chunk)
-                copied += len(chunk)
+            try:
+                copy_range(src.fileno(), job.offset, job.size, out.fileno())
+            except tarfile.ReadError:
+                raise InvalidPackError(f"the pack ends inside {job.path.name}") from None
 
     # -- the worker thread ---------------------------------------------------------------------------
 
@@ -305,20 +305,9 @@ def _feed_pipe(pipe: Path, source: Path, offset: int, size: int, done: threading
         os.set_blocking(fd, True)
         _widen_pipe(fd)
         with open(source, "rb") as src:
-            sent = 0
-            while sent < size:
-                try:
-                    n = os.sendfile(fd, src.fileno(), offset + sent, min(size - sent, PIPE_CHUNK))
-                except OSError as exc:
-                    if isinstance(exc, BrokenPipeError):
-                        raise
-                    chunk = os.pread(src.fileno(), min(size - sent, PIPE_CHUNK), offset + sent)
-                    n = os.write(fd, chunk) if chunk else 0
-                if n == 0:
-                    return
-                sent += n
-    except BrokenPipeError:
-        pass  # the extractor stopped reading (a broken archive): it reports that itself
+            copy_range(src.fileno(), offset, size, fd)
+    except (BrokenPipeError, tarfile.ReadError):
+        pass  # the extractor stopped reading, or the pack ends early: the extraction says so
     finally:
         os.close(fd)
 

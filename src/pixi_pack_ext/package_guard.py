@@ -69,17 +69,22 @@ async def read_contents(path: Path) -> PackageContents:
                 contents.hardlinks[entry.name] = target
             elif entry.name in ("info/paths.json", "info/files") and entry.is_file:
                 metadata[entry.name] = await entry.read()
-    if "info/paths.json" in metadata:
+    _set_listed_paths(contents, metadata.get("info/paths.json"), metadata.get("info/files"))
+    return contents
+
+
+def _set_listed_paths(contents: PackageContents, paths_json: bytes | None, files: bytes | None) -> None:
+    """The paths rattler links: paths.json's, or in old packages without one, info/files'."""
+    if paths_json is not None:
         try:
-            paths_json = PathsJson.from_str(metadata["info/paths.json"].decode("utf-8"))
-            contents.paths = [str(p.relative_path) for p in paths_json.paths]
+            parsed = PathsJson.from_str(paths_json.decode("utf-8"))
+            contents.paths = [str(p.relative_path) for p in parsed.paths]
         except Exception:  # unreadable: rattler refuses the package itself; members are checked
             contents.paths = []
-    elif "info/files" in metadata:  # old packages: rattler links what info/files lists
-        text = metadata["info/files"].decode("utf-8", "surrogateescape")
+    elif files is not None:
+        text = files.decode("utf-8", "surrogateescape")
         contents.paths = [line for line in text.splitlines() if line.strip()]
         contents.paths_source = "info/files"
-    return contents
 
 
 def read_extracted_contents(folder: Path, name: str) -> PackageContents:
@@ -89,12 +94,12 @@ def read_extracted_contents(folder: Path, name: str) -> PackageContents:
     gives the other members and the symlinks, and hard links became plain files there."""
     contents = PackageContents(name)
     info = folder / "info"
-    if (info / "paths.json").is_file():
-        contents.paths = [str(p.relative_path) for p in PathsJson.from_path(info / "paths.json").paths]
-    elif (info / "files").is_file():
-        text = (info / "files").read_bytes().decode("utf-8", "surrogateescape")
-        contents.paths = [line for line in text.splitlines() if line.strip()]
-        contents.paths_source = "info/files"
+    paths_json, files = (info / "paths.json", info / "files")
+    _set_listed_paths(
+        contents,
+        paths_json.read_bytes() if paths_json.is_file() else None,
+        files.read_bytes() if files.is_file() else None,
+    )
     pending = [("", str(folder))]
     while pending:
         prefix, directory = pending.pop()
