@@ -10,7 +10,6 @@ Hashes say the bytes are the ones that were packed; this says those bytes are sa
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,19 +203,3 @@ def check_contents(packages: list[PackageContents]) -> None:
                     f"refusing package {package.name}: '{name}' would be written through a symlink "
                     "that leaves the environment"
                 )
-
-
-async def _read_all(files: list[Path], concurrency: int) -> list[PackageContents]:
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(path: Path) -> PackageContents:
-        async with semaphore:
-            return await scan_package(path)
-
-    return list(await asyncio.gather(*(one(f) for f in files)))
-
-
-def check_packages(files: list[Path], concurrency: int = 4) -> None:
-    """Read every package's paths and links and refuse any that would escape the prefix."""
-    if files:
-        check_contents(asyncio.run(_read_all(files, concurrency)))
