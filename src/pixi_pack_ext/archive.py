@@ -293,6 +293,15 @@ def copy_range(src: int, offset: int, size: int, dest: int) -> None:
 MADE_FOLDERS_LIMIT = 4096
 
 
+def _at_or_below(relative: str, files: set[str]) -> bool:
+    """Whether ``relative`` is one of ``files`` or lies below one (a look-up per folder level)."""
+    while relative:
+        if relative in files:
+            return True
+        relative = relative.rpartition("/")[0]
+    return False
+
+
 def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None) -> None:
     """Extract a tar stream into ``dest`` (created if needed), refusing anything unsafe.
 
@@ -328,7 +337,7 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
                         if len(made) > MADE_FOLDERS_LIMIT:
                             made.clear()
                         made.add(folder)
-                    if taken and any(relative == t or relative.startswith(t + "/") for t in taken):
+                    if taken and _at_or_below(relative, taken):
                         raise FileExistsError(target)  # a second entry at, or below, a taken file
                     if (
                         not member.isdir()

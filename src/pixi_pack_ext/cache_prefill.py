@@ -17,8 +17,9 @@ its own thread (the extractor releases the GIL) while the pack's format is still
 Until the repodata is known, a package is extracted into a staging folder named after its file;
 ``finish`` matches the staged folders with the records, checks every sha256 and renames each good
 folder to where rattler looks for it (``<cache>/<name>-<version>-<build>/``), so the install only
-links. The cache lives in the unpack's private work folder and rattler's extractor keeps every
-entry inside its target folder; nothing reaches the environment before every hash and the package
+links. Small packages may be extracted into a private RAM folder instead (``RamStaging``); their
+cache entry is then a symlink to it. The cache lives in the unpack's private work folder and
+rattler's extractor keeps every entry inside its target folder; nothing reaches the environment before every hash and the package
 guard have passed. A package the extractor cannot read, or two records sharing a cache folder,
 are written out as files (if they were not) and left to rattler to extract.
 """
@@ -46,7 +47,8 @@ from rattler.package_streaming import download_and_extract
 from .archive import copy_range
 from .errors import InvalidPackError, UnsafeArchiveError
 from .fetch import hash_file
-from .package_guard import PackageContents, read_extracted_contents, scan_package
+from .package_guard import PackageContents, list_members, read_extracted_contents, scan_package
+from .ram_staging import RamStaging
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,13 @@ class _Job:
     source: Path | None = None
     offset: int = 0
     size: int = 0
+    #: A copy of the bytes in RAM to extract from (a small package taken from the pack).
+    copy: Path | None = None
+
+    @property
+    def piped(self) -> bool:
+        """Whether the extractor reads the bytes from the pack itself, through a pipe."""
+        return self.source is not None and self.copy is None
 
 
 class CachePrefill:
@@ -105,8 +114,9 @@ class CachePrefill:
     when the block failed (what is being extracted finishes) and always waits for the thread.
     """
 
-    def __init__(self, cache_dir: Path, concurrency: int = 2) -> None:
+    def __init__(self, cache_dir: Path, concurrency: int = 2, ram: RamStaging | None = None) -> None:
         self.cache_dir = cache_dir
+        self.ram = ram
         self.concurrency = max(1, concurrency)
         self._stop = threading.Event()
         self._jobs: dict[Path, _Job] = {}
@@ -133,14 +143,22 @@ class CachePrefill:
     # -- the caller's side (PackFiles) ---------------------------------------------------------------
 
     def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> bool:
-        """A big package is extracted straight from the pack's bytes and never copied out (True)."""
-        if is_package_member(name) and size >= _stream_min_size() and hasattr(os, "mkfifo"):
-            return self._add(path, source, offset, size)
-        return False
+        """Take a package over (True), so it is not written into the pack folder: a big one is
+        extracted straight from the pack's bytes, a small one from a copy in RAM when there is room."""
+        if not is_package_member(name) or not self._accepts(path):
+            return False
+        if size >= _stream_min_size():
+            return hasattr(os, "mkfifo") and self._add(path, source, offset, size)
+        if self.ram is None or not self.ram.reserve(size):
+            return False
+        copy = self.ram.archive_path(path.parent.name, path.name)
+        with open(source, "rb") as src, open(copy, "xb") as out:
+            copy_range(src.fileno(), offset, size, out.fileno())  # a short pack: the tar reader says so
+        return self._add(path, source, offset, size, copy)
 
     @property
     def streamed(self) -> set[Path]:
-        """The package files taken straight from the pack: they are not in the pack folder."""
+        """The package files taken over from the pack (absolute paths): they are not in the pack folder."""
         return {key for key, job in self._jobs.items() if job.source is not None}
 
     def file_ready(self, name: str, path: Path) -> None:
@@ -151,11 +169,16 @@ class CachePrefill:
         """Start extracting the package file ``path`` (complete on disk), unless it already is."""
         self._add(path)
 
-    def _add(self, path: Path, source: Path | None = None, offset: int = 0, size: int = 0) -> bool:
-        key = path.resolve()
+    def _accepts(self, path: Path) -> bool:
+        return self._loop is not None and _key(path) not in self._jobs
+
+    def _add(
+        self, path: Path, source: Path | None = None, offset: int = 0, size: int = 0, copy: Path | None = None
+    ) -> bool:
+        key = _key(path)
         if key in self._jobs or self._loop is None or self._queue is None:
             return False
-        job = _Job(key, concurrent.futures.Future(), source, offset, size)
+        job = _Job(key, concurrent.futures.Future(), source, offset, size, copy)
         self._jobs[key] = job
         self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
         return True
@@ -173,7 +196,7 @@ class CachePrefill:
         refused: dict[Path, UnsafeArchiveError] = {}
         contents: list[PackageContents] = []
         for record, path in zip(records, files, strict=True):
-            staged = self._jobs[path.resolve()].future.result()
+            staged = self._jobs[_key(path)].future.result()
             assert record.sha256 is not None  # verify_channel refuses records without one
             expected = record.sha256.hex()
             if staged.sha256 != expected:
@@ -184,9 +207,12 @@ class CachePrefill:
                 contents.append(staged.contents)
                 target = self.cache_dir / cache_folder_name(record)
                 if staged.folder is not None and names[target.name] == 1 and not target.exists():
-                    os.replace(staged.folder, target)
+                    if self.ram is not None and self.ram.holds(staged.folder):
+                        target.symlink_to(staged.folder, target_is_directory=True)
+                    else:
+                        os.replace(staged.folder, target)
                 else:  # rattler extracts this one itself, from the file
-                    self._materialize(self._jobs[path.resolve()])
+                    self._materialize(self._jobs[_key(path)])
         if wrong:
             path = min(wrong)
             raise InvalidPackError(f"channel/{path.parent.name}/{path.name} is corrupt: {wrong[path]}")
@@ -240,16 +266,23 @@ class CachePrefill:
     async def _one(self, client: Client, job: _Job) -> Staged:
         if self._stop.is_set():
             return Staged("", None)
-        folder = self.cache_dir / STAGING / f"{job.path.parent.name}--{job.path.name}"
+        folder = self._staging_folder(job)
         scanned: PackageContents | UnsafeArchiveError | None
-        if job.source is not None:
+        if job.piped:
             # No file to read the archive from: the guard reads the extracted folder instead
             sha256 = await self._extract_streamed(client, job, folder)
-            scanned = None if sha256 is None else await _scan_folder(folder, job.path.name)
+            scanned = None if sha256 is None else await self._scan_folder(folder, job.path.name)
         else:
-            sha256, scanned = await asyncio.gather(
-                _extract(client, job.path.as_uri(), folder), _scan(job.path)
-            )
+            # The guard lists the archive's members alongside; links and paths.json are then read
+            # from the extracted folder, which must hold every listed member
+            archive = job.copy or job.path
+            sha256, listed = await asyncio.gather(_extract(client, archive.as_uri(), folder), _list(archive))
+            if job.copy is not None:  # the RAM is worth more than the copy now
+                job.copy.unlink()
+            if isinstance(listed, UnsafeArchiveError):
+                scanned = listed
+            else:
+                scanned = None if sha256 is None else await self._scan_folder(folder, job.path.name, listed)
         if sha256 is None:  # an archive the extractor cannot read: hash it, rattler decides
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(folder)
@@ -264,6 +297,25 @@ class CachePrefill:
         else:
             staged.contents = scanned
         return staged
+
+    def _staging_folder(self, job: _Job) -> Path:
+        """A small package is extracted in RAM when there is room, anything else on disk."""
+        name = f"{job.path.parent.name}--{job.path.name}"
+        if self.ram is not None:
+            if job.copy is not None:  # room was reserved when the bytes were copied
+                return self.ram.package_folder(name)
+            if job.source is None:
+                size = _size(job.path)
+                if size < _stream_min_size() and self.ram.reserve(size):
+                    return self.ram.package_folder(name)
+        return self.cache_dir / STAGING / name
+
+    async def _scan_folder(
+        self, folder: Path, name: str, listed: list[str] | None = None
+    ) -> PackageContents | UnsafeArchiveError:
+        return await _scan_folder(
+            folder, name, listed, in_ram=self.ram is not None and self.ram.holds(folder)
+        )
 
     async def _extract_streamed(self, client: Client, job: _Job, folder: Path) -> str | None:
         """Extract from a named pipe that a thread fills with the package's bytes in the pack."""
@@ -312,6 +364,12 @@ def _feed_pipe(pipe: Path, source: Path, offset: int, size: int, done: threading
         os.close(fd)
 
 
+def _key(path: Path) -> Path:
+    """A file's key among the jobs: absolute, without a system call (the pack folder that formats
+    report files under is already a resolved path)."""
+    return Path(os.path.abspath(path))
+
+
 def _stream_min_size() -> int:
     value = os.environ.get(STREAM_MIN_SIZE_ENV, "")
     return int(value) if value.isdigit() else STREAM_MIN_SIZE
@@ -327,11 +385,24 @@ def _widen_pipe(fd: int) -> None:
         pass  # other systems, or a pipe-max-size below 1 MiB: the default works, a little slower
 
 
-async def _scan_folder(folder: Path, name: str) -> PackageContents | UnsafeArchiveError:
+async def _scan_folder(
+    folder: Path, name: str, listed: list[str] | None = None, *, in_ram: bool = False
+) -> PackageContents | UnsafeArchiveError:
     try:
-        return await asyncio.to_thread(read_extracted_contents, folder, name)
+        if in_ram:  # read at once: quicker than handing it to a thread and back
+            return read_extracted_contents(folder, name, listed)
+        return await asyncio.to_thread(read_extracted_contents, folder, name, listed)
+    except UnsafeArchiveError as exc:
+        return exc
     except (OSError, ValueError) as exc:
         return UnsafeArchiveError(f"refusing package {name}: its metadata is unreadable ({exc})")
+
+
+async def _list(path: Path) -> list[str] | UnsafeArchiveError:
+    try:
+        return await list_members(path)
+    except UnsafeArchiveError as exc:
+        return exc
 
 
 async def _scan(path: Path) -> PackageContents | UnsafeArchiveError:

@@ -69,3 +69,13 @@ class UnpackError(PixiPackError):
 
 class EnvironmentMismatchError(UnpackError):
     """The host lacks a virtual package (glibc, cuda, osx, ...) that the environment needs."""
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """An error from rattler in one line: its first line, and the root of its ``Caused by:`` chain
+    (where the real reason, such as "No space left on device", is)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    causes = [line.removeprefix("Caused by:").strip() for line in lines[1:] if line.startswith("Caused by:")]
+    return f"{lines[0]} ({causes[-1]})" if causes and causes[-1] not in lines[0] else lines[0]

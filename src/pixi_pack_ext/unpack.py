@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -27,13 +28,14 @@ from rattler import Channel, RepoData
 from .activation import write_activation_script
 from .cache_prefill import CachePrefill
 from .channel import read_repodata
-from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError
+from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from .fetch import hash_file
 from .hookspecs import PackFormat, UnpackContext
 from .interrupts import deferred_interrupts, held_interrupts
 from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
 from .package_guard import check_contents
 from .plugins import PluginManager, get_plugin_manager
+from .ram_staging import RamStaging
 from .virtual_packages import check_virtual_packages
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ def verify_channel(
                     f"channel/{subdir.name}/repodata.json lists an unsafe file name '{file_name}'"
                 )
             path = subdir / file_name
-            if not path.is_file() and path.resolve() not in (streamed or set()):
+            if not path.is_file() and Path(os.path.abspath(path)) not in (streamed or set()):
                 raise InvalidPackError(
                     f"channel/{subdir.name}/{file_name} is listed in repodata.json but missing"
                 )
@@ -121,6 +123,7 @@ def _pin_to_verified_files(
 ) -> list[rattler.RepoDataRecord]:
     """Point every record at the file just verified: rattler builds URLs from the record's own
     ``subdir`` field, and a hostile ``"subdir": "../../x"`` would install an unverified file."""
+    folder = subdir.resolve()
     for record in records:
         if record.file_name not in entries:
             raise InvalidPackError(
@@ -131,7 +134,7 @@ def _pin_to_verified_files(
                 f"channel/{subdir.name}/repodata.json says '{record.file_name}' is for subdir "
                 f"'{record.subdir}'; a pack keeps each package in its own subdir's folder"
             )
-        record.url = (subdir / record.file_name).resolve().as_uri()
+        record.url = (folder / record.file_name).as_uri()  # file names are checked: no '/' or '..'
     return records
 
 
@@ -180,12 +183,13 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
 
     created_output = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=".pixi-unpack-", dir=output_dir))
+    workdir = Path(tempfile.mkdtemp(prefix=".pixi-unpack-", dir=output_dir)).resolve()
     prefix_created = False
     activation: Path | None = None
     cache_removal: threading.Thread | None = None
+    ram = RamStaging.create()
     try:
-        with CachePrefill(workdir / "cache") as prefill:
+        with CachePrefill(workdir / "cache", ram=ram) as prefill:
             pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
             metadata = read_metadata(pack_dir)
             validate_metadata(metadata)
@@ -206,9 +210,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             _install(records, prefix, workdir / "cache", metadata.platform, options.show_progress)
             # The environment holds hard links to the cache's files now: removing the cache's
             # thousands of entries overlaps with the unpack steps instead of following them.
-            cache_removal = threading.Thread(
-                target=shutil.rmtree, args=(workdir / "cache",), kwargs={"ignore_errors": True}
-            )
+            cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
             cache_removal.start()
             context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
             for step in plugins.unpack_steps:
@@ -231,8 +233,16 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         with held_interrupts(), contextlib.suppress(FileNotFoundError):
             if cache_removal is not None:
                 cache_removal.join()
+            _remove_cache(workdir / "cache", ram)
             shutil.rmtree(workdir)
     return prefix
+
+
+def _remove_cache(cache_dir: Path, ram: RamStaging | None) -> None:
+    """Remove the package cache and the RAM folder its small packages' entries point into."""
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    if ram is not None:
+        ram.remove()
 
 
 def install_records(
@@ -262,7 +272,7 @@ def install_records(
                 show_progress=show_progress,
             )
         )
-    except Exception as exc:  # rattler's install errors
+    except Exception as exc:  # rattler's install errors, in one line with their root cause
         raise failed(exc) from None
     # rattler marks prefixes as cache folders; an environment is not one (backup tools would skip it).
     with contextlib.suppress(FileNotFoundError):
@@ -279,7 +289,9 @@ def _install(
         cache_dir,
         platform,
         show_progress=show_progress,
-        failed=lambda exc: UnpackError(f"installing the environment into {prefix} failed: {exc}"),
+        failed=lambda exc: UnpackError(
+            f"installing the environment into {prefix} failed: {one_line_reason(exc)}"
+        ),
     )
     history = prefix / "conda-meta" / "history"
     history.parent.mkdir(parents=True, exist_ok=True)

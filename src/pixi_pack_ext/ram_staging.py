@@ -1,0 +1,97 @@
+"""A private folder in RAM (a tmpfs) where small packages are extracted before the install.
+
+rattler installs from an extracted package cache. For small packages most of an unpack's time is
+the filesystem's per-file work on disk: creating the cache's folders and files, linking them into
+the environment, then removing the cache again. In a tmpfs that work costs next to nothing, and the
+install copies the files into the environment instead of hard-linking them (the files are written
+to disk once either way). Big packages stay in the on-disk cache, where hard links spare copying
+their data.
+
+The RAM used is bounded: at most ``PIXI_UNPACK_RAM_STAGING`` bytes of package archives (default
+256 MiB; 0 turns RAM staging off), at most an eighth of the tmpfs's free space, and no package is
+staged once the tmpfs has less than half of its starting free space left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+RAM_STAGING_ENV = "PIXI_UNPACK_RAM_STAGING"
+DEFAULT_LIMIT = 256 << 20
+#: Where a tmpfs is found on Linux. Other systems have none at a fixed place: disk only there.
+TMPFS_CANDIDATES = ("/dev/shm",)
+
+
+class RamStaging:
+    """A private tmpfs folder and the archive bytes already staged in it."""
+
+    def __init__(self, folder: Path, limit: int, keep_free: int) -> None:
+        self.folder = folder
+        self.limit = limit
+        self.keep_free = keep_free
+        self.used = 0
+        self._lock = threading.Lock()
+        self._subdirs: set[str] = set()
+        (folder / "packages").mkdir(exist_ok=True)
+
+    @classmethod
+    def create(cls) -> RamStaging | None:
+        """A new private folder on a tmpfs, or None when there is none, it is full or it is turned off."""
+        limit = _configured_limit()
+        if limit <= 0:
+            return None
+        for candidate in TMPFS_CANDIDATES:
+            try:
+                free = _free_bytes(Path(candidate))
+                if free // 8 < 1 << 20:  # too small to be worth a folder
+                    continue
+                folder = Path(tempfile.mkdtemp(prefix="pixi-unpack-", dir=candidate))
+            except OSError:
+                continue
+            return cls(folder, min(limit, free // 8), free // 2)
+        return None
+
+    def reserve(self, archive_size: int) -> bool:
+        """Whether a package archive of ``archive_size`` bytes may be extracted here (and count it)."""
+        with self._lock:
+            if self.used + archive_size > self.limit:
+                return False
+            try:
+                if _free_bytes(self.folder) < self.keep_free:
+                    return False
+            except OSError:
+                return False
+            self.used += archive_size
+            return True
+
+    def archive_path(self, subdir: str, filename: str) -> Path:
+        """Where a copy of a package archive goes (its folder is created)."""
+        folder = self.folder / "archives" / subdir
+        if subdir not in self._subdirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._subdirs.add(subdir)
+        return folder / filename
+
+    def package_folder(self, name: str) -> Path:
+        """Where the package ``name`` is extracted."""
+        return self.folder / "packages" / name
+
+    def holds(self, path: Path) -> bool:
+        return path.is_relative_to(self.folder)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _configured_limit() -> int:
+    value = os.environ.get(RAM_STAGING_ENV, "").strip()
+    return int(value) if value.isdigit() else DEFAULT_LIMIT
+
+
+def _free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
