@@ -119,6 +119,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, channel_server: ChannelS
 
 
 @pytest.fixture(scope="session")
+def prod_tar(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pack of the demo workspace's prod environment, shared by tests that only read it."""
+    out = tmp_path_factory.mktemp("prod-pack") / "environment.tar"
+    pack_prod(workspace, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def workspace_v6(tmp_path_factory: pytest.TempPathFactory, channel_server: ChannelServer) -> Path:
     """The same workspace with a lock written in format v6."""
     return make_workspace(tmp_path_factory.mktemp("ws6"), channel_server.url, version=6)

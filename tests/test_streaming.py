@@ -12,20 +12,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import needs_linux64, pack_prod
+from conftest import needs_linux64
 
 from pixi_pack_ext import cache_prefill
 from pixi_pack_ext.builtin.formats import tar as tar_format
 from pixi_pack_ext.errors import InvalidPackError
 from pixi_pack_ext.fetch import DiskWriter, HashingSink
 from pixi_pack_ext.unpack import UnpackOptions, unpack
-
-
-@pytest.fixture(scope="module")
-def prod_tar(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("streaming") / "environment.tar"
-    pack_prod(workspace, out)
-    return out
 
 
 class _Recorder:

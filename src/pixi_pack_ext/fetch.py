@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .config import Settings
 from .errors import ChecksumError, DownloadError, PixiPackError
@@ -118,9 +119,11 @@ class DiskWriter:
 class HashingSink:
     """Writes a download to a temporary file while hashing it; ``restart`` starts over.
 
-    With a ``DiskWriter`` the writing and hashing happen on its thread, in order; ``offset``
-    counts the bytes handed over, and ``restart``, ``digests`` and ``close`` wait for the queue.
-    A write error there is raised by the next call.
+    With a ``DiskWriter`` the file is created, written and hashed on its thread, in order (creating
+    a file can take a while on a busy file system; the event loop never waits for it); ``offset``
+    counts the bytes handed over, ``finish`` waits for the queue without blocking the event loop,
+    and ``restart``, ``digests`` and ``close`` wait for it when something is still queued. A write
+    error there is raised by the next call.
     """
 
     def __init__(
@@ -133,13 +136,29 @@ class HashingSink:
     ) -> None:
         self.path = path
         self._on_bytes = on_bytes
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file: BinaryIO | None = None
         self._with_md5 = md5
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if md5 else None
         self._offset = 0
         self._writer = writer
         self._error: OSError | None = None
+        self._queued = False  # jobs handed to the writer since the last wait
+        if writer is None:
+            self._open()
+        else:
+            self._submit(self._open)
+
+    def _open(self) -> None:
+        try:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            self._error = exc
+
+    def _submit(self, job: Callable[[], None], size: int = 0) -> None:
+        assert self._writer is not None
+        self._writer.submit(job, size)
+        self._queued = True
 
     @property
     def offset(self) -> int:
@@ -150,12 +169,12 @@ class HashingSink:
         if self._writer is None:
             self._write_now(chunk)
         else:
-            self._writer.submit(lambda: self._write_now(chunk), len(chunk))
+            self._submit(lambda: self._write_now(chunk), len(chunk))
         self._offset += len(chunk)
         self._on_bytes(len(chunk))
 
     def _write_now(self, chunk: bytes) -> None:
-        if self._error is not None:
+        if self._error is not None or self._file is None:
             return
         try:
             self._file.write(chunk)
@@ -169,8 +188,11 @@ class HashingSink:
     def restart(self) -> None:
         self._wait()
         self._on_bytes(-self._offset)
-        self._file.seek(0)
-        self._file.truncate()
+        if self._file is None:  # it could not be created: try again
+            self._open()
+        else:
+            self._file.seek(0)
+            self._file.truncate()
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if self._with_md5 else None
         self._offset = 0
@@ -178,7 +200,18 @@ class HashingSink:
 
     def close(self) -> None:
         self._wait()
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+    async def finish(self) -> None:
+        """Wait, without blocking the event loop, until the writer has written everything queued."""
+        if self._writer is None or not self._queued:
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._writer.submit(lambda: loop.call_soon_threadsafe(_resolve, done))
+        await done
+        self._queued = False
 
     def digests(self) -> tuple[str, str]:
         """(sha256, md5) of everything written; md5 is "" when the sink was made without it."""
@@ -188,14 +221,20 @@ class HashingSink:
 
     def _wait(self) -> None:
         """Let the writer thread finish this sink's queued chunks."""
-        if self._writer is not None:
+        if self._writer is not None and self._queued:
             done = threading.Event()
             self._writer.submit(done.set)
             done.wait()
+            self._queued = False
 
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a cancelled wait has nobody to tell
+        future.set_result(None)
 
 
 def hash_file(path: Path, *, md5: bool = True) -> tuple[str, str]:
@@ -471,7 +510,10 @@ class Fetcher:
                 log.info("%s", exc)
                 continue
             finally:
-                sink.close()
+                try:
+                    await sink.finish()
+                finally:
+                    sink.close()
             mismatch = check_hash(item, *sink.digests())
             if mismatch is None:
                 return

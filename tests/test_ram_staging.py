@@ -1,0 +1,116 @@
+"""Small packages are extracted in a private tmpfs folder before the install copies them into the
+environment; the folder is bounded and always removed, and without room the disk is used."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import needs_linux64
+
+from pixi_pack_ext import ram_staging
+from pixi_pack_ext.ram_staging import RAM_STAGING_ENV, RamStaging
+from pixi_pack_ext.unpack import UnpackOptions, unpack
+
+needs_tmpfs = pytest.mark.skipif(
+    not any(Path(c).is_dir() for c in ram_staging.TMPFS_CANDIDATES), reason="no tmpfs at /dev/shm here"
+)
+
+
+class _Spy:
+    """Notes every RamStaging an unpack makes and what it staged."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stagings: list[RamStaging] = []
+        self.staged: list[str] = []
+        create, package_folder = RamStaging.create, RamStaging.package_folder
+
+        def spy_create() -> RamStaging | None:
+            staging = create()
+            if staging is not None:
+                self.stagings.append(staging)
+            return staging
+
+        def spy_package_folder(staging: RamStaging, name: str) -> Path:
+            self.staged.append(name)
+            return package_folder(staging, name)
+
+        monkeypatch.setattr(RamStaging, "create", staticmethod(spy_create))
+        monkeypatch.setattr(RamStaging, "package_folder", spy_package_folder)
+
+
+def _packages(pack: Path) -> list[str]:
+    with tarfile.open(pack) as archive:
+        return [m.name for m in archive.getmembers() if m.name.endswith((".conda", ".tar.bz2"))]
+
+
+def _runs_with_its_prefix(prefix: Path) -> None:
+    result = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert f"prefix={prefix}" in result.stdout  # the placeholder was rewritten in the copied file
+
+
+@needs_linux64
+@needs_tmpfs
+def test_small_packages_are_extracted_in_ram_and_the_environment_runs(
+    prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(monkeypatch)
+    prefix = unpack(UnpackOptions(pack=prod_tar, output_directory=tmp_path / "out"))
+    _runs_with_its_prefix(prefix)
+    assert len(spy.stagings) == 1
+    assert len(spy.staged) == len(_packages(prod_tar))  # every package of the demo is small
+    assert not spy.stagings[0].folder.exists(), "the RAM folder outlived the unpack"
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".pixi-unpack")] == []
+
+
+@needs_linux64
+@pytest.mark.parametrize("limit", ["0", "1"], ids=["turned off", "no room for any package"])
+def test_without_ram_room_packages_go_through_the_disk(
+    limit: str, prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RAM_STAGING_ENV, limit)
+    spy = _Spy(monkeypatch)
+    prefix = unpack(UnpackOptions(pack=prod_tar, output_directory=tmp_path / "out"))
+    _runs_with_its_prefix(prefix)
+    assert spy.staged == []
+    assert all(not s.folder.exists() for s in spy.stagings)
+
+
+@needs_linux64
+@needs_tmpfs
+def test_a_failed_unpack_removes_the_ram_folder(
+    prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package that fails its hash after it was staged in RAM: nothing is left anywhere."""
+    spy = _Spy(monkeypatch)
+    with tarfile.open(prod_tar) as archive:
+        member = next(m for m in archive.getmembers() if "hello-bin" in m.name)
+    damaged = tmp_path / "damaged.tar"
+    data = bytearray(prod_tar.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    damaged.write_bytes(data)
+    with pytest.raises(Exception, match=r"hello-bin.*(corrupt|refusing)"):
+        unpack(UnpackOptions(pack=damaged, output_directory=tmp_path / "out"))
+    assert spy.staged, "nothing was staged in RAM before the refusal"
+    assert not spy.stagings[0].folder.exists()
+    assert not (tmp_path / "out").exists()
+
+
+@needs_tmpfs
+def test_reserve_keeps_to_the_limit_and_to_the_free_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RAM_STAGING_ENV, str(10 << 20))
+    staging = RamStaging.create()
+    assert staging is not None
+    try:
+        assert staging.limit <= 10 << 20
+        assert staging.reserve(6 << 20) and staging.used == 6 << 20
+        assert not staging.reserve(6 << 20), "two reservations exceed the limit"
+        assert staging.reserve(4 << 20)
+        staging.keep_free = 1 << 62  # more free space than any tmpfs has: nothing more fits
+        staging.used = 0
+        assert not staging.reserve(1)
+    finally:
+        staging.remove()
+    assert not staging.folder.exists()
