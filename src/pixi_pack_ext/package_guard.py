@@ -199,6 +199,19 @@ class _Tree:
         return tuple(resolved)
 
 
+def _climbs_out(parts: list[str]) -> bool:
+    """Whether ``parts``, read without following any link, climb above the prefix."""
+    depth = 0
+    for name in parts:
+        if name == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif name not in ("", "."):
+            depth += 1
+    return False
+
+
 def check_contents(packages: list[PackageContents]) -> None:
     """Raise ``UnsafeArchiveError`` for the first path or link of any package that escapes."""
     for package in packages:
@@ -220,7 +233,10 @@ def check_contents(packages: list[PackageContents]) -> None:
         for name, target in package.symlinks.items():
             parts = _parts(name)
             absolute = unsafe_reason(target) == "an absolute path"
-            if absolute or tree.resolve([*parts[:-1], *target.replace("\\", "/").split("/")]) is None:
+            followed = [*parts[:-1], *target.replace("\\", "/").split("/")]
+            # Also as written: a declared link can fail to be made (a folder already there), and the
+            # links below it then sit in that real folder, not where the link would have taken them.
+            if absolute or _climbs_out(followed) or tree.resolve(followed) is None:
                 raise UnsafeArchiveError(
                     f"refusing package {package.name}: symlink '{name}' -> '{target}' points outside "
                     "the environment (or loops)"

@@ -24,6 +24,7 @@ from urllib.request import url2pathname
 
 import rattler
 from rattler import Channel, RepoData
+from rattler.package_cache import PackageCache, ValidationMode
 
 from .activation import write_activation_script
 from .cache_prefill import CachePrefill
@@ -254,12 +255,18 @@ def install_records(
     failed: Callable[[Exception], PixiPackError],
     show_progress: bool = False,
     alternative_target_prefix: str | None = None,
+    prefilled: bool = False,
 ) -> None:
     """Install ``records`` into ``prefix`` with rattler (prefix rewriting, noarch python, entry points;
     no link scripts run); rattler's error is raised as ``failed(error)``.
 
     ``alternative_target_prefix`` is the path the environment will live at when that is not ``prefix``.
+    ``prefilled``: ``cache_dir`` is private and its packages were just extracted from archives whose
+    sha256 was checked, so rattler need not look at every file of every entry again.
     """
+    package_cache = (
+        PackageCache.new_layered([cache_dir], validation_mode=ValidationMode.skip()) if prefilled else None
+    )
     try:
         asyncio.run(
             rattler.install(
@@ -270,6 +277,7 @@ def install_records(
                 alternative_target_prefix=alternative_target_prefix,
                 execute_link_scripts=False,
                 show_progress=show_progress,
+                package_cache=package_cache,
             )
         )
     except Exception as exc:  # rattler's install errors, in one line with their root cause
@@ -289,6 +297,7 @@ def _install(
         cache_dir,
         platform,
         show_progress=show_progress,
+        prefilled=True,
         failed=lambda exc: UnpackError(
             f"installing the environment into {prefix} failed: {one_line_reason(exc)}"
         ),
