@@ -109,13 +109,23 @@ class _Job:
 class CachePrefill:
     """Extract package files into ``cache_dir`` in the background and check them against records.
 
-    Use as a context manager and as the ``PackFiles`` of a format's ``open_pack``: files are
+    Packages not extracted in RAM are extracted in ``disk_dir`` (default: ``cache_dir``); a cache
+    entry on another file system than its extraction is a symlink to it (a cache in RAM keeps the
+    lock files and entries rattler makes per package off the disk, and big packages on disk are
+    still hard-linked into the environment). Use as a context manager and as the ``PackFiles`` of a format's ``open_pack``: files are
     submitted as the pack is read; then ``finish`` with the records. Leaving stops the work early
     when the block failed (what is being extracted finishes) and always waits for the thread.
     """
 
-    def __init__(self, cache_dir: Path, concurrency: int = 2, ram: RamStaging | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        concurrency: int = 2,
+        ram: RamStaging | None = None,
+        disk_dir: Path | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
+        self.disk_dir = disk_dir or cache_dir
         self.ram = ram
         self.concurrency = max(1, concurrency)
         self._stop = threading.Event()
@@ -126,8 +136,9 @@ class CachePrefill:
         self._thread = threading.Thread(target=self._run, name="pixi-unpack-extract", daemon=True)
 
     def __enter__(self) -> CachePrefill:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         for folder in (STAGING, PIPES):
-            (self.cache_dir / folder).mkdir(parents=True, exist_ok=True)
+            (self.disk_dir / folder).mkdir(parents=True, exist_ok=True)
         self._thread.start()
         self._ready.wait()
         return self
@@ -207,10 +218,7 @@ class CachePrefill:
                 contents.append(staged.contents)
                 target = self.cache_dir / cache_folder_name(record)
                 if staged.folder is not None and names[target.name] == 1 and not target.exists():
-                    if self.ram is not None and self.ram.holds(staged.folder):
-                        target.symlink_to(staged.folder, target_is_directory=True)
-                    else:
-                        os.replace(staged.folder, target)
+                    _place(staged.folder, target)
                 else:  # rattler extracts this one itself, from the file
                     self._materialize(self._jobs[_key(path)])
         if wrong:
@@ -308,7 +316,7 @@ class CachePrefill:
                 size = _size(job.path)
                 if size < _stream_min_size() and self.ram.reserve(size):
                     return self.ram.package_folder(name)
-        return self.cache_dir / STAGING / name
+        return self.disk_dir / STAGING / name
 
     async def _scan_folder(
         self, folder: Path, name: str, listed: list[str] | None = None
@@ -320,7 +328,7 @@ class CachePrefill:
     async def _extract_streamed(self, client: Client, job: _Job, folder: Path) -> str | None:
         """Extract from a named pipe that a thread fills with the package's bytes in the pack."""
         assert job.source is not None
-        pipe = self.cache_dir / PIPES / folder.name  # the name keeps the package's suffix
+        pipe = self.disk_dir / PIPES / folder.name  # the name keeps the package's suffix
         os.mkfifo(pipe, 0o600)
         done = threading.Event()
         feeding = asyncio.ensure_future(
@@ -362,6 +370,16 @@ def _feed_pipe(pipe: Path, source: Path, offset: int, size: int, done: threading
         pass  # the extractor stopped reading, or the pack ends early: the extraction says so
     finally:
         os.close(fd)
+
+
+def _place(folder: Path, entry: Path) -> None:
+    """Make ``folder`` the cache entry ``entry``: moved there, or linked from another file system."""
+    try:
+        os.replace(folder, entry)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        entry.symlink_to(folder, target_is_directory=True)
 
 
 def _key(path: Path) -> Path:

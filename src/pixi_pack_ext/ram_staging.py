@@ -4,8 +4,9 @@ rattler installs from an extracted package cache. For small packages most of an 
 the filesystem's per-file work on disk: creating the cache's folders and files, linking them into
 the environment, then removing the cache again. In a tmpfs that work costs next to nothing, and the
 install copies the files into the environment instead of hard-linking them (the files are written
-to disk once either way). Big packages stay in the on-disk cache, where hard links spare copying
-their data.
+to disk once either way). The package cache itself lives there too, so rattler's lock file and
+entry per package stay off the disk; big packages are extracted on disk and their cache entries
+are symlinks to those folders, so the install still hard-links their files.
 
 The RAM used is bounded: at most ``PIXI_UNPACK_RAM_STAGING`` bytes of package archives (default
 256 MiB; 0 turns RAM staging off), at most an eighth of the tmpfs's free space, and no package is
@@ -79,6 +80,10 @@ class RamStaging:
     def package_folder(self, name: str) -> Path:
         """Where the package ``name`` is extracted."""
         return self.folder / "packages" / name
+
+    def cache_folder(self) -> Path:
+        """Where the package cache itself lives (rattler's lock file and entry per package)."""
+        return self.folder / "cache"
 
     def holds(self, path: Path) -> bool:
         return path.is_relative_to(self.folder)

@@ -189,8 +189,9 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     activation: Path | None = None
     cache_removal: threading.Thread | None = None
     ram = RamStaging.create()
+    cache_dir = ram.cache_folder() if ram is not None else workdir / "cache"
     try:
-        with CachePrefill(workdir / "cache", ram=ram) as prefill:
+        with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
             pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
             metadata = read_metadata(pack_dir)
             validate_metadata(metadata)
@@ -208,7 +209,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         # From here a Ctrl-C waits for the end (rattler's threads cannot be stopped halfway), and
         # then everything is removed below.
         with deferred_interrupts("the install"):
-            _install(records, prefix, workdir / "cache", metadata.platform, options.show_progress)
+            _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
             # The environment holds hard links to the cache's files now: removing the cache's
             # thousands of entries overlaps with the unpack steps instead of following them.
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
