@@ -7,21 +7,24 @@ the pack's repodata, so the bytes are read once instead of twice. The work runs 
 its own thread (the extractor releases the GIL) while the pack's format is still extracting:
 
 - a package is submitted as soon as its file is complete, and the package guard lists the same
-  archive's members alongside the extraction (the extractor silently drops a hostile ``../x``
-  member; the guard must see it to refuse it);
+  archive's members alongside the extraction (rattler refuses climbing and absolute names there);
+  the folder must then hold every listed member, since the extractor silently drops a hostile
+  ``../x`` member or a hard link leaving the package, and the guard must see that to refuse it;
+- a small package inside a plain tar file is copied into a private RAM folder (``RamStaging``)
+  and extracted there, when there is room;
 - a big package inside a plain tar file is never copied out: the extractor reads its bytes from
   the tar through a named pipe, and the guard reads what was extracted (paths.json, symlinks and
   files in the folder; a member the extractor dropped is then left out, not refused). Copying
   gigabytes out first would double the unpack's disk writes.
 
 Until the repodata is known, a package is extracted into a staging folder named after its file;
-``finish`` matches the staged folders with the records, checks every sha256 and renames each good
-folder to where rattler looks for it (``<cache>/<name>-<version>-<build>/``), so the install only
-links. Small packages may be extracted into a private RAM folder instead (``RamStaging``); their
-cache entry is then a symlink to it. The cache lives in the unpack's private work folder and
-rattler's extractor keeps every entry inside its target folder; nothing reaches the environment before every hash and the package
-guard have passed. A package the extractor cannot read, or two records sharing a cache folder,
-are written out as files (if they were not) and left to rattler to extract.
+``finish`` matches the staged folders with the records, checks every sha256 and moves each good
+folder to where rattler looks for it (``<cache>/<name>-<version>-<build>/``; a symlink when the
+cache is on another file system), so the install only links. The cache and the staging folders
+are private to the unpack and rattler's extractor keeps every entry inside its target folder;
+nothing reaches the environment before every hash and the package guard have passed. A package
+the extractor cannot read, or two records sharing a cache folder, are written out as files (if
+they were not) and left to rattler to extract.
 """
 
 from __future__ import annotations
@@ -112,7 +115,9 @@ class CachePrefill:
     Packages not extracted in RAM are extracted in ``disk_dir`` (default: ``cache_dir``); a cache
     entry on another file system than its extraction is a symlink to it (a cache in RAM keeps the
     lock files and entries rattler makes per package off the disk, and big packages on disk are
-    still hard-linked into the environment). Use as a context manager and as the ``PackFiles`` of a format's ``open_pack``: files are
+    still hard-linked into the environment).
+
+    Use as a context manager and as the ``PackFiles`` of a format's ``open_pack``: files are
     submitted as the pack is read; then ``finish`` with the records. Leaving stops the work early
     when the block failed (what is being extracted finishes) and always waits for the thread.
     """
