@@ -45,7 +45,19 @@ def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
 
     monkeypatch.setattr(fetch, "hash_file", no_hashing)
     assert store.verified_hit(item) == entry
+    # The lock-free path takes a stamped hit as it is, and nothing else.
+    item.dest.unlink()
+    assert store.use_stamped(item) and item.dest.read_bytes() == entry.read_bytes()
+    other = FetchItem(
+        label="y",
+        url="http://unused/",
+        dest=tmp_path / "dest" / "y",
+        sha256="0" * 64,
+        cache_key=item.cache_key,
+    )
+    assert not store.use_stamped(other) and not other.dest.exists()
     os.utime(entry)
+    assert not store.use_stamped(item), "a touched entry was used without being hashed"
     with pytest.raises(AssertionError, match="was hashed"):
         store.verified_hit(item)
 
