@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +124,17 @@ def prod_tar(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pack of the demo workspace's prod environment, shared by tests that only read it."""
     out = tmp_path_factory.mktemp("prod-pack") / "environment.tar"
     pack_prod(workspace, out)
+    return out
+
+
+def damage_package(pack: Path, out: Path, name_part: str) -> Path:
+    """A copy of the tar ``pack`` at ``out`` with one byte flipped in the middle of the first
+    ``.conda`` member whose name contains ``name_part``."""
+    with tarfile.open(pack) as archive:
+        member = next(m for m in archive.getmembers() if name_part in m.name and m.name.endswith(".conda"))
+    data = bytearray(pack.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    out.write_bytes(data)
     return out
 
 

@@ -8,9 +8,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import needs_linux64
+from conftest import damage_package, needs_linux64
 
 from pixi_pack_ext import ram_staging
+from pixi_pack_ext.errors import InvalidPackError
 from pixi_pack_ext.ram_staging import RAM_STAGING_ENV, RamStaging
 from pixi_pack_ext.unpack import UnpackOptions, unpack
 
@@ -85,13 +86,8 @@ def test_a_failed_unpack_removes_the_ram_folder(
 ) -> None:
     """A package that fails its hash after it was staged in RAM: nothing is left anywhere."""
     spy = _Spy(monkeypatch)
-    with tarfile.open(prod_tar) as archive:
-        member = next(m for m in archive.getmembers() if "hello-bin" in m.name)
-    damaged = tmp_path / "damaged.tar"
-    data = bytearray(prod_tar.read_bytes())
-    data[member.offset_data + member.size // 2] ^= 0xFF
-    damaged.write_bytes(data)
-    with pytest.raises(Exception, match=r"hello-bin.*(corrupt|refusing)"):
+    damaged = damage_package(prod_tar, tmp_path / "damaged.tar", "hello-bin")
+    with pytest.raises(InvalidPackError, match=r"hello-bin.*is corrupt: expected sha256"):
         unpack(UnpackOptions(pack=damaged, output_directory=tmp_path / "out"))
     assert spy.staged, "nothing was staged in RAM before the refusal"
     assert not spy.stagings[0].folder.exists()

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import needs_linux64
+from conftest import damage_package, needs_linux64
 
 from pixi_pack_ext import cache_prefill
 from pixi_pack_ext.builtin.formats import tar as tar_format
@@ -80,12 +80,7 @@ def test_a_corrupt_package_streamed_from_the_pack_is_refused(
     prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cache_prefill, "STREAM_MIN_SIZE", 1)
-    with tarfile.open(prod_tar) as archive:
-        member = next(m for m in archive.getmembers() if "hello-bin" in m.name and m.name.endswith(".conda"))
-    damaged = tmp_path / "damaged.tar"
-    data = bytearray(prod_tar.read_bytes())
-    data[member.offset_data + member.size // 2] ^= 0xFF
-    damaged.write_bytes(data)
+    damaged = damage_package(prod_tar, tmp_path / "damaged.tar", "hello-bin")
     with pytest.raises(InvalidPackError, match=r"hello-bin.*is corrupt: expected sha256"):
         unpack(UnpackOptions(pack=damaged, output_directory=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
