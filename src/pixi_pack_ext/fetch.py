@@ -316,11 +316,8 @@ class PackageCache:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        stamp = _stamp_line(item, st)
-        if stamp is not None:
-            with contextlib.suppress(OSError):
-                if self._stamp_path(item.cache_key).read_text() == stamp:
-                    return path
+        if self._stamp_matches(item, st):
+            return path
         mismatch = check_hash(item, *hash_file(path, md5=not item.sha256))
         if mismatch is None:
             return path
@@ -339,12 +336,9 @@ class PackageCache:
         path = self.path(item.cache_key)
         try:
             st = path.stat()
-            stamp = _stamp_line(item, st)
-            if not stat.S_ISREG(st.st_mode) or stamp is None:
-                return False
-            if self._stamp_path(item.cache_key).read_text() != stamp:
-                return False
         except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or not self._stamp_matches(item, st):
             return False
         try:
             link_or_copy(path, item.dest)
@@ -373,6 +367,17 @@ class PackageCache:
             temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             temp.write_text(stamp)
             os.replace(temp, target)
+
+    def _stamp_matches(self, item: FetchItem, st: os.stat_result) -> bool:
+        """Whether the entry's stamp describes the file as it is now (``st``)."""
+        assert item.cache_key is not None
+        stamp = _stamp_line(item, st)
+        if stamp is None:
+            return False
+        try:
+            return self._stamp_path(item.cache_key).read_text() == stamp
+        except OSError:
+            return False
 
     def _stamp_path(self, key: str) -> Path:
         return self.root / ".verified" / f"{key.replace('/', '--')}.stamp"

@@ -210,8 +210,8 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         # then everything is removed below.
         with deferred_interrupts("the install"):
             _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
-            # The environment holds hard links to the cache's files now: removing the cache's
-            # thousands of entries overlaps with the unpack steps instead of following them.
+            # The environment holds hard links to (or copies of) the cache's files now: removing
+            # the cache's thousands of entries overlaps with the unpack steps instead of following them.
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
             cache_removal.start()
             context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
