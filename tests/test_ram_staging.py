@@ -3,8 +3,12 @@ environment; the folder is bounded and always removed, and without room the disk
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -110,3 +114,26 @@ def test_reserve_keeps_to_the_limit_and_to_the_free_space(monkeypatch: pytest.Mo
     finally:
         staging.remove()
     assert not staging.folder.exists()
+
+
+@needs_tmpfs
+def test_a_folder_left_by_a_killed_unpack_is_removed_by_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    tmpfs = Path(ram_staging.TMPFS_CANDIDATES[0])
+    abandoned = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))
+    (abandoned / ram_staging.OWNER_FILE).write_text(dead.stdout)
+    (abandoned / "cache").mkdir()
+    busy = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))
+    (busy / ram_staging.OWNER_FILE).write_text(f"{os.getpid()}\n")
+    staging = RamStaging.create()
+    try:
+        assert staging is not None
+        assert not abandoned.exists(), "the folder of a process that is gone was kept"
+        assert busy.exists(), "the folder of a running unpack was removed"
+    finally:
+        shutil.rmtree(busy, ignore_errors=True)
+        shutil.rmtree(abandoned, ignore_errors=True)
+        if staging is not None:
+            staging.remove()

@@ -10,7 +10,8 @@ are symlinks to those folders, so the install still hard-links their files.
 
 The RAM used is bounded: at most ``PIXI_UNPACK_RAM_STAGING`` bytes of package archives (default
 256 MiB; 0 turns RAM staging off), at most an eighth of the tmpfs's free space, and no package is
-staged once the tmpfs has less than half of its starting free space left.
+staged once the tmpfs has less than half of its starting free space left. The folder is removed
+when the unpack ends; one left by a killed unpack is removed by the next one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from pathlib import Path
 
 RAM_STAGING_ENV = "PIXI_UNPACK_RAM_STAGING"
 DEFAULT_LIMIT = 256 << 20
+PREFIX = "pixi-unpack-"
+#: The unpack's process id, so a later unpack can tell an abandoned folder from a busy one.
+OWNER_FILE = "owner.pid"
 #: Where a tmpfs is found on Linux. Other systems have none at a fixed place: disk only there.
 TMPFS_CANDIDATES = ("/dev/shm",)
 
@@ -47,10 +51,12 @@ class RamStaging:
             return None
         for candidate in TMPFS_CANDIDATES:
             try:
+                remove_abandoned(Path(candidate))
                 free = _free_bytes(Path(candidate))
                 if free // 8 < 1 << 20:  # too small to be worth a folder
                     continue
-                folder = Path(tempfile.mkdtemp(prefix="pixi-unpack-", dir=candidate))
+                folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=candidate))
+                (folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
             except OSError:
                 continue
             return cls(folder, min(limit, free // 8), free // 2)
@@ -90,6 +96,30 @@ class RamStaging:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_abandoned(tmpfs: Path) -> None:
+    """Remove this user's staging folders whose unpack was killed (its process is gone): RAM is not
+    given back by a reboot-less machine on its own."""
+    for folder in tmpfs.glob(f"{PREFIX}*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError, AttributeError):
+            continue  # not ours, being created, or no owner file: leave it
+        if not _running(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _configured_limit() -> int:
