@@ -3,6 +3,7 @@ environment; the folder is bounded and always removed, and without room the disk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import damage_package, needs_linux64
 
-from pixi_pack_ext import ram_staging
+from pixi_pack_ext import cache_prefill, ram_staging
 from pixi_pack_ext.errors import InvalidPackError
 from pixi_pack_ext.ram_staging import RAM_STAGING_ENV, RamStaging
 from pixi_pack_ext.unpack import UnpackOptions, unpack
@@ -137,3 +138,36 @@ def test_a_folder_left_by_a_killed_unpack_is_removed_by_the_next(monkeypatch: py
         shutil.rmtree(abandoned, ignore_errors=True)
         if staging is not None:
             staging.remove()
+
+
+@needs_linux64
+@needs_tmpfs
+def test_a_full_tmpfs_sends_packages_to_the_disk(
+    prod_tar: Path, tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive can unpack to many times its size: when the tmpfs has no room for a package's
+    copy or extraction, that package is extracted on disk instead and the unpack succeeds."""
+    with open(small_disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
+    monkeypatch.setattr(RamStaging, "package_folder", lambda staging, name: small_disk / "packages" / name)
+    monkeypatch.setattr(RamStaging, "archive_path", lambda staging, subdir, name: small_disk / name)
+    monkeypatch.setattr(RamStaging, "holds", lambda staging, path: path.is_relative_to(small_disk))
+    spy = _Spy(monkeypatch)  # wraps the full file system's folders
+    extracted: list[Path] = []
+    extract = cache_prefill._extract
+
+    async def spy_extract(client: object, url: str, folder: Path) -> str | None:
+        sha256 = await extract(client, url, folder)  # type: ignore[arg-type]
+        if sha256 is not None:
+            extracted.append(folder)
+        return sha256
+
+    monkeypatch.setattr(cache_prefill, "_extract", spy_extract)
+    prefix = unpack(UnpackOptions(pack=prod_tar, output_directory=tmp_path / "out"))
+    _runs_with_its_prefix(prefix)
+    assert len(spy.staged) == len(_packages(prod_tar)), "the packages were not offered to the RAM"
+    assert len(extracted) == len(spy.staged) and all(
+        f.parent.name == cache_prefill.STAGING for f in extracted
+    )
+    assert spy.stagings and not spy.stagings[0].folder.exists()

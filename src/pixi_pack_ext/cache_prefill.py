@@ -168,8 +168,13 @@ class CachePrefill:
         if self.ram is None or not self.ram.reserve(size):
             return False
         copy = self.ram.archive_path(path.parent.name, path.name)
-        with open(source, "rb") as src, open(copy, "xb") as out:
-            copy_range(src.fileno(), offset, size, out.fileno())  # a short pack: the tar reader says so
+        try:
+            with open(source, "rb") as src, open(copy, "xb") as out:
+                copy_range(src.fileno(), offset, size, out.fileno())  # a short pack: the tar reader says so
+        except OSError as exc:  # the tmpfs is full: the file goes to the pack folder as usual
+            copy.unlink(missing_ok=True)
+            log.debug("no room in RAM for %s: %s", path.name, exc)
+            return False
         return self._add(path, source, offset, size, copy)
 
     @property
@@ -290,6 +295,11 @@ class CachePrefill:
             # from the extracted folder, which must hold every listed member
             archive = job.copy or job.path
             sha256, listed = await asyncio.gather(_extract(client, archive.as_uri(), folder), _list(archive))
+            if sha256 is None and self.ram is not None and self.ram.holds(folder):
+                # An archive can unpack to many times its size and fill the tmpfs: try the disk
+                shutil.rmtree(folder, ignore_errors=True)
+                folder = self.disk_dir / STAGING / folder.name
+                sha256 = await _extract(client, archive.as_uri(), folder)
             if job.copy is not None:  # the RAM is worth more than the copy now
                 job.copy.unlink()
             if isinstance(listed, UnsafeArchiveError):

@@ -4,7 +4,6 @@ nothing half-written on the full disk, and a verified cache elsewhere that a re-
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,22 +44,6 @@ def big_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     with ChannelServer(root / "channel") as server:
         lock_workspace(workspace, server.url)
         yield workspace, server
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB file system of its own (needs the right to mount; skipped without it)."""
-    mount_point = tmp_path / f"small-{uuid.uuid4().hex[:6]}"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip() or 'not permitted'}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def _pack(
