@@ -124,17 +124,22 @@ def test_a_folder_left_by_a_killed_unpack_is_removed_by_the_next(monkeypatch: py
     )
     tmpfs = Path(ram_staging.TMPFS_CANDIDATES[0])
     abandoned = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))
-    (abandoned / ram_staging.OWNER_FILE).write_text(dead.stdout)
+    namespace = ram_staging._pid_namespace()
+    (abandoned / ram_staging.OWNER_FILE).write_text(f"{dead.stdout.strip()} {namespace}\n")
     (abandoned / "cache").mkdir()
     busy = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))
-    (busy / ram_staging.OWNER_FILE).write_text(f"{os.getpid()}\n")
+    (busy / ram_staging.OWNER_FILE).write_text(f"{os.getpid()} {namespace}\n")
+    elsewhere = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))  # another container's
+    (elsewhere / ram_staging.OWNER_FILE).write_text(f"{dead.stdout.strip()} pid:[1]\n")
     staging = RamStaging.create()
     try:
         assert staging is not None
         assert not abandoned.exists(), "the folder of a process that is gone was kept"
         assert busy.exists(), "the folder of a running unpack was removed"
+        assert elsewhere.exists(), "the folder of another pid namespace was removed"
     finally:
         shutil.rmtree(busy, ignore_errors=True)
+        shutil.rmtree(elsewhere, ignore_errors=True)
         shutil.rmtree(abandoned, ignore_errors=True)
         if staging is not None:
             staging.remove()

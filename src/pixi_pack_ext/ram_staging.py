@@ -25,7 +25,8 @@ from pathlib import Path
 RAM_STAGING_ENV = "PIXI_UNPACK_RAM_STAGING"
 DEFAULT_LIMIT = 256 << 20
 PREFIX = "pixi-unpack-"
-#: The unpack's process id, so a later unpack can tell an abandoned folder from a busy one.
+#: The unpack's process id and pid namespace, so a later unpack can tell an abandoned folder from
+#: a busy one.
 OWNER_FILE = "owner.pid"
 #: Where a tmpfs is found on Linux. Other systems have none at a fixed place: disk only there.
 TMPFS_CANDIDATES = ("/dev/shm",)
@@ -41,7 +42,6 @@ class RamStaging:
         self.used = 0
         self._lock = threading.Lock()
         self._subdirs: set[str] = set()
-        (folder / "packages").mkdir(exist_ok=True)
 
     @classmethod
     def create(cls) -> RamStaging | None:
@@ -56,8 +56,13 @@ class RamStaging:
                 if free // 8 < 1 << 20:  # too small to be worth a folder
                     continue
                 folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=candidate))
-                (folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
             except OSError:
+                continue
+            try:
+                (folder / OWNER_FILE).write_text(_owner())
+                (folder / "packages").mkdir()
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
                 continue
             return cls(folder, min(limit, free // 8), free // 2)
         return None
@@ -101,15 +106,30 @@ class RamStaging:
 def remove_abandoned(tmpfs: Path) -> None:
     """Remove this user's staging folders whose unpack was killed (its process is gone): RAM is not
     given back by a reboot-less machine on its own."""
+    namespace = _pid_namespace()
     for folder in tmpfs.glob(f"{PREFIX}*"):
         try:
             if folder.stat().st_uid != os.getuid():
                 continue
-            pid = int((folder / OWNER_FILE).read_text().strip())
+            pid, _, owner_namespace = (folder / OWNER_FILE).read_text().strip().partition(" ")
+            if owner_namespace != namespace:
+                continue  # another container sharing this tmpfs: its processes are not visible here
+            if not _running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
         except (OSError, ValueError, AttributeError):
             continue  # not ours, being created, or no owner file: leave it
-        if not _running(pid):
-            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _owner() -> str:
+    return f"{os.getpid()} {_pid_namespace()}\n"
+
+
+def _pid_namespace() -> str:
+    """Which process-id namespace this process sees (Linux); a pid means nothing outside it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _running(pid: int) -> bool:
