@@ -310,11 +310,8 @@ class PackageCache:
         """
         assert item.cache_key is not None
         path = self.path(item.cache_key)
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
+        st = _regular_file_stat(path)
+        if st is None:
             return None
         if self._stamp_matches(item, st):
             return path
@@ -334,11 +331,8 @@ class PackageCache:
         so a concurrent pack can replace the file with an equally good one at most."""
         assert item.cache_key is not None
         path = self.path(item.cache_key)
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or not self._stamp_matches(item, st):
+        st = _regular_file_stat(path)
+        if st is None or not self._stamp_matches(item, st):
             return False
         try:
             link_or_copy(path, item.dest)
@@ -419,6 +413,15 @@ class PackageCache:
             yield
         finally:
             lock.release()
+
+
+def _regular_file_stat(path: Path) -> os.stat_result | None:
+    """``path``'s stat when it is a regular file (a cache entry can be nothing else)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _stamp_line(item: FetchItem, st: os.stat_result) -> str | None:

@@ -235,7 +235,8 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         with held_interrupts(), contextlib.suppress(FileNotFoundError):
             if cache_removal is not None:
                 cache_removal.join()
-            _remove_cache(workdir / "cache", ram)
+            else:  # the unpack ended before the install: nothing removed the caches yet
+                _remove_cache(workdir / "cache", ram)
             shutil.rmtree(workdir)
     return prefix
 
