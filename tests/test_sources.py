@@ -21,13 +21,14 @@ from pack_checks import (
     package_paths,
 )
 
-from pixi_pack_ext.testing.faulty_server import Corrupt, FaultyServer, Reset, Status, Truncate
+from pixi_pack_ext.testing.faulty_server import Corrupt, FaultyServer, Reset, Served, Stall, Status, Truncate
 from pixi_pack_ext.testing.locks import relocate_workspace
 from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler
 
 pytestmark = pytest.mark.usefixtures("isolated_credentials")
 
 SECRET = "pw-never-shown-4711"
+QUICK_TIMEOUT = {"PIXI_PACK_READ_TIMEOUT": "0.5"}
 
 
 def dead_url() -> str:
@@ -175,6 +176,70 @@ def test_a_server_that_keeps_failing_is_one_error(moved, channel_dir: Path, tmp_
     line = one_error_line(result)
     assert path.rsplit("/", 1)[1] in line and "HTTP 500" in line and f"after {attempts} attempts" in line
     assert not (tmp_path / "env.tar").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# rattler's downloader first, httpx for the rest
+# --------------------------------------------------------------------------------------------------
+
+
+def by_httpx(request: Served) -> bool:
+    return request.user_agent.startswith("python-httpx/")
+
+
+def test_plain_downloads_go_to_rattlers_downloader(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as server:
+        pack_prod(moved(server.url), tmp_path / "env.tar")
+        requests = list(server.fault_log.requests)
+    assert requests and not any(by_httpx(r) for r in requests), [r.user_agent for r in requests]
+    assert len({r.path for r in requests}) == len(requests)  # each file asked for once
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_a_stalled_native_download_is_resumed_by_httpx(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FaultyServer(channel_dir) as server:
+        path = hello_bin(channel_dir)
+        server.add_faults(path, Stall(after=1000))
+        pack_prod(moved(server.url), tmp_path / "env.tar", env=QUICK_TIMEOUT)
+        requests = [r for r in server.fault_log.requests if r.path == path]
+    assert [(r.range, by_httpx(r)) for r in requests] == [(None, False), ("bytes=1000-", True)]
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+def test_an_origin_that_fails_natively_is_left_to_httpx(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A connection-level failure (here a reset) is not tried natively again on that server."""
+    with FaultyServer(channel_dir) as server:
+        first = package_paths(channel_dir)[0]
+        server.add_faults(first, Reset(after=0))
+        pack_prod(moved(server.url), tmp_path / "env.tar", "--concurrent-downloads", "1")
+        requests = list(server.fault_log.requests)
+    reset = next(i for i, r in enumerate(requests) if r.outcome == "reset")
+    assert not by_httpx(requests[reset])
+    assert requests[reset + 1 :] and all(by_httpx(r) for r in requests[reset + 1 :])
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
+
+
+@pytest.mark.parametrize("setting", ["credentials", "proxy", "no retries"])
+def test_httpx_alone_where_the_native_path_does_not_apply(  # type: ignore[no-untyped-def]
+    moved, channel_dir: Path, tmp_path: Path, setting: str
+) -> None:
+    """Credentials, a proxy (here one that 127.0.0.1 bypasses) and ``PIXI_PACK_RETRIES=0`` (no
+    retry left to take over a failed native try) keep every request on httpx."""
+    auth = ("pack-user", SECRET) if setting == "credentials" else None
+    with FaultyServer(channel_dir, basic_auth=auth) as server:
+        extra: list[object] = []
+        env: dict[str, str] = {}
+        if setting == "credentials":
+            entries = {"127.0.0.1": {"BasicHTTP": {"username": "pack-user", "password": SECRET}}}
+            extra = ["--auth-file", write_auth(tmp_path / "auth.json", entries)]
+        elif setting == "proxy":
+            env = {"HTTP_PROXY": dead_url(), "NO_PROXY": "127.0.0.1"}
+        else:
+            env = {"PIXI_PACK_RETRIES": "0"}
+        pack_prod(moved(server.url), tmp_path / "env.tar", *extra, env=env)
+        requests = list(server.fault_log.requests)
+    assert requests and all(by_httpx(r) for r in requests), [r.user_agent for r in requests]
+    assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -279,6 +279,7 @@ class AuthStore:
     ) -> None:
         self.layers = layers if layers is not None else [entries or {}]
         self.use_netrc = use_netrc
+        self._looked_up: dict[str, Credential | None] = {}  # one run asks for the same few hosts
 
     @property
     def entries(self) -> dict[str, Credential]:
@@ -323,6 +324,11 @@ class AuthStore:
     def lookup(self, host: str) -> Credential | None:
         """The credential for ``host`` (a host name, or ``s3://bucket``), or None."""
         host = host.lower()
+        if host not in self._looked_up:
+            self._looked_up[host] = self._find(host)
+        return self._looked_up[host]
+
+    def _find(self, host: str) -> Credential | None:
         for layer in self.layers:
             if host in layer:
                 return layer[host]

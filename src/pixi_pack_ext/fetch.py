@@ -18,7 +18,8 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ CHUNK = 1 << 20
 WRITE_BUDGET = 16 << 20
 #: How often a pack waiting for another one's lock on a cache entry looks again (seconds).
 LOCK_POLL = 0.05
+#: How often the size of a file that a source writes itself (``receive_file``) is looked at (seconds).
+FILE_POLL = 0.1
+#: Files up to this size that a source wrote itself are hashed right away, not on a thread.
+HASH_INLINE = 256 << 10
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by pixi-pack-ext.\n"
@@ -144,7 +149,11 @@ class HashingSink:
         self._writer = writer
         self._error: OSError | None = None
         self._queued = False  # jobs handed to the writer since the last wait
-        if writer is None:
+        self._started = False  # the file is created by the first write (or by receive_file's writer)
+
+    def _start(self) -> None:
+        self._started = True
+        if self._writer is None:
             self._open()
         else:
             self._submit(self._open)
@@ -166,6 +175,8 @@ class HashingSink:
 
     def write(self, chunk: bytes) -> None:
         self._raise_error()
+        if not self._started:
+            self._start()
         if self._writer is None:
             self._write_now(chunk)
         else:
@@ -188,7 +199,8 @@ class HashingSink:
     def restart(self) -> None:
         self._wait()
         self._on_bytes(-self._offset)
-        if self._file is None:  # it could not be created: try again
+        self._started = True
+        if self._file is None:  # not created yet, or it could not be: try again
             self._open()
         else:
             self._file.seek(0)
@@ -199,9 +211,80 @@ class HashingSink:
         self._error = None
 
     def close(self) -> None:
+        if not self._started:  # nothing was written: the file is still there, empty
+            self._started = True
+            self._open()
         self._wait()
         if self._file is not None:
             self._file.close()
+            self._file = None
+
+    async def receive_file(
+        self, write_file: Callable[[Path], Awaitable[None]], idle_timeout: float | None = None
+    ) -> None:
+        """Let ``write_file`` write the file itself at a path the sink chooses, then take whatever
+        is there as the sink's content: the whole file, or the part written before it failed or
+        was cancelled (so a source can resume from ``offset``).
+
+        The size is polled for progress while it writes; when it stays the same for
+        ``idle_timeout`` seconds, ``write_file`` is cancelled and ``TimeoutError`` raised. The
+        content is hashed once it is done. Only at offset 0.
+        """
+        if self._offset:
+            raise ValueError("receive_file needs an empty sink; call restart() first")
+        if self._started:
+            await self.finish()
+            self.close()
+        self._started = True
+        task = asyncio.ensure_future(write_file(self.path))
+        poll = FILE_POLL if idle_timeout is None else min(FILE_POLL, idle_timeout / 4)
+        last_growth = time.monotonic()
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=poll)
+                size = _file_size(self.path)
+                if size != self._offset:
+                    self._count_to(size)
+                    last_growth = time.monotonic()
+                elif idle_timeout is not None and time.monotonic() - last_growth >= idle_timeout:
+                    raise TimeoutError(f"nothing was written for {idle_timeout:g} s")
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                # the writer has stopped before its bytes are read
+                await asyncio.gather(task, return_exceptions=True)
+            if _file_size(self.path) <= HASH_INLINE:
+                self._count_to(self._adopt())
+            else:
+                self._count_to(await asyncio.to_thread(self._adopt))
+
+    def _count_to(self, size: int) -> None:
+        if size != self._offset:
+            self._on_bytes(size - self._offset)
+            self._offset = size
+
+    def _adopt(self) -> int:
+        """Hash the file as it now is and keep it open at its end for further ``write`` calls;
+        returns its size."""
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5() if self._with_md5 else None
+        self._error = None
+        try:
+            self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
+        except FileNotFoundError:
+            self._open()
+            return 0
+        except OSError as exc:
+            self._error = exc
+            return self._offset
+        size = 0
+        while chunk := self._file.read(CHUNK):
+            self._sha256.update(chunk)
+            if self._md5 is not None:
+                self._md5.update(chunk)
+            size += len(chunk)
+        return size
 
     async def finish(self) -> None:
         """Wait, without blocking the event loop, until the writer has written everything queued."""
@@ -230,6 +313,13 @@ class HashingSink:
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -50,6 +50,16 @@ class DownloadSink(Protocol):
 
     def restart(self) -> None: ...
 
+    async def receive_file(
+        self, write_file: Callable[[Path], Awaitable[None]], idle_timeout: float | None = None
+    ) -> None:
+        """For a downloader that writes files itself: ``write_file(path)`` writes the file at a
+        path the sink chooses; the sink then holds what is there (all of it, or what was written
+        before a failure, so ``offset`` tells where to resume). Raises ``TimeoutError`` (after
+        cancelling ``write_file``) when the file stops growing for ``idle_timeout`` seconds.
+        Only on an empty sink."""
+        ...
+
 
 class SourceSession(Protocol):
     """An open connection pool of one source, shared by all downloads of one pack run."""

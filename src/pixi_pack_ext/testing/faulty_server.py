@@ -97,6 +97,7 @@ class Served:
     range: str | None
     authorization: str | None
     outcome: str = "pending"
+    user_agent: str = ""
 
 
 @dataclass
@@ -126,7 +127,12 @@ class _FaultyHandler(SimpleHTTPRequestHandler):
         state = self.server_state
         raw_path = unquote(urlsplit(self.path).path)
         token, path = _split_token(raw_path)
-        entry = Served(path, self.headers.get("Range"), self.headers.get("Authorization"))
+        entry = Served(
+            path,
+            self.headers.get("Range"),
+            self.headers.get("Authorization"),
+            user_agent=self.headers.get("User-Agent", ""),
+        )
         state._record(entry)
         try:
             outcome = self._respond(state, entry, token, path)

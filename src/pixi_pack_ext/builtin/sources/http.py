@@ -22,6 +22,7 @@ from ...config import Settings
 from ...errors import AuthenticationError, DownloadError
 from ...hookspecs import ChannelSource, DownloadSink, hookimpl
 from ...redact import redact, redact_url, register_secret
+from .native_http import NativeDownloader, NativeFailure
 
 if TYPE_CHECKING:  # imported where used: pixi-unpack, which never downloads, does without httpx
     import httpx
@@ -81,25 +82,31 @@ def _describe(exc: Exception, settings: Settings, attempts: int | None = None) -
     return f"{kind} ({detail})" if detail else kind
 
 
+def _basic_auth(username: str, password: str) -> httpx.Auth:
+    import httpx
+
+    return httpx.BasicAuth(username, password)
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class HttpSession:
-    """One pooled httpx client for every http(s) download of a run."""
+    """The http(s) downloads of a run: rattler's downloader first where it applies, else (and for
+    every retry) one pooled httpx client, made when first needed."""
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self.client = client
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._client: httpx.AsyncClient | None = None
         self._unreachable: dict[str, str] = {}
+        self._native = NativeDownloader(settings) if NativeDownloader.usable(settings) else None
         for secret in settings.auth.secrets():
             register_secret(secret)
 
     def _authorize(self, url: str) -> tuple[str, dict[str, str], httpx.Auth | None]:
         """The URL to request, extra headers and auth for ``url``'s host."""
-        import httpx
-
         parts = urlsplit(url)
         token = re.search(r"/t/([^/]+)/", parts.path)
         if token:  # a conda token in the lock's URL is as secret as one in an auth file
@@ -110,7 +117,7 @@ class HttpSession:
             if parts.port:
                 netloc = f"{netloc}:{parts.port}"
             clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-            return clean, {}, httpx.BasicAuth(parts.username or "", parts.password or "")
+            return clean, {}, _basic_auth(parts.username or "", parts.password or "")
         credential = self.settings.auth.lookup(parts.hostname or "")
         if credential is None:
             return url, {}, None
@@ -119,15 +126,13 @@ class HttpSession:
         if credential.bearer_token:
             return url, {"Authorization": f"Bearer {credential.bearer_token}"}, None
         if credential.username is not None:
-            return url, {}, httpx.BasicAuth(credential.username, credential.password or "")
+            return url, {}, _basic_auth(credential.username, credential.password or "")
         if credential.conda_token and "/t/" not in parts.path:
             path = f"/t/{credential.conda_token}{parts.path}"
             return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment)), {}, None
         return url, {}, None
 
     async def download(self, url: str, sink: DownloadSink) -> None:
-        import httpx
-
         request_url, headers, auth = self._authorize(url)
         shown = redact_url(url)
         origin = _origin(request_url)
@@ -139,7 +144,20 @@ class HttpSession:
                 f"({self._unreachable[origin]})"
             )
         attempts = self.settings.retries + 1
-        for attempt in range(attempts):
+        first = 0
+        if self._native_first(url, request_url, headers, auth, sink, attempts):
+            assert self._native is not None
+            first = 1  # the native try is the first attempt
+            try:
+                await self._native.download(request_url, origin, sink)
+                return
+            except NativeFailure as exc:
+                log.info("retrying %s after %s", shown, exc)
+                if exc.status in RETRY_STATUS:
+                    await asyncio.sleep(0.25 * (1 + random.random()))
+        import httpx
+
+        for attempt in range(first, attempts):
             last = attempt == attempts - 1
             try:
                 retry = await self._attempt(request_url, headers, auth, sink, shown)
@@ -160,6 +178,27 @@ class HttpSession:
                     raise DownloadError(f"could not download {shown}: {reason} after {attempts} attempts")
             await asyncio.sleep(delay if delay is not None else (0.25 * 2**attempt) * (1 + random.random()))
 
+    def _native_first(
+        self,
+        url: str,
+        request_url: str,
+        headers: dict[str, str],
+        auth: httpx.Auth | None,
+        sink: DownloadSink,
+        attempts: int,
+    ) -> bool:
+        """Whether the first attempt goes to rattler's downloader: the request carries no
+        credentials, the sink is empty and a retry is left for httpx to take over after a failure."""
+        return (
+            self._native is not None
+            and attempts > 1
+            and request_url == url
+            and not headers
+            and auth is None
+            and sink.offset == 0
+            and self._native.serves(_origin(url))
+        )
+
     async def _attempt(
         self,
         url: str,
@@ -175,7 +214,8 @@ class HttpSession:
         resume_from = sink.offset
         if resume_from:
             request_headers["Range"] = f"bytes={resume_from}-"
-        async with self.client.stream("GET", url, headers=request_headers, auth=auth) as response:
+        client = self._httpx()
+        async with client.stream("GET", url, headers=request_headers, auth=auth) as response:
             status = response.status_code
             if status in (401, 403):
                 host = urlsplit(url).hostname
@@ -208,9 +248,17 @@ class HttpSession:
                 raise httpx.RemoteProtocolError(f"body of {got} bytes, header said {expected}")
         return None
 
+    def _httpx(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = _new_client(self.settings)
+        return self._client
 
-@asynccontextmanager
-async def open_http(settings: Settings) -> AsyncIterator[HttpSession]:
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _new_client(settings: Settings) -> httpx.AsyncClient:
     """A pooled client sized for the run's download concurrency."""
     import httpx
 
@@ -223,15 +271,23 @@ async def open_http(settings: Settings) -> AsyncIterator[HttpSession]:
         http2 = True
     except ImportError:  # HTTP/2 is optional: plain HTTP/1.1 pooling still works
         http2 = False
-    async with httpx.AsyncClient(
+    return httpx.AsyncClient(
         http2=http2,
         limits=limits,
         timeout=timeout,
         follow_redirects=True,
         verify=settings.tls_verify,
         trust_env=True,
-    ) as client:
-        yield HttpSession(client, settings)
+    )
+
+
+@asynccontextmanager
+async def open_http(settings: Settings) -> AsyncIterator[HttpSession]:
+    session = HttpSession(settings)
+    try:
+        yield session
+    finally:
+        await session.aclose()
 
 
 @hookimpl
