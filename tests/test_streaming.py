@@ -134,3 +134,77 @@ def test_a_write_error_on_the_writer_thread_reaches_the_download(tmp_path: Path)
         assert "No space left" in str(caught.value)
     finally:
         writer.close()
+
+
+# -- a source that writes the file itself (receive_file) -------------------------------------------
+
+
+def _writer_in_steps(parts: list[bytes], pause: float = 0.12, replace_at: int | None = None):  # type: ignore[no-untyped-def]
+    """A ``write_file`` that appends ``parts`` with pauses (so the sink polls and hashes in between);
+    with ``replace_at``, it then swaps the file for another (a new inode) holding the parts in
+    reverse order."""
+    import asyncio
+
+    async def write_file(path: Path) -> None:
+        with open(path, "wb") as f:
+            for i, part in enumerate(parts):
+                f.write(part)
+                f.flush()
+                await asyncio.sleep(pause)
+                if replace_at == i:
+                    fresh = path.with_name(path.name + ".new")
+                    fresh.write_bytes(b"".join(reversed(parts)))
+                    os.replace(fresh, path)
+                    return
+
+    return write_file
+
+
+@pytest.mark.parametrize("replace_at", [None, 1])
+def test_a_file_written_by_the_source_is_hashed_while_it_grows(
+    tmp_path: Path, replace_at: int | None
+) -> None:
+    """A big file is hashed as it grows; one replaced meanwhile is hashed again from its start."""
+    import asyncio
+
+    parts = [os.urandom(9 << 20) for _ in range(3)]
+    data = b"".join(parts if replace_at is None else reversed(parts))
+    progress: list[int] = []
+    writer = DiskWriter()
+    sink = HashingSink(tmp_path / "big.part", progress.append, writer=writer)
+    try:
+        asyncio.run(sink.receive_file(_writer_in_steps(parts, replace_at=replace_at)))
+        assert sink.offset == len(data) and sum(progress) == len(data)
+        assert sink.digests() == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
+    finally:
+        sink.close()
+        writer.close()
+    assert (tmp_path / "big.part").read_bytes() == data
+
+
+def test_a_stalled_source_write_keeps_its_bytes_for_a_resume(tmp_path: Path) -> None:
+    """Nothing written for the idle timeout: the writer is cancelled, what it wrote stays (hashed),
+    and the next attempt appends the rest with ``write``."""
+    import asyncio
+
+    head, tail = os.urandom(10 << 20), os.urandom(5000)
+
+    async def stalls(path: Path) -> None:
+        with open(path, "wb") as f:
+            f.write(head)
+            f.flush()
+            await asyncio.sleep(60)
+            f.write(b"never")
+
+    writer = DiskWriter()
+    sink = HashingSink(tmp_path / "x.part", lambda n: None, md5=False, writer=writer)
+    try:
+        with pytest.raises(TimeoutError):
+            asyncio.run(sink.receive_file(stalls, idle_timeout=0.4))
+        assert sink.offset == len(head)
+        sink.write(tail)
+        assert sink.digests()[0] == hashlib.sha256(head + tail).hexdigest()
+    finally:
+        sink.close()
+        writer.close()
+    assert (tmp_path / "x.part").read_bytes() == head + tail

@@ -42,6 +42,8 @@ LOCK_POLL = 0.05
 FILE_POLL = 0.1
 #: Files up to this size that a source wrote itself are hashed right away, not on a thread.
 HASH_INLINE = 256 << 10
+#: A file that a source writes itself is hashed while it grows, this many bytes at a time.
+FOLLOW_STEP = 8 << 20
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by pixi-pack-ext.\n"
@@ -227,8 +229,8 @@ class HashingSink:
         was cancelled (so a source can resume from ``offset``).
 
         The size is polled for progress while it writes; when it stays the same for
-        ``idle_timeout`` seconds, ``write_file`` is cancelled and ``TimeoutError`` raised. The
-        content is hashed once it is done. Only at offset 0.
+        ``idle_timeout`` seconds, ``write_file`` is cancelled and ``TimeoutError`` raised. A big
+        file is hashed while it grows, the rest once it is done. Only at offset 0.
         """
         if self._offset:
             raise ValueError("receive_file needs an empty sink; call restart() first")
@@ -239,6 +241,8 @@ class HashingSink:
         task = asyncio.ensure_future(write_file(self.path))
         poll = FILE_POLL if idle_timeout is None else min(FILE_POLL, idle_timeout / 4)
         last_growth = time.monotonic()
+        follower = _Follower(self.path, self._with_md5)
+        hashing: asyncio.Future[None] | None = None
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=poll)
@@ -248,27 +252,31 @@ class HashingSink:
                     last_growth = time.monotonic()
                 elif idle_timeout is not None and time.monotonic() - last_growth >= idle_timeout:
                     raise TimeoutError(f"nothing was written for {idle_timeout:g} s")
+                if size - follower.hashed >= FOLLOW_STEP:  # hash a big file while it arrives
+                    hashing = asyncio.ensure_future(asyncio.to_thread(follower.hash_until, size))
+                    await asyncio.shield(hashing)
             task.result()
         finally:
+            if hashing is not None:  # a cancelled wait leaves the thread running: let it end first
+                await asyncio.gather(hashing, return_exceptions=True)
             if not task.done():
                 task.cancel()
                 # the writer has stopped before its bytes are read
                 await asyncio.gather(task, return_exceptions=True)
-            if _file_size(self.path) <= HASH_INLINE:
-                self._count_to(self._adopt())
+            if _file_size(self.path) - follower.hashed <= HASH_INLINE:
+                self._count_to(self._adopt(follower))
             else:
-                self._count_to(await asyncio.to_thread(self._adopt))
+                self._count_to(await asyncio.to_thread(self._adopt, follower))
 
     def _count_to(self, size: int) -> None:
         if size != self._offset:
             self._on_bytes(size - self._offset)
             self._offset = size
 
-    def _adopt(self) -> int:
-        """Hash the file as it now is and keep it open at its end for further ``write`` calls;
-        returns its size."""
-        self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5() if self._with_md5 else None
+    def _adopt(self, follower: _Follower) -> int:
+        """Take the file as it now is: hashed (the rest of what ``follower`` has not hashed yet)
+        and kept open at its end for further ``write`` calls; returns its size."""
+        self._sha256, self._md5, hashed = follower.finish()
         self._error = None
         try:
             self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
@@ -278,7 +286,8 @@ class HashingSink:
         except OSError as exc:
             self._error = exc
             return self._offset
-        size = 0
+        self._file.seek(hashed)
+        size = hashed
         while chunk := self._file.read(CHUNK):
             self._sha256.update(chunk)
             if self._md5 is not None:
@@ -313,6 +322,43 @@ class HashingSink:
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+class _Follower:
+    """Hashes a file that another writer is still appending to, up to sizes it was seen at."""
+
+    def __init__(self, path: Path, md5: bool) -> None:
+        self.path = path
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5() if md5 else None
+        self.hashed = 0
+        self._reader: BinaryIO | None = None
+
+    def hash_until(self, size: int) -> None:
+        """Hash the bytes from where it stopped up to ``size`` (the writer has written them)."""
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in finish()
+        self._reader.seek(self.hashed)
+        while self.hashed < size and (chunk := self._reader.read(min(CHUNK, size - self.hashed))):
+            self.sha256.update(chunk)
+            if self.md5 is not None:
+                self.md5.update(chunk)
+            self.hashed += len(chunk)
+
+    def finish(self) -> tuple[hashlib._Hash, hashlib._Hash | None, int]:
+        """The digests so far and how many bytes they cover: none when the file was replaced or
+        cut shorter meanwhile (then everything is hashed again)."""
+        if self._reader is not None:
+            with self._reader:
+                try:
+                    now = os.stat(self.path)
+                    kept = os.fstat(self._reader.fileno()).st_ino == now.st_ino and now.st_size >= self.hashed
+                except OSError:
+                    kept = False
+            self._reader = None
+            if kept:
+                return self.sha256, self.md5, self.hashed
+        return hashlib.sha256(), hashlib.md5() if self.md5 is not None else None, 0
 
 
 def _file_size(path: Path) -> int:
