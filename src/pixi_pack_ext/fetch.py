@@ -243,6 +243,7 @@ class HashingSink:
         last_growth = time.monotonic()
         follower = _Follower(self.path, self._with_md5)
         hashing: asyncio.Future[None] | None = None
+        abandoned = False
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=poll)
@@ -256,6 +257,9 @@ class HashingSink:
                     hashing = asyncio.ensure_future(asyncio.to_thread(follower.hash_until, size))
                     await asyncio.shield(hashing)
             task.result()
+        except asyncio.CancelledError:
+            abandoned = True  # the run is ending: nobody reads this sink again
+            raise
         finally:
             if hashing is not None:  # a cancelled wait leaves the thread running: let it end first
                 await asyncio.gather(hashing, return_exceptions=True)
@@ -263,7 +267,9 @@ class HashingSink:
                 task.cancel()
                 # the writer has stopped before its bytes are read
                 await asyncio.gather(task, return_exceptions=True)
-            if _file_size(self.path) - follower.hashed <= HASH_INLINE:
+            if abandoned:
+                follower.finish()
+            elif _file_size(self.path) - follower.hashed <= HASH_INLINE:
                 self._count_to(self._adopt(follower))
             else:
                 self._count_to(await asyncio.to_thread(self._adopt, follower))
