@@ -12,7 +12,6 @@ from pathlib import Path, PurePosixPath
 
 from installer.destinations import SchemeDictionaryDestination
 
-from pixi_pack_ext.builtin.unpack_steps.wheels import install_wheel, wheel_scheme
 from pixi_pack_ext.envpython import (
     EnvPython,
     PythonNotFoundError,
@@ -23,6 +22,7 @@ from pixi_pack_ext.envpython import (
     python_for_wheels,
 )
 from pixi_pack_ext.metadata import PYPI_DIR
+from pixi_pack_ext.wheel_install import install_wheel, wheel_scheme
 
 from .errors import OciError
 

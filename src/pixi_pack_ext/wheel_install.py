@@ -1,0 +1,216 @@
+"""Install the pack's ``pypi/*.whl`` into the environment, offline (the built-in wheel step).
+
+No resolver and no network: the lock already chose exactly these wheels. ``installer`` does the
+installing (RECORD, INSTALLER, entry-point scripts with a shebang to the environment's python); the
+bytecode is compiled by the environment's own python, because ``.pyc`` files are specific to the
+python version that reads them. Every wheel is checked against the environment's python and this
+machine's platform before the first one is written.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import logging
+import os
+import subprocess
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.records import RecordEntry
+from installer.sources import WheelFile
+from installer.utils import Scheme
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from .envpython import (
+    EnvPython,
+    PythonNotFoundError,
+    WheelName,
+    describe_tags,
+    host_platform_tags,
+    parse_wheel_name,
+    python_for_wheels,
+)
+from .errors import PixiPackError, UnpackError
+from .hookspecs import UnpackContext
+from .metadata import PYPI_DIR
+from .package_guard import unsafe_reason
+
+log = logging.getLogger(__name__)
+
+INSTALLER_NAME = b"pixi-pack-ext\n"
+
+#: installer's launcher kinds for Windows platforms; every other platform gets POSIX scripts.
+_LAUNCHERS = {"win-64": "win-amd64", "win-32": "win-ia32", "win-arm64": "win-arm64"}
+
+
+@dataclass
+class _Destination(SchemeDictionaryDestination):
+    """installer's file-system destination, remembering the ``.py`` files it wrote for compiling."""
+
+    written_python: list[Path] = field(default_factory=list)
+
+    def write_to_fs(self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool) -> RecordEntry:
+        entry = super().write_to_fs(scheme, path, stream, is_executable)
+        if scheme in ("purelib", "platlib") and path.endswith(".py"):
+            self.written_python.append(Path(self.scheme_dict[scheme]) / path)
+        return entry
+
+
+def find_python(prefix: Path, platform: str) -> tuple[EnvPython, Path]:
+    """The environment's python (from conda-meta) and its executable; fails with a clear line."""
+    try:
+        python, executable = python_for_wheels(prefix, platform)
+    except PythonNotFoundError as exc:
+        raise UnpackError(str(exc)) from None
+    return python, prefix / executable
+
+
+def check_wheels(wheels: list[Path], python: EnvPython) -> list[WheelName]:
+    """Refuse a malformed name, two wheels of one distribution, or tags this python/machine cannot run."""
+    supported = python.supported_tags(host_platform_tags())
+    names: list[WheelName] = []
+    seen: dict[str, str] = {}
+    for wheel in wheels:
+        try:
+            name = parse_wheel_name(wheel.name)
+        except ValueError as exc:
+            raise UnpackError(f"{PYPI_DIR}/{wheel.name} is not a valid wheel name: {exc}") from None
+        if name.name in seen:
+            raise UnpackError(
+                f"{PYPI_DIR}/ has two wheels of '{name.name}': {seen[name.name]} and {wheel.name}"
+            )
+        seen[name.name] = wheel.name
+        _check_members(wheel)
+        if not name.tags & supported:
+            raise UnpackError(
+                f"wheel {wheel.name} cannot run here: its tags ({describe_tags(name)}) do not fit "
+                f"python {python.major}.{python.minor} ({python.abi}) on this machine"
+            )
+        requires = requires_python(wheel)
+        if (
+            requires
+            and python.full_version
+            and not SpecifierSet(requires).contains(python.full_version, True)
+        ):
+            raise UnpackError(
+                f"wheel {wheel.name} requires python {requires}, but the environment has python "
+                f"{python.full_version}"
+            )
+        names.append(name)
+    return names
+
+
+def _check_members(wheel: Path) -> None:
+    """Refuse a wheel with a member that names an absolute path or climbs out with ``..`` (installer
+    would refuse it too, but only once earlier wheels are written, and in murkier words)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UnpackError(f"wheel {wheel.name} is not a readable zip archive: {exc}") from None
+    for member in names:
+        reason = unsafe_reason(member)
+        if reason is not None:
+            raise UnpackError(f"refusing wheel {wheel.name}: it holds '{member}', {reason}")
+
+
+def requires_python(wheel: Path) -> str | None:
+    """The wheel's ``Requires-Python`` (None when absent or unreadable; installing reports a bad wheel)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next(
+                (n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")),
+                None,
+            )
+            if metadata is None:
+                return None
+            message = email.parser.BytesHeaderParser().parsebytes(archive.read(metadata))
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+    value = message.get("Requires-Python")
+    if not value:
+        return None
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier:
+        return None
+    return str(value)
+
+
+def wheel_scheme(prefix: Path, python: EnvPython, platform: str, distribution: str) -> dict[str, str]:
+    """Where a wheel's files go in the conda environment at ``prefix`` (installer's scheme)."""
+    site = str(prefix / python.site_packages(platform))
+    scripts = prefix / ("Scripts" if platform.startswith("win-") else "bin")
+    return {
+        "purelib": site,
+        "platlib": site,
+        "headers": str(prefix / python.include_dir(platform) / distribution),
+        "scripts": str(scripts),
+        "data": str(prefix),
+    }
+
+
+def install_wheel(
+    wheel: Path, destination: SchemeDictionaryDestination, error: type[PixiPackError] = UnpackError
+) -> None:
+    """Install one wheel with installer, its RECORD checked first; a failure is one line as ``error``."""
+    try:
+        with WheelFile.open(wheel) as source:
+            source.validate_record()
+            install(source, destination, {"INSTALLER": INSTALLER_NAME})
+    except Exception as exc:  # installer's validation errors, unsafe paths, bad zips
+        text = str(exc).strip().splitlines()
+        raise error(
+            f"installing wheel {wheel.name} failed: {text[0] if text else type(exc).__name__}"
+        ) from None
+
+
+def compile_bytecode(python_exe: Path, files: list[Path]) -> None:
+    """Compile ``files`` with the environment's python; a failure only costs start-up time, so warn."""
+    if not files:
+        return
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    try:
+        result = subprocess.run(
+            [str(python_exe), "-I", "-m", "compileall", "-q", "-i", "-"],
+            input="\n".join(str(f) for f in files) + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+    except OSError as exc:
+        log.warning("could not compile the wheels' bytecode with %s: %s", python_exe, exc.strerror or exc)
+        return
+    if result.returncode != 0:
+        detail = (result.stdout + result.stderr).strip().splitlines()
+        log.warning(
+            "compiling the wheels' bytecode reported errors (the modules still work): %s",
+            detail[0] if detail else f"exit code {result.returncode}",
+        )
+
+
+def install_wheels(context: UnpackContext) -> None:
+    """Install every wheel of the pack's ``pypi/`` folder into the environment."""
+    folder = context.pack_dir / PYPI_DIR
+    wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    if not wheels:
+        return
+    python, python_exe = find_python(context.prefix, context.platform)
+    names = check_wheels(wheels, python)
+    log.info("installing %d wheels into %s", len(wheels), context.prefix)
+    written: list[Path] = []
+    for wheel, name in zip(wheels, names, strict=True):
+        destination = _Destination(
+            scheme_dict=wheel_scheme(context.prefix, python, context.platform, name.name),
+            interpreter=str(python_exe),
+            script_kind=_LAUNCHERS.get(context.platform, "posix"),  # type: ignore[arg-type]
+            overwrite_existing=True,
+        )
+        install_wheel(wheel, destination)
+        written.extend(destination.written_python)
+    compile_bytecode(python_exe, written)
