@@ -1,4 +1,5 @@
-"""The built-in http/https source: httpx, HTTP/2 where offered, pooled, retried, resumable.
+"""The built-in http/https source: rattler's downloader for a plain first attempt (see
+``native_http``), then httpx: HTTP/2 where offered, pooled, retried, resumable.
 
 Authentication follows rattler: credentials for the URL's host from the auth store (bearer token,
 basic auth, conda token in the path), or user:password in the URL itself. Secrets never reach a
@@ -297,6 +298,6 @@ def pixi_pack_sources() -> list[ChannelSource]:
             name="http",
             schemes=("http", "https"),
             open=open_http,
-            description="HTTP(S) with HTTP/2, pooling, retries, resume and rattler-style auth",
+            description="HTTP(S): rattler's downloader, then httpx (HTTP/2, retries, resume, rattler-style auth)",
         )
     ]
