@@ -145,8 +145,7 @@ class HashingSink:
         self._on_bytes = on_bytes
         self._file: BinaryIO | None = None
         self._with_md5 = md5
-        self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5() if md5 else None
+        self._sha256, self._md5 = _new_hashes(md5)
         self._offset = 0
         self._writer = writer
         self._error: OSError | None = None
@@ -207,8 +206,7 @@ class HashingSink:
         else:
             self._file.seek(0)
             self._file.truncate()
-        self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5() if self._with_md5 else None
+        self._sha256, self._md5 = _new_hashes(self._with_md5)
         self._offset = 0
         self._error = None
 
@@ -268,7 +266,7 @@ class HashingSink:
                 # the writer has stopped before its bytes are read
                 await asyncio.gather(task, return_exceptions=True)
             if abandoned:
-                follower.finish()
+                follower.finish()  # closes its reader
             elif _file_size(self.path) - follower.hashed <= HASH_INLINE:
                 self._count_to(self._adopt(follower))
             else:
@@ -280,25 +278,30 @@ class HashingSink:
             self._offset = size
 
     def _adopt(self, follower: _Follower) -> int:
-        """Take the file as it now is: hashed (the rest of what ``follower`` has not hashed yet)
-        and kept open at its end for further ``write`` calls; returns its size."""
-        self._sha256, self._md5, hashed = follower.finish()
+        """Take the file as it now is: hashed (the rest of what ``follower`` has not hashed yet,
+        or all of it when it was replaced meanwhile) and kept open at its end for further
+        ``write`` calls; returns its size."""
         self._error = None
         try:
+            follower.hash_until()
+            digests = follower.finish()
+            if digests is None:
+                follower = _Follower(self.path, self._with_md5)
+                follower.hash_until()
+                digests = follower.finish()
+            assert digests is not None  # nothing else writes the file any more
+            self._sha256, self._md5, size = digests
             self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
         except FileNotFoundError:
+            follower.finish()
+            self._sha256, self._md5 = _new_hashes(self._with_md5)
             self._open()
             return 0
         except OSError as exc:
+            follower.finish()
             self._error = exc
             return self._offset
-        self._file.seek(hashed)
-        size = hashed
-        while chunk := self._file.read(CHUNK):
-            self._sha256.update(chunk)
-            if self._md5 is not None:
-                self._md5.update(chunk)
-            size += len(chunk)
+        self._file.seek(size)
         return size
 
     async def finish(self) -> None:
@@ -335,36 +338,42 @@ class _Follower:
 
     def __init__(self, path: Path, md5: bool) -> None:
         self.path = path
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5() if md5 else None
+        self.sha256, self.md5 = _new_hashes(md5)
         self.hashed = 0
         self._reader: BinaryIO | None = None
 
-    def hash_until(self, size: int) -> None:
-        """Hash the bytes from where it stopped up to ``size`` (the writer has written them)."""
+    def hash_until(self, size: int | None = None) -> None:
+        """Hash the bytes from where it stopped up to ``size`` (the writer has written them), or
+        to the end of the file."""
         if self._reader is None:
             self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in finish()
         self._reader.seek(self.hashed)
-        while self.hashed < size and (chunk := self._reader.read(min(CHUNK, size - self.hashed))):
+        while size is None or self.hashed < size:
+            chunk = self._reader.read(CHUNK if size is None else min(CHUNK, size - self.hashed))
+            if not chunk:
+                break
             self.sha256.update(chunk)
             if self.md5 is not None:
                 self.md5.update(chunk)
             self.hashed += len(chunk)
 
-    def finish(self) -> tuple[hashlib._Hash, hashlib._Hash | None, int]:
-        """The digests so far and how many bytes they cover: none when the file was replaced or
-        cut shorter meanwhile (then everything is hashed again)."""
-        if self._reader is not None:
-            with self._reader:
-                try:
-                    now = os.stat(self.path)
-                    kept = os.fstat(self._reader.fileno()).st_ino == now.st_ino and now.st_size >= self.hashed
-                except OSError:
-                    kept = False
-            self._reader = None
-            if kept:
-                return self.sha256, self.md5, self.hashed
-        return hashlib.sha256(), hashlib.md5() if self.md5 is not None else None, 0
+    def finish(self) -> tuple[hashlib._Hash, hashlib._Hash | None, int] | None:
+        """The digests and how many bytes they cover; None when the file was replaced or cut
+        shorter meanwhile (what was hashed is not what is there)."""
+        if self._reader is None:
+            return None if self.hashed else (self.sha256, self.md5, 0)
+        with self._reader:
+            try:
+                now = os.stat(self.path)
+                kept = os.fstat(self._reader.fileno()).st_ino == now.st_ino and now.st_size >= self.hashed
+            except OSError:
+                kept = False
+        self._reader = None
+        return (self.sha256, self.md5, self.hashed) if kept else None
+
+
+def _new_hashes(md5: bool) -> tuple[hashlib._Hash, hashlib._Hash | None]:
+    return hashlib.sha256(), hashlib.md5() if md5 else None
 
 
 def _file_size(path: Path) -> int:
