@@ -2,8 +2,8 @@
 
 It writes the file itself, outside the event loop and without Python handling each chunk, which
 is what keeps a pack of many files or of fast links at the speed of the network. It is used only
-where it behaves exactly like the httpx path: no credentials for the URL, no proxy and no TLS
-setting of our own; an origin where it fails without an HTTP status (TLS, connection) is left to
+where nothing that only the httpx path does is needed: no credentials for the URL, no proxy and
+no TLS setting of our own; an origin where it fails without an HTTP status (TLS, connection) is left to
 httpx for the rest of the run. Whatever it wrote before a failure stays in the sink, so the next
 (httpx) attempt resumes from there.
 """
