@@ -348,14 +348,8 @@ class _Follower:
         if self._reader is None:
             self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in finish()
         self._reader.seek(self.hashed)
-        while size is None or self.hashed < size:
-            chunk = self._reader.read(CHUNK if size is None else min(CHUNK, size - self.hashed))
-            if not chunk:
-                break
-            self.sha256.update(chunk)
-            if self.md5 is not None:
-                self.md5.update(chunk)
-            self.hashed += len(chunk)
+        limit = None if size is None else size - self.hashed
+        self.hashed += _hash_from(self._reader, self.sha256, self.md5, limit)
 
     def finish(self) -> tuple[hashlib._Hash, hashlib._Hash | None, int] | None:
         """The digests and how many bytes they cover; None when the file was replaced or cut
@@ -391,14 +385,26 @@ def _resolve(future: asyncio.Future[None]) -> None:
 def hash_file(path: Path, *, md5: bool = True) -> tuple[str, str]:
     """(sha256, md5) of a file, read in large chunks; md5 is "" when not asked for (it costs more
     than sha256 on CPUs with SHA extensions)."""
-    sha256 = hashlib.sha256()
-    md5_hash = hashlib.md5() if md5 else None
+    sha256, md5_hash = _new_hashes(md5)
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            sha256.update(chunk)
-            if md5_hash is not None:
-                md5_hash.update(chunk)
+        _hash_from(f, sha256, md5_hash)
     return sha256.hexdigest(), md5_hash.hexdigest() if md5_hash is not None else ""
+
+
+def _hash_from(
+    f: BinaryIO, sha256: hashlib._Hash, md5: hashlib._Hash | None, limit: int | None = None
+) -> int:
+    """Hash what ``f`` holds from where it stands, ``limit`` bytes or to its end; returns how many."""
+    done = 0
+    while limit is None or done < limit:
+        chunk = f.read(CHUNK if limit is None else min(CHUNK, limit - done))
+        if not chunk:
+            break
+        sha256.update(chunk)
+        if md5 is not None:
+            md5.update(chunk)
+        done += len(chunk)
+    return done
 
 
 def check_hash(item: FetchItem, sha256: str, md5: str) -> str | None:
