@@ -75,6 +75,15 @@ def test_packages_extracted_straight_from_the_pack_install_and_run(
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".pixi-unpack")] == []
 
 
+@pytest.mark.parametrize(("cores", "workers"), [(1, 2), (2, 3), (64, cache_prefill.MAX_CONCURRENCY)])
+def test_packages_are_extracted_one_per_usable_core_plus_one(
+    cores: int, workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    with cache_prefill.CachePrefill(tmp_path / "cache") as prefill:
+        assert prefill.concurrency == workers
+
+
 @needs_linux64
 def test_a_corrupt_package_streamed_from_the_pack_is_refused(
     prod_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -67,6 +67,18 @@ STREAM_MIN_SIZE_ENV = "PIXI_UNPACK_STREAM_MIN_SIZE"
 PIPE_CHUNK = 1 << 20
 #: How often a pipe's feeder looks whether the extractor opened the pipe (seconds).
 PIPE_POLL = 0.002
+#: At most this many packages are extracted at once, however many cores there are.
+MAX_CONCURRENCY = 8
+
+
+def default_concurrency() -> int:
+    """One extraction per usable core, plus one: a worker also waits on its package's guard listing
+    and folder scan, and the extra worker keeps the cores busy meanwhile."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return min(MAX_CONCURRENCY, cores + 1)
 
 
 def cache_folder_name(record: rattler.RepoDataRecord) -> str:
@@ -125,14 +137,14 @@ class CachePrefill:
     def __init__(
         self,
         cache_dir: Path,
-        concurrency: int = 2,
+        concurrency: int | None = None,
         ram: RamStaging | None = None,
         disk_dir: Path | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self.disk_dir = disk_dir or cache_dir
         self.ram = ram
-        self.concurrency = max(1, concurrency)
+        self.concurrency = max(1, concurrency or default_concurrency())
         self._stop = threading.Event()
         self._jobs: dict[Path, _Job] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

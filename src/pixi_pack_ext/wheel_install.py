@@ -9,19 +9,22 @@ machine's platform before the first one is written.
 
 from __future__ import annotations
 
+import base64
 import email.parser
+import hashlib
 import logging
 import os
 import subprocess
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.records import RecordEntry
-from installer.sources import WheelFile
+from installer.sources import WheelContentElement, WheelFile
 from installer.utils import Scheme
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -58,6 +61,71 @@ class _Destination(SchemeDictionaryDestination):
         if scheme in ("purelib", "platlib") and path.endswith(".py"):
             self.written_python.append(Path(self.scheme_dict[scheme]) / path)
         return entry
+
+
+class _RecordCheckedStream:
+    """A wheel member's stream that checks its size and hash against RECORD when read to its end.
+
+    installer reads each member once to install it; checking in that same read instead of in a
+    pass of its own before (``validate_record``) decompresses every member once, not twice. A
+    mismatch raises before installer records the file, and a failed unpack removes the environment.
+    """
+
+    def __init__(self, stream: BinaryIO, entry: RecordEntry) -> None:
+        self._stream = stream
+        self._entry = entry
+        self._restart()
+
+    def _restart(self) -> None:
+        self._hash = hashlib.new(self._entry.hash_.name) if self._entry.hash_ is not None else None
+        self._size = 0
+
+    def _seen(self, data: bytes, at_end: bool) -> bytes:
+        self._size += len(data)
+        if self._hash is not None:
+            self._hash.update(data)
+        if at_end:
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        entry = self._entry
+        size_ok = entry.size is None or entry.size == self._size
+        hash_ok = self._hash is None or _record_digest(self._hash) == entry.hash_.value  # type: ignore[union-attr]
+        if not (size_ok and hash_ok):
+            raise ValueError(f"hash / size of {entry.path} didn't match RECORD")
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._stream.read(size)
+        rest = size is None or size < 0
+        return self._seen(data, at_end=rest or (not data and size != 0))
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._stream.readline(size)
+        return self._seen(data, at_end=not data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if (offset, whence) != (0, os.SEEK_SET):  # installer only rewinds; anything else is unchecked
+            raise OSError(f"cannot check {self._entry.path} against RECORD after a seek to {offset}")
+        self._restart()
+        return self._stream.seek(0)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _record_digest(hasher: hashlib._Hash) -> str:
+    """A digest as RECORD writes it: urlsafe base64 without padding."""
+    return base64.urlsafe_b64encode(hasher.digest()).decode("ascii").rstrip("=")
+
+
+class _RecordCheckedWheel(WheelFile):
+    """installer's wheel source, each member's stream checked against RECORD as it is installed."""
+
+    def get_contents(self) -> Iterator[WheelContentElement]:
+        for elements, stream, is_executable in super().get_contents():
+            checked = _RecordCheckedStream(stream, RecordEntry.from_elements(*elements))
+            yield elements, cast(BinaryIO, checked), is_executable
 
 
 def find_python(prefix: Path, platform: str) -> tuple[EnvPython, Path]:
@@ -157,10 +225,11 @@ def wheel_scheme(prefix: Path, python: EnvPython, platform: str, distribution: s
 def install_wheel(
     wheel: Path, destination: SchemeDictionaryDestination, error: type[PixiPackError] = UnpackError
 ) -> None:
-    """Install one wheel with installer, its RECORD checked first; a failure is one line as ``error``."""
+    """Install one wheel with installer: RECORD must list every member (checked first) with the size
+    and hash each one has (checked as it is written); a failure is one line as ``error``."""
     try:
-        with WheelFile.open(wheel) as source:
-            source.validate_record()
+        with _RecordCheckedWheel.open(wheel) as source:
+            source.validate_record(validate_contents=False)
             install(source, destination, {"INSTALLER": INSTALLER_NAME})
     except Exception as exc:  # installer's validation errors, unsafe paths, bad zips
         text = str(exc).strip().splitlines()
