@@ -245,6 +245,8 @@ class HashingSink:
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=poll)
+                if task.done():  # what it wrote is counted below
+                    break
                 size = _file_size(self.path)
                 if size != self._offset:
                     self._count_to(size)
@@ -283,6 +285,10 @@ class HashingSink:
         ``write`` calls; returns its size."""
         self._error = None
         try:
+            if follower.untouched:  # nothing hashed yet: one handle hashes it and stays open
+                self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
+                self._sha256, self._md5 = _new_hashes(self._with_md5)
+                return _hash_from(self._file, self._sha256, self._md5)  # and stands at its end
             follower.hash_until()
             digests = follower.finish()
             if digests is None:
@@ -341,6 +347,11 @@ class _Follower:
         self.sha256, self.md5 = _new_hashes(md5)
         self.hashed = 0
         self._reader: BinaryIO | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """Whether it has not opened the file yet."""
+        return self._reader is None
 
     def hash_until(self, size: int | None = None) -> None:
         """Hash the bytes from where it stopped up to ``size`` (the writer has written them), or
@@ -619,6 +630,7 @@ class Fetcher:
         self._stack = AsyncExitStack()
         self._session_lock = asyncio.Lock()
         self._writer: DiskWriter | None = None
+        self._folders: set[Path] = set()
 
     async def _session_for(self, url: str) -> SourceSession:
         source = self.plugins.source_for(url)
@@ -652,7 +664,9 @@ class Fetcher:
 
     async def fetch(self, item: FetchItem) -> None:
         """Put a verified copy of ``item`` at ``item.dest`` (from the cache when it has one)."""
-        item.dest.parent.mkdir(parents=True, exist_ok=True)
+        if item.dest.parent not in self._folders:  # one mkdir per folder, not per file
+            item.dest.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(item.dest.parent)
         if self.cache is not None and item.cache_key is not None:
             if await asyncio.to_thread(self.cache.use_stamped, item):
                 if item.size:
@@ -676,13 +690,14 @@ class Fetcher:
                         temp.unlink()
                 await asyncio.to_thread(self.cache.use, item)
             return
-        temp = item.dest.with_name(f".{item.dest.name}.part")
+        # Without a cache the file is downloaded in place: destinations are in a folder private to
+        # the caller, who removes it when ``fetch_all`` fails (a rename per file costs on many files).
         try:
-            await self._download_verified(item, temp)
-            os.replace(temp, item.dest)
-        finally:
+            await self._download_verified(item, item.dest)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+                item.dest.unlink()
+            raise
 
     async def _download_verified(self, item: FetchItem, temp: Path) -> None:
         """Try each candidate URL until one yields the right bytes at ``temp``."""
