@@ -89,9 +89,11 @@ class _RecordCheckedStream:
         return data
 
     def _check(self) -> None:
-        entry = self._entry
+        entry, expected = self._entry, self._entry.hash_
         size_ok = entry.size is None or entry.size == self._size
-        hash_ok = self._hash is None or _record_digest(self._hash) == entry.hash_.value  # type: ignore[union-attr]
+        hash_ok = self._hash is None or (
+            expected is not None and _record_digest(self._hash) == expected.value
+        )
         if not (size_ok and hash_ok):
             raise ValueError(f"hash / size of {entry.path} didn't match RECORD")
 
@@ -115,7 +117,7 @@ class _RecordCheckedStream:
 
 
 def _record_digest(hasher: hashlib._Hash) -> str:
-    """A digest as RECORD writes it: urlsafe base64 without padding."""
+    """A digest as RECORD writes it (and installer compares it): urlsafe base64 without padding."""
     return base64.urlsafe_b64encode(hasher.digest()).decode("ascii").rstrip("=")
 
 
