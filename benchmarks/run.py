@@ -455,7 +455,9 @@ def format_row(row: Row) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small workloads (S 50 MiB, L 200 MiB)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs per measurement (medians are reported; default 5)"
+    )
     parser.add_argument("--only", default="S,L,T", help="comma-separated subset of S, L, T")
     parser.add_argument(
         "--sections",
