@@ -347,8 +347,9 @@ class Bench:
             try:
                 # The interpreter pixi-unpack runs on, found without a version manager's shim on
                 # PATH (pyenv's costs ~60 ms per start), as /usr/bin/python3 is on most targets.
-                python = {"PIXI_UNPACK_PYTHON": os.path.realpath(sys.executable)}
-                return run_once(["sh", exe, "-o", out, "-q"], cwd=out, env=python)
+                python = os.path.realpath(sys.executable)  # the header splits the variable at spaces
+                env = {"PIXI_UNPACK_PYTHON": python} if " " not in python else None
+                return run_once(["sh", exe, "-o", out, "-q"], cwd=out, env=env)
             finally:
                 self.drop(out)
 
@@ -469,7 +470,9 @@ def compile_bytecode() -> None:
 
     for name in MEASURED_PACKAGES:
         spec = importlib.util.find_spec(name)
-        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if spec is None:  # a plugin that is not installed
+            continue
+        for folder in spec.submodule_search_locations or []:
             compileall.compile_dir(folder, quiet=1)
 
 
