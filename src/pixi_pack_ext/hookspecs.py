@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from rattler import RepoDataRecord
+
     from .config import Settings
     from .plan import PackPlan
 
@@ -214,21 +216,31 @@ class PackFormat:
 
 @dataclass(frozen=True)
 class UnpackContext:
-    """What an after-install step knows: the pack folder, the environment prefix and its platform."""
+    """What an unpack step knows: the pack folder, the environment prefix and its platform."""
 
     pack_dir: Path
     prefix: Path
     platform: str
+    #: The conda records being installed (the pack's repodata, checked), for ``prepare``.
+    records: tuple[RepoDataRecord, ...] = ()
+    #: A folder of the step's own, removed after the unpack: what ``prepare`` made for ``run``.
+    scratch: Path | None = None
 
 
 @dataclass(frozen=True)
 class UnpackStep:
-    """Work done after the conda packages are installed (wheels, extra files, ...), in ``order``."""
+    """Work done after the conda packages are installed (wheels, extra files, ...), in ``order``.
+
+    ``prepare``, when given, runs while rattler installs the conda packages, so work that does not
+    need the environment costs no extra time: it must not touch ``context.prefix`` (rattler is
+    writing it) and keeps what it makes in ``context.scratch``. ``run`` follows the install, and
+    an error ``prepare`` raised fails the unpack once the install is over."""
 
     name: str
     run: Callable[[UnpackContext], Awaitable[None] | None]
     order: int = 100
     description: str = ""
+    prepare: Callable[[UnpackContext], Awaitable[None] | None] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,4 +272,4 @@ def pixi_pack_formats() -> list[PackFormat]:
 
 @hookspec
 def pixi_pack_unpack_steps() -> list[UnpackStep]:
-    """Return steps that run after the conda packages of a pack are installed."""
+    """Return steps that run while and after the conda packages of a pack are installed."""

@@ -31,12 +31,13 @@ from .cache_prefill import CachePrefill
 from .channel import read_repodata
 from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from .fetch import hash_file
-from .hookspecs import PackFormat, UnpackContext
+from .hookspecs import PackFormat
 from .interrupts import deferred_interrupts, held_interrupts
 from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
 from .package_guard import check_contents
 from .plugins import PluginManager, get_plugin_manager
 from .ram_staging import RamStaging
+from .unpack_steps import StepRunner
 from .virtual_packages import check_virtual_packages
 
 log = logging.getLogger(__name__)
@@ -208,17 +209,22 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         prefix_created = True
         # From here a Ctrl-C waits for the end (rattler's threads cannot be stopped halfway), and
         # then everything is removed below.
+        steps = StepRunner(
+            plugins.unpack_steps,
+            pack_dir=pack_dir,
+            prefix=prefix,
+            platform=metadata.platform,
+            records=records,
+            scratch_root=workdir / "steps",
+        )
         with deferred_interrupts("the install"):
-            _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
+            with steps.preparing():
+                _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
             # The environment holds hard links to (or copies of) the cache's files now: removing
             # the cache's thousands of entries overlaps with the unpack steps instead of following them.
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
             cache_removal.start()
-            context = UnpackContext(pack_dir=pack_dir, prefix=prefix, platform=metadata.platform)
-            for step in plugins.unpack_steps:
-                result = step.run(context)
-                if asyncio.iscoroutine(result):
-                    asyncio.run(result)
+            steps.run_all()
             activation = write_activation_script(output_dir, prefix, options.shell, metadata.platform)
     except BaseException as exc:
         with held_interrupts():  # a second Ctrl-C must not stop the clean-up halfway

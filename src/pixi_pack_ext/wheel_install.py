@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import base64
 import email.parser
+import errno
 import hashlib
+import json
 import logging
 import os
+import shutil
 import subprocess
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
@@ -45,6 +48,11 @@ from .package_guard import unsafe_reason
 log = logging.getLogger(__name__)
 
 INSTALLER_NAME = b"pixi-pack-ext\n"
+
+#: In a wheel step's scratch folder: the wheels installed in the prefix's layout, and what
+#: ``install_wheels`` needs to know about them.
+STAGED_PREFIX = "prefix"
+STAGED_MANIFEST = "staged.json"
 
 #: installer's launcher kinds for Windows platforms; every other platform gets POSIX scripts.
 _LAUNCHERS = {"win-64": "win-amd64", "win-32": "win-ia32", "win-arm64": "win-arm64"}
@@ -265,23 +273,101 @@ def compile_bytecode(python_exe: Path, files: list[Path]) -> None:
         )
 
 
+def pack_wheels(pack_dir: Path) -> list[Path]:
+    """The pack's ``pypi/*.whl``, in name order."""
+    folder = pack_dir / PYPI_DIR
+    return sorted(folder.glob("*.whl")) if folder.is_dir() else []
+
+
+def stage_wheels(context: UnpackContext) -> None:
+    """Install the wheels into ``context.scratch`` while rattler installs the conda packages.
+
+    The staging folder has the prefix's own layout and the scripts name the interpreter the
+    environment will have, so ``install_wheels`` only moves the files into place. The python
+    comes from the records; a pack without one is left to ``install_wheels`` to refuse."""
+    wheels = pack_wheels(context.pack_dir)
+    python = EnvPython.from_records(context.records)
+    if not wheels or python is None or context.scratch is None:
+        return
+    names = check_wheels(wheels, python)
+    interpreter = python.executable_candidates(context.platform)[0]
+    staged = context.scratch / STAGED_PREFIX
+    log.info("installing %d wheels into %s", len(wheels), context.prefix)
+    written = _install_all(wheels, names, staged, python, context.prefix / interpreter, context.platform)
+    manifest = {
+        "interpreter": interpreter,
+        "site_packages": python.site_packages(context.platform),
+        "python_files": [p.relative_to(staged).as_posix() for p in written],
+    }
+    (context.scratch / STAGED_MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+
 def install_wheels(context: UnpackContext) -> None:
-    """Install every wheel of the pack's ``pypi/`` folder into the environment."""
-    folder = context.pack_dir / PYPI_DIR
-    wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    """Install every wheel of the pack's ``pypi/`` folder into the environment: move in what
+    ``stage_wheels`` installed when it guessed the environment's python right, else install now."""
+    wheels = pack_wheels(context.pack_dir)
     if not wheels:
         return
     python, python_exe = find_python(context.prefix, context.platform)
-    names = check_wheels(wheels, python)
-    log.info("installing %d wheels into %s", len(wheels), context.prefix)
+    manifest = _staged_manifest(context)
+    if (
+        manifest is not None
+        and context.prefix / manifest.get("interpreter", "") == python_exe
+        and manifest.get("site_packages") == python.site_packages(context.platform)
+    ):
+        assert context.scratch is not None  # a manifest was read from it
+        _move_tree(context.scratch / STAGED_PREFIX, context.prefix)
+        written = [context.prefix / p for p in manifest.get("python_files", [])]
+    else:
+        names = check_wheels(wheels, python)
+        log.info("installing %d wheels into %s", len(wheels), context.prefix)
+        written = _install_all(wheels, names, context.prefix, python, python_exe, context.platform)
+    compile_bytecode(python_exe, written)
+
+
+def _install_all(
+    wheels: list[Path],
+    names: list[WheelName],
+    root: Path,
+    python: EnvPython,
+    interpreter: Path,
+    platform: str,
+) -> list[Path]:
+    """Install ``wheels`` into the prefix layout at ``root``; returns the ``.py`` files written."""
     written: list[Path] = []
     for wheel, name in zip(wheels, names, strict=True):
         destination = _Destination(
-            scheme_dict=wheel_scheme(context.prefix, python, context.platform, name.name),
-            interpreter=str(python_exe),
-            script_kind=_LAUNCHERS.get(context.platform, "posix"),  # type: ignore[arg-type]
+            scheme_dict=wheel_scheme(root, python, platform, name.name),
+            interpreter=str(interpreter),
+            script_kind=_LAUNCHERS.get(platform, "posix"),  # type: ignore[arg-type]
             overwrite_existing=True,
         )
         install_wheel(wheel, destination)
         written.extend(destination.written_python)
-    compile_bytecode(python_exe, written)
+    return written
+
+
+def _staged_manifest(context: UnpackContext) -> dict[str, Any] | None:
+    if context.scratch is None:
+        return None
+    try:
+        manifest = json.loads((context.scratch / STAGED_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # nothing staged (no python in the records, or no prepare ran)
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _move_tree(source: Path, target: Path) -> None:
+    """Move every file under ``source`` to the same place under ``target``, replacing a file that
+    is there (as installing a wheel over a conda package's file does)."""
+    for root, _dirs, files in os.walk(source):
+        relative = os.path.relpath(root, source)
+        destination = target if relative == "." else target / relative
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                os.replace(os.path.join(root, name), destination / name)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(os.path.join(root, name), destination / name)  # a prefix on its own mount

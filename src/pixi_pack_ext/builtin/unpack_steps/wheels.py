@@ -7,9 +7,25 @@ wheels, does not load ``installer`` and ``packaging``.
 from __future__ import annotations
 
 from ...hookspecs import UnpackContext, UnpackStep, hookimpl
+from ...metadata import PYPI_DIR
+
+
+def _has_wheels(context: UnpackContext) -> bool:
+    folder = context.pack_dir / PYPI_DIR
+    return folder.is_dir() and any(folder.glob("*.whl"))
+
+
+def stage_wheels(context: UnpackContext) -> None:
+    if not _has_wheels(context):
+        return
+    from ...wheel_install import stage_wheels as stage
+
+    stage(context)
 
 
 def install_wheels(context: UnpackContext) -> None:
+    if not _has_wheels(context):
+        return
     from ...wheel_install import install_wheels as install
 
     install(context)
@@ -21,6 +37,7 @@ def pixi_pack_unpack_steps() -> list[UnpackStep]:
         UnpackStep(
             name="wheels",
             run=install_wheels,
+            prepare=stage_wheels,
             order=50,
             description="install the pack's PyPI wheels into the environment (offline, no resolver)",
         )
