@@ -277,7 +277,8 @@ class Bench:
         return result["ours"]
 
     def conda_pack(self, world: World, pack: Path, ours: Series) -> None:
-        """conda-pack's unpack (tar -xf + conda-unpack) of the same environment, vs our unpack."""
+        """conda-pack's unpack (extract + conda-unpack) of the same environment, vs our unpack: in
+        conda-pack's default format (``.tar.gz``), the target row, and as an uncompressed tar."""
         name = world.workload.name
         tool = CONDA_PACK_VENV / "bin" / "conda-pack"
         if not tool.exists():
@@ -287,21 +288,25 @@ class Bench:
                 return
         env_root = self.fresh(f"{name}-cp-env")
         run_once([PIXI_UNPACK, pack, "-o", env_root, "-q"])
-        archive = self.scratch / f"{name}-conda-pack.tar"
+        archives = {
+            "tar.gz": self.scratch / f"{name}-conda-pack.tar.gz",
+            "tar": self.scratch / f"{name}-conda-pack.tar",
+        }
         try:
-            run_once(
-                [
-                    tool,
-                    "-p",
-                    env_root / "env",
-                    "-o",
-                    archive,
-                    "--format",
-                    "tar",
-                    "--ignore-missing-files",
-                    "-q",
-                ]
-            )
+            for archive in archives.values():  # the format follows the name, as conda-pack infers it
+                run_once(
+                    [
+                        tool,
+                        "-p",
+                        env_root / "env",
+                        "-o",
+                        archive,
+                        "--n-threads",
+                        "-1",
+                        "--ignore-missing-files",
+                        "-q",
+                    ]
+                )
         except CommandFailed as exc:
             self.add(
                 Row(name, "unpack vs conda-pack", None, note=f"SKIP: conda-pack failed: {str(exc)[-200:]}")
@@ -311,24 +316,37 @@ class Bench:
             self.drop(env_root)
         python = CONDA_PACK_VENV / "bin" / "python"
 
-        def conda_unpack() -> Run:
-            out = self.fresh("cp-out")
-            script = f"tar -xf {archive} -C {out} && {python} {out}/bin/conda-unpack"
-            try:
-                return run_once(["sh", "-c", script])
-            finally:
-                self.drop(out)
+        def conda_unpack(archive: Path) -> Callable[[], Run]:
+            def once() -> Run:
+                out = self.fresh("cp-out")
+                script = f"tar -xf {archive} -C {out} && {python} {out}/bin/conda-unpack"
+                try:
+                    return run_once(["sh", "-c", script])
+                finally:
+                    self.drop(out)
 
-        result = interleaved(self.runs, {"conda-pack": conda_unpack})
-        self.drop(archive)
+            return once
+
+        result = interleaved(self.runs, {kind: conda_unpack(path) for kind, path in archives.items()})
+        for archive in archives.values():
+            self.drop(archive)
         self.add(
             Row(
                 name,
                 "unpack vs conda-pack",
                 ours,
-                "tar -xf + conda-unpack (uncompressed tar)",
-                result["conda-pack"],
+                "tar -xf + conda-unpack (conda-pack's default .tar.gz)",
+                result["tar.gz"],
                 1.0,
+            )
+        )
+        self.add(
+            Row(
+                name,
+                "unpack vs conda-pack, plain tar",
+                ours,
+                "tar -xf + conda-unpack (uncompressed tar)",
+                result["tar"],
             )
         )
 
