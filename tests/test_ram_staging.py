@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import damage_package, needs_linux64
 
-from pixi_pack_ext import cache_prefill, ram_staging
+from pixi_pack_ext import cache_prefill, ram_staging, staging_owner
 from pixi_pack_ext.errors import InvalidPackError
 from pixi_pack_ext.ram_staging import RAM_STAGING_ENV, RamStaging
 from pixi_pack_ext.unpack import UnpackOptions, unpack
@@ -124,13 +124,13 @@ def test_a_folder_left_by_a_killed_unpack_is_removed_by_the_next(monkeypatch: py
     )
     tmpfs = Path(ram_staging.TMPFS_CANDIDATES[0])
     abandoned = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))
-    namespace = ram_staging._pid_namespace()
-    (abandoned / ram_staging.OWNER_FILE).write_text(f"{dead.stdout.strip()} {namespace}\n")
+    namespace = staging_owner._pid_namespace()
+    (abandoned / staging_owner.OWNER_FILE).write_text(f"{dead.stdout.strip()} {namespace}\n")
     (abandoned / "cache").mkdir()
     busy = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))
-    (busy / ram_staging.OWNER_FILE).write_text(f"{os.getpid()} {namespace}\n")
+    (busy / staging_owner.OWNER_FILE).write_text(f"{os.getpid()} {namespace}\n")
     elsewhere = Path(tempfile.mkdtemp(prefix=ram_staging.PREFIX, dir=tmpfs))  # another container's
-    (elsewhere / ram_staging.OWNER_FILE).write_text(f"{dead.stdout.strip()} pid:[1]\n")
+    (elsewhere / staging_owner.OWNER_FILE).write_text(f"{dead.stdout.strip()} pid:[1]\n")
     staging = RamStaging.create()
     try:
         assert staging is not None

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, en
 from .plan import PackPlan
 from .plugins import PluginManager, get_plugin_manager
 from .pypi import select_wheels
+from .staging_owner import make_owned_folder
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,14 @@ def pack(
 
     staging_parent = output.parent if output is not None else None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".pixi-pack-", dir=staging_parent))
+        # The pack is laid out in a folder of its own inside one that names its owner process,
+        # so a later pack removes what a killed one left (the format takes the inner folder whole).
+        owned = make_owned_folder(staging_parent, ".pixi-pack-")
     except OSError as exc:
         raise PackError(f"cannot create a staging folder next to the output: {exc.strerror}") from None
+    staging = owned / "pack"
     try:
+        staging.mkdir()
         cache = PackageCache(options.use_cache) if options.use_cache else None
         fetcher = Fetcher(plugins, settings, cache=cache, progress=progress)
         try:
@@ -199,5 +203,5 @@ def pack(
         ) from None
     finally:
         with held_interrupts(), contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(staging)
+            shutil.rmtree(owned)
     return output

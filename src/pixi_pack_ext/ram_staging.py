@@ -22,12 +22,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .staging_owner import OWNER_FILE, owner_line, remove_abandoned
+
 RAM_STAGING_ENV = "PIXI_UNPACK_RAM_STAGING"
 DEFAULT_LIMIT = 256 << 20
 PREFIX = "pixi-unpack-"
-#: The unpack's process id and pid namespace, so a later unpack can tell an abandoned folder from
-#: a busy one.
-OWNER_FILE = "owner.pid"
 #: Where a tmpfs is found on Linux. Other systems have none at a fixed place: disk only there.
 TMPFS_CANDIDATES = ("/dev/shm",)
 
@@ -51,7 +50,7 @@ class RamStaging:
             return None
         for candidate in TMPFS_CANDIDATES:
             try:
-                remove_abandoned(Path(candidate))
+                remove_abandoned(Path(candidate), PREFIX)  # before counting the free RAM
                 free = _free_bytes(Path(candidate))
                 if free // 8 < 1 << 20:  # too small to be worth a folder
                     continue
@@ -59,7 +58,7 @@ class RamStaging:
             except OSError:
                 continue
             try:
-                (folder / OWNER_FILE).write_text(_owner())
+                (folder / OWNER_FILE).write_text(owner_line())
                 (folder / "packages").mkdir()
             except OSError:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -101,45 +100,6 @@ class RamStaging:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def remove_abandoned(tmpfs: Path) -> None:
-    """Remove this user's staging folders whose unpack was killed (its process is gone): RAM is not
-    given back by a reboot-less machine on its own."""
-    namespace = _pid_namespace()
-    for folder in tmpfs.glob(f"{PREFIX}*"):
-        try:
-            if folder.stat().st_uid != os.getuid():
-                continue
-            pid, _, owner_namespace = (folder / OWNER_FILE).read_text().strip().partition(" ")
-            if owner_namespace != namespace:
-                continue  # another container sharing this tmpfs: its processes are not visible here
-            if not _running(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
-        except (OSError, ValueError, AttributeError):
-            continue  # not ours, being created, or no owner file: leave it
-
-
-def _owner() -> str:
-    return f"{os.getpid()} {_pid_namespace()}\n"
-
-
-def _pid_namespace() -> str:
-    """Which process-id namespace this process sees (Linux); a pid means nothing outside it."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _configured_limit() -> int:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
 from .package_guard import check_contents
 from .plugins import PluginManager, get_plugin_manager
 from .ram_staging import RamStaging
+from .staging_owner import make_owned_folder
 from .unpack_steps import StepRunner
 from .virtual_packages import check_virtual_packages
 
@@ -185,7 +185,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
 
     created_output = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=".pixi-unpack-", dir=output_dir)).resolve()
+    workdir = make_owned_folder(output_dir, ".pixi-unpack-").resolve()  # one a killed unpack left goes
     prefix_created = False
     activation: Path | None = None
     cache_removal: threading.Thread | None = None
