@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import rattler
-from conftest import pack_argv, pack_prod
+from conftest import cli, host_platform, pack_argv, pack_prod
 from pack_checks import package_paths
 
 from pixi_pack_ext.testing.faulty_server import FaultyServer, Hold
@@ -109,3 +110,34 @@ def assert_cache_is_verified(cache: Path, hashes: dict[str, str]) -> set[str]:
             present.add(key)
     assert not [p for p in cache.rglob("*.part")], "a partial download was left in the cache"
     return present
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``condition`` until it holds; False if ``timeout`` passes first (a bound, not a check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def demo_pack(workspace: Path, tmp_path: Path) -> Path:
+    if host_platform() != "linux-64":
+        pytest.skip("the demo environment installs on linux-64 only")
+    target = tmp_path / "demo.tar"
+    pack(workspace, target)
+    return target
+
+
+def unpack_half_a_pack(pack_file: Path, out: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """``pixi-unpack -`` given the first half of ``pack_file`` on stdin, once it is extracting
+    it: it waits for the rest, as stdin stays open (the caller closes it)."""
+    process = subprocess.Popen([cli("pixi-unpack"), "-", "-o", out], stdin=subprocess.PIPE, env=ENV, **popen)
+    assert process.stdin is not None
+    data = pack_file.read_bytes()
+    process.stdin.write(data[: len(data) // 2])
+    process.stdin.flush()
+    assert wait_until(lambda: any(out.glob(".pixi-unpack-*/pack/channel")))
+    return process

@@ -11,8 +11,7 @@ from pack_checks import assert_pack_holds_channel_files
 
 from pixi_pack_ext.testing.faulty_server import FaultyServer
 
-from .conftest import assert_cache_is_verified, hold_hello_bin, lock_hashes, start_pack
-from .test_interrupts import wait_until
+from .conftest import assert_cache_is_verified, hold_hello_bin, lock_hashes, start_pack, wait_until
 
 
 def start_in(folder: Path, workspace: Path, cache: Path) -> subprocess.Popen[bytes]:

@@ -10,22 +10,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli, host_platform
+from conftest import cli
 from pack_checks import assert_pack_holds_channel_files, package_paths
 
 from pixi_pack_ext.testing.faulty_server import FaultyServer, Stall
 
-from .conftest import ENV, assert_cache_is_verified, hold_hello_bin, leftovers, lock_hashes, pack, start_pack
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    """Poll ``condition`` until it holds; False if ``timeout`` passes first (a bound, not a check)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from .conftest import (
+    ENV,
+    assert_cache_is_verified,
+    hold_hello_bin,
+    leftovers,
+    lock_hashes,
+    pack,
+    start_pack,
+    unpack_half_a_pack,
+    wait_until,
+)
 
 
 def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
@@ -72,7 +72,8 @@ def test_ctrl_c_during_download_then_a_rerun_uses_the_cache(
 def test_killed_pack_leaves_a_partial_download_that_a_rerun_clears(
     faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
 ) -> None:
-    """SIGKILL cannot be cleaned up after: the next run on the cache removes what it left."""
+    """SIGKILL cannot be cleaned up after: the next run on the cache and in the output folder
+    removes what it left."""
     stalled = next(p for p in package_paths(channel_dir) if p.startswith("/linux-64/hello-bin-"))
     faulty.add_faults(stalled, Stall(after=1000))
     workspace = moved(faulty.url)
@@ -95,33 +96,20 @@ def test_killed_pack_leaves_a_partial_download_that_a_rerun_clears(
         if process.poll() is None:
             process.kill()
     assert partial(), "the killed run's partial download should still be there"
+    assert [p.name[:11] for p in out.iterdir()] == [".pixi-pack-"], "and its staging folder"
     faulty.release()
     pack(workspace, out / "env.tar", "--use-cache", cache)
+    assert sorted(p.name for p in out.iterdir()) == ["env.tar"], "the rerun removed the staging folder"
     assert_pack_holds_channel_files(out / "env.tar", channel_dir)
     assert assert_cache_is_verified(cache, lock_hashes(workspace)) == set(lock_hashes(workspace))
-
-
-@pytest.fixture
-def demo_pack(workspace: Path, tmp_path: Path) -> Path:
-    if host_platform() != "linux-64":
-        pytest.skip("the demo environment installs on linux-64 only")
-    target = tmp_path / "demo.tar"
-    pack(workspace, target)
-    return target
 
 
 def test_ctrl_c_while_reading_the_pack(demo_pack: Path, tmp_path: Path) -> None:
     """Half of the pack arrives on stdin, then Ctrl-C: the output folder it made is gone again."""
     out = tmp_path / "out"
-    data = demo_pack.read_bytes()
-    process = subprocess.Popen(
-        [cli("pixi-unpack"), "-", "-o", out], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
-    )
+    process = unpack_half_a_pack(demo_pack, out, stderr=subprocess.PIPE)
     assert process.stdin is not None
     try:
-        process.stdin.write(data[: len(data) // 2])
-        process.stdin.flush()
-        assert wait_until(lambda: any(out.glob(".pixi-unpack-*/pack/channel")))
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)  # stdin stays open: the interrupt, not an end of input, stops it
         err = process.stderr.read().decode()  # type: ignore[union-attr]

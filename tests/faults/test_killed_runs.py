@@ -1,5 +1,6 @@
-"""SIGKILL (the OOM killer, ``kill -9``) while packing and unpacking: nothing can clean up then, so
-the staging folder stays; the next run in the same place removes it and succeeds."""
+"""SIGKILL (the OOM killer, ``kill -9``) while unpacking: nothing can clean up then, so the work
+folder stays; the next unpack in the same place removes it and succeeds. (A killed pack:
+test_interrupts.py.)"""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli, host_platform
-from pack_checks import assert_pack_holds_channel_files
+from conftest import cli
 
 from pixi_pack_ext.staging_owner import OWNER_FILE, make_owned_folder, owner_line, remove_abandoned
-from pixi_pack_ext.testing.faulty_server import FaultyServer
 
-from .conftest import ENV, hold_hello_bin, leftovers, pack, start_pack
-from .test_interrupts import wait_until
+from .conftest import ENV, leftovers, unpack_half_a_pack
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and owner checks are POSIX")
 
@@ -33,49 +30,13 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=60)
 
 
-def test_a_killed_pack_leaves_its_staging_folder_and_the_next_pack_removes_it(
-    faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
-) -> None:
-    held, workspace, _ = hold_hello_bin(faulty, moved, channel_dir)
-    out = tmp_path / "out"
-    out.mkdir()
-    process = start_pack(workspace, out / "env.tar", stderr=subprocess.DEVNULL)
-    try:
-        assert wait_until(
-            lambda: faulty.fault_log.count(held) == 1 and bool(_owned_staging(out, ".pixi-pack-"))
-        )
-        _kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        faulty.clear_faults()
-        faulty.release()
-    left = _owned_staging(out, ".pixi-pack-")
-    assert len(left) == 1 and any(left[0].rglob("*.conda")), "the killed pack's staging folder"
-
-    pack(workspace, out / "env.tar")
-    assert leftovers(out) == []
-    assert sorted(p.name for p in out.iterdir()) == ["env.tar"]
-    assert_pack_holds_channel_files(out / "env.tar", channel_dir)
-
-
 def test_a_killed_unpack_leaves_its_work_folder_and_the_next_unpack_removes_it(
-    workspace: Path, tmp_path: Path
+    demo_pack: Path, tmp_path: Path
 ) -> None:
-    if host_platform() != "linux-64":
-        pytest.skip("the demo environment installs on linux-64 only")
-    demo = tmp_path / "demo.tar"
-    pack(workspace, demo)
     out = tmp_path / "out"
-    data = demo.read_bytes()
-    process = subprocess.Popen(
-        [cli("pixi-unpack"), "-", "-o", out], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV
-    )
+    process = unpack_half_a_pack(demo_pack, out, stderr=subprocess.DEVNULL)
     assert process.stdin is not None
     try:
-        process.stdin.write(data[: len(data) // 2])  # half a pack: the unpack waits for the rest
-        process.stdin.flush()
-        assert wait_until(lambda: any(out.glob(".pixi-unpack-*/pack/channel")))
         _kill(process)
     finally:
         process.stdin.close()
@@ -83,7 +44,7 @@ def test_a_killed_unpack_leaves_its_work_folder_and_the_next_unpack_removes_it(
             process.kill()
     assert len(_owned_staging(out, ".pixi-unpack-")) == 1, "the killed unpack's work folder"
 
-    subprocess.run([cli("pixi-unpack"), demo, "-o", out], env=ENV, check=True, capture_output=True)
+    subprocess.run([cli("pixi-unpack"), demo_pack, "-o", out], env=ENV, check=True, capture_output=True)
     assert leftovers(out) == []
     assert sorted(p.name for p in out.iterdir()) == ["activate.sh", "env"]
     assert (out / "env" / "conda-meta" / "history").is_file()
