@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
-from .staging_owner import OWNER_FILE, owner_line, remove_abandoned
+from .staging_owner import make_owned_folder
 
 RAM_STAGING_ENV = "PIXI_UNPACK_RAM_STAGING"
 DEFAULT_LIMIT = 256 << 20
@@ -50,20 +49,17 @@ class RamStaging:
             return None
         for candidate in TMPFS_CANDIDATES:
             try:
-                remove_abandoned(Path(candidate), PREFIX)  # before counting the free RAM
-                free = _free_bytes(Path(candidate))
-                if free // 8 < 1 << 20:  # too small to be worth a folder
-                    continue
-                folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=candidate))
+                folder = make_owned_folder(Path(candidate), PREFIX)  # abandoned ones go first
             except OSError:
                 continue
             try:
-                (folder / OWNER_FILE).write_text(owner_line())
-                (folder / "packages").mkdir()
+                free = _free_bytes(folder)
+                if free // 8 >= 1 << 20:  # else too small to be worth a folder
+                    (folder / "packages").mkdir()
+                    return cls(folder, min(limit, free // 8), free // 2)
             except OSError:
-                shutil.rmtree(folder, ignore_errors=True)
-                continue
-            return cls(folder, min(limit, free // 8), free // 2)
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
         return None
 
     def reserve(self, archive_size: int) -> bool:
