@@ -87,6 +87,12 @@ def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
     )
 
 
+def pack_wheels(pack_dir: Path) -> list[Path]:
+    """The pack's ``pypi/*.whl``, in name order (none when it has no ``pypi/`` folder)."""
+    folder = pack_dir / PYPI_DIR
+    return sorted(folder.glob("*.whl")) if folder.is_dir() else []
+
+
 def read_metadata(pack_dir: Path) -> PackMetadata:
     path = pack_dir / METADATA_FILE
     try:

@@ -42,7 +42,7 @@ from .envpython import (
 )
 from .errors import PixiPackError, UnpackError
 from .hookspecs import UnpackContext
-from .metadata import PYPI_DIR
+from .metadata import PYPI_DIR, pack_wheels
 from .package_guard import unsafe_reason
 
 log = logging.getLogger(__name__)
@@ -271,12 +271,6 @@ def compile_bytecode(python_exe: Path, files: list[Path]) -> None:
             "compiling the wheels' bytecode reported errors (the modules still work): %s",
             detail[0] if detail else f"exit code {result.returncode}",
         )
-
-
-def pack_wheels(pack_dir: Path) -> list[Path]:
-    """The pack's ``pypi/*.whl``, in name order."""
-    folder = pack_dir / PYPI_DIR
-    return sorted(folder.glob("*.whl")) if folder.is_dir() else []
 
 
 def stage_wheels(context: UnpackContext) -> None:

@@ -21,7 +21,7 @@ from pixi_pack_ext.envpython import (
     parse_wheel_name,
     python_for_wheels,
 )
-from pixi_pack_ext.metadata import PYPI_DIR
+from pixi_pack_ext.metadata import PYPI_DIR, pack_wheels
 from pixi_pack_ext.wheel_install import install_wheel, wheel_scheme
 
 from .errors import OciError
@@ -54,8 +54,7 @@ def _checked(wheels: list[Path], python: EnvPython, platform: str) -> list[Wheel
 
 def install_wheels(pack_dir: Path, staged: Path, prefix: PurePosixPath, platform: str) -> int:
     """Install ``pack_dir/pypi/*.whl`` into ``staged`` (the environment at ``prefix`` in the image)."""
-    folder = pack_dir / PYPI_DIR
-    wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    wheels = pack_wheels(pack_dir)
     if not wheels:
         return 0
     python, executable = _python(staged, platform)

@@ -7,16 +7,11 @@ wheels, does not load ``installer`` and ``packaging``.
 from __future__ import annotations
 
 from ...hookspecs import UnpackContext, UnpackStep, hookimpl
-from ...metadata import PYPI_DIR
-
-
-def _has_wheels(context: UnpackContext) -> bool:
-    folder = context.pack_dir / PYPI_DIR
-    return folder.is_dir() and any(folder.glob("*.whl"))
+from ...metadata import pack_wheels
 
 
 def stage_wheels(context: UnpackContext) -> None:
-    if not _has_wheels(context):
+    if not pack_wheels(context.pack_dir):
         return
     from ...wheel_install import stage_wheels as stage
 
@@ -24,7 +19,7 @@ def stage_wheels(context: UnpackContext) -> None:
 
 
 def install_wheels(context: UnpackContext) -> None:
-    if not _has_wheels(context):
+    if not pack_wheels(context.pack_dir):
         return
     from ...wheel_install import install_wheels as install
 
