@@ -35,6 +35,7 @@ from pixi_pack_ext.selfextract import (
     copy_unpacker,
     escape,
     read_layout,
+    skeleton_sha256,
     unescape,
 )
 
@@ -638,13 +639,22 @@ def test_unpacking_imports_no_httpx() -> None:
 
 def _largest_member_data(script: Path) -> tuple[int, int]:
     """(file offset, size) of the biggest file's bytes in the tar of ``script``."""
+    biggest = max(_members(script), key=lambda m: m.size)
+    return biggest.offset_data, biggest.size
+
+
+def _members(script: Path) -> list[tarfile.TarInfo]:
+    """The tar's members in ``script``, their offsets counted from the start of the file."""
     layout = read_layout(script)
     assert layout is not None
     with open(script, "rb") as f:
         f.seek(layout.archive_offset)
-        with tarfile.open(fileobj=f, mode="r:") as tar:
-            biggest = max(tar.getmembers(), key=lambda m: m.size)
-    return biggest.offset_data, biggest.size  # tarfile counts from where the tar starts in the file
+        with tarfile.open(fileobj=f, mode="r:") as tar:  # tarfile counts from where the tar starts
+            return tar.getmembers()
+
+
+def _member(script: Path, suffix: str) -> tarfile.TarInfo:
+    return next(m for m in _members(script) if m.name.endswith(suffix))
 
 
 def _flip(path: Path, offset: int) -> None:
@@ -655,23 +665,117 @@ def _flip(path: Path, offset: int) -> None:
         f.write(bytes([byte[0] ^ 0x01]))
 
 
+def _touch_header(path: Path, member: tarfile.TarInfo) -> None:
+    """Give ``member``'s tar header another mtime, with a checksum that matches: a sound tar."""
+    with open(path, "r+b") as f:
+        f.seek(member.offset)
+        header = bytearray(f.read(tarfile.BLOCKSIZE))
+        header[136:148] = b"%011o\0" % (member.mtime + 1)
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+        f.seek(member.offset)
+        f.write(header)
+    assert any(m.name == member.name and m.mtime == member.mtime + 1 for m in _members(path))
+
+
 @needs_linux64
 @needs_system_python
 def test_a_corrupt_package_inside_a_sound_tar_is_refused_before_anything_is_installed(
     executable: Path, tmp_path: Path
 ) -> None:
-    """The tar's members are copied by the kernel, not read: the tar's sha256 still stops them."""
+    """Package bytes are checked once, against the pack's repodata.json, as they are extracted."""
     broken = tmp_path / "environment.sh"
     shutil.copy(executable, broken)
-    offset, size = _largest_member_data(broken)
-    _flip(broken, offset + size // 2)
+    package = _member(broken, ".conda")
+    _flip(broken, package.offset_data + package.size // 2)
     result = run_script("sh", broken, "-o", tmp_path / "target", env=clean_env(tmp_path), cwd=tmp_path)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "is corrupt (archive sha256" in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert f"{package.name} in '{broken}' is corrupt: expected sha256" in errors[0]
     assert "nothing was installed" in errors[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "target").exists()
     assert not list((tmp_path / "tmpdir").iterdir())
+
+
+@needs_linux64
+@needs_system_python
+@pytest.mark.parametrize("where", ["repodata.json", "environment.yml", "a package's tar header"])
+def test_whatever_the_packages_sha256_does_not_cover_is_checked_by_the_skeleton(
+    executable: Path, tmp_path: Path, where: str
+) -> None:
+    broken = tmp_path / "environment.sh"
+    shutil.copy(executable, broken)
+    if where == "a package's tar header":
+        _touch_header(broken, _member(broken, ".conda"))
+    else:
+        member = _member(broken, where)
+        _flip(broken, member.offset_data + member.size // 2)
+    result = run_script("sh", broken, "-o", tmp_path / "target", env=clean_env(tmp_path), cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "is corrupt (archive skeleton sha256" in errors[0], result.stderr
+    assert "nothing was installed" in errors[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "target").exists()
+    assert not list((tmp_path / "tmpdir").iterdir())
+
+
+def test_the_skeleton_sha256_leaves_out_the_package_bodies_and_nothing_else(
+    executable: Path, tmp_path: Path
+) -> None:
+    layout = read_layout(executable)
+    assert layout is not None and layout.archive_skeleton_sha256 is not None
+    data = executable.read_bytes()
+    members = _members(executable)
+    kept, position = hashlib.sha256(), layout.archive_offset
+    for m in members:
+        if m.isreg() and m.name.startswith("channel/") and m.name.endswith((".conda", ".tar.bz2")):
+            kept.update(data[position : m.offset_data])
+            position = m.offset_data + m.size
+    kept.update(data[position : layout.archive_offset + layout.archive_size])
+    assert kept.hexdigest() == layout.archive_skeleton_sha256 != layout.archive_sha256
+
+    def skeleton(path: Path) -> str | None:
+        with open(path, "rb") as f:
+            return skeleton_sha256(f, layout.archive_offset, layout.archive_size)
+
+    copy = tmp_path / "copy.sh"
+    for m in members:
+        if not m.size:
+            continue
+        shutil.copy(executable, copy)
+        _flip(copy, m.offset_data)
+        is_package = m.name.endswith((".conda", ".tar.bz2"))
+        assert (skeleton(copy) == layout.archive_skeleton_sha256) == is_package, m.name
+    copy.write_bytes(data[: layout.archive_offset + layout.archive_size - 1])
+    assert skeleton(copy) is None
+
+
+def _as_before_the_skeleton(script: Path, target: Path) -> None:
+    """Rewrite ``script``'s header as packs were written before the skeleton sha256: without it."""
+    data = bytearray(script.read_bytes())
+    line = data.index(b"PIXI_PACK_ARCHIVE_SKELETON_SHA256=")
+    end = data.index(b"\n", line)
+    data[line:end] = b"#" * (end - line)
+    target.write_bytes(data)
+
+
+@needs_linux64
+def test_pixi_unpack_checks_the_whole_tar_of_a_pack_from_before_the_skeleton(
+    executable: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old.sh"
+    _as_before_the_skeleton(executable, old)
+    layout = read_layout(old)
+    assert layout is not None and layout.archive_skeleton_sha256 is None
+    run("pixi-unpack", old, "-o", tmp_path / "out")
+    assert (tmp_path / "out" / "env" / "bin" / "hello").is_file()
+
+    package = _member(old, ".conda")
+    _flip(old, package.offset_data + package.size // 2)
+    result = run("pixi-unpack", old, "-o", tmp_path / "again", check=False)
+    assert result.returncode != 0 and b"is corrupt (archive sha256" in result.stderr
+    assert b"Traceback" not in result.stderr and not (tmp_path / "again").exists()
 
 
 OLD_PYTHON = """#!/bin/sh

@@ -50,12 +50,12 @@ from rattler.package_streaming import download_and_extract
 from .archive import copy_range
 from .errors import InvalidPackError, UnsafeArchiveError
 from .fetch import hash_file
+from .metadata import is_package_member
 from .package_guard import PackageContents, list_members, read_extracted_contents, scan_package
 from .ram_staging import RamStaging
 
 log = logging.getLogger(__name__)
 
-PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 STAGING = ".staging"
 PIPES = ".pipes"
 #: Packages at least this big are extracted straight from the pack's bytes, never copied out
@@ -84,12 +84,6 @@ def default_concurrency() -> int:
 def cache_folder_name(record: rattler.RepoDataRecord) -> str:
     """The folder rattler's package cache keeps an extracted package in."""
     return f"{record.name.normalized}-{record.version}-{record.build}"
-
-
-def is_package_member(name: str) -> bool:
-    """Whether a pack member (``channel/<subdir>/<file>``) is a conda package worth extracting early."""
-    parts = name.split("/")
-    return len(parts) == 3 and parts[0] == "channel" and parts[2].endswith(PACKAGE_SUFFIXES)
 
 
 @dataclass
@@ -216,7 +210,9 @@ class CachePrefill:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
         return True
 
-    def finish(self, records: list[rattler.RepoDataRecord], files: list[Path]) -> list[PackageContents]:
+    def finish(
+        self, records: list[rattler.RepoDataRecord], files: list[Path], pack: Path | None = None
+    ) -> list[PackageContents]:
         """Check ``files[i]`` against ``records[i].sha256`` and move each extraction into place.
 
         Returns what the guard read of each package, for ``check_contents``. Raises
@@ -245,7 +241,11 @@ class CachePrefill:
                     self._materialize(self._jobs[_key(path)])
         if wrong:
             path = min(wrong)
-            raise InvalidPackError(f"channel/{path.parent.name}/{path.name} is corrupt: {wrong[path]}")
+            where = "" if pack is None else f" in '{pack}'"
+            raise InvalidPackError(
+                f"channel/{path.parent.name}/{path.name}{where} is corrupt: {wrong[path]}; "
+                "nothing was installed"
+            )
         if refused:
             raise refused[min(refused)]
         return contents

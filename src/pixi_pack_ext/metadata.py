@@ -10,10 +10,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import PACK_FORMAT_VERSION, __version__
 from .errors import InvalidPackError
-from .plan import PackPlan
+
+if TYPE_CHECKING:
+    from .plan import PackPlan
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,13 @@ METADATA_FILE = "pixi-pack.json"
 ENVIRONMENT_FILE = "environment.yml"
 CHANNEL_DIR = "channel"
 PYPI_DIR = "pypi"
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+
+def is_package_member(name: str) -> bool:
+    """Whether a pack member's path (``channel/<subdir>/<file>``) is a conda package."""
+    parts = name.split("/")
+    return len(parts) == 3 and parts[0] == CHANNEL_DIR and parts[2].endswith(PACKAGE_SUFFIXES)
 
 
 @dataclass(frozen=True)

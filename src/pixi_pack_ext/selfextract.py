@@ -14,9 +14,17 @@ PowerShell parses a whole script before running it, so its payload sits inside o
 and is escaped just enough that ``#>`` never occurs in it: a ``#`` followed by ``>`` or ``~`` is
 stored as ``#~`` (see ``escape``).
 
-Each part has its own sha256 of its stored bytes, so no byte is hashed twice: the header checks the
-unpacker before it runs it, and the unpacker checks the tar (``PayloadReader``) before anything is
-installed. Packs from before the split carry one sha256 over both parts, which is still read.
+Each part has its own sha256 of its stored bytes: the header checks the unpacker before it runs it,
+and the unpacker checks the tar (``PayloadReader``) before anything is installed. Packs from before
+the split carry one sha256 over both parts, which is still read.
+
+The tar has two: ``ARCHIVE_SHA256`` of all its bytes, which the shell checks when the unpacker is an
+executable (``--pixi-unpack-source``), and ``ARCHIVE_SKELETON_SHA256`` of the tar with the bodies of
+its conda packages left out (``skeleton_sha256``), which the bundled unpacker checks. Each package is
+checked against the sha256 of the pack's ``repodata.json`` as it is extracted, and the skeleton
+covers that file, every tar header (so every body's place and size) and every other file: the whole
+tar is still checked, but no package byte is hashed twice. Readers from before the skeleton check
+the whole tar, which is still written.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import io
 import mmap
 import os
 import re
+import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +43,9 @@ from importlib import resources
 from pathlib import Path
 from typing import IO
 
-from .errors import InvalidPackError
+from .archive import BoundedTarInfo
+from .errors import InvalidPackError, UnsafeArchiveError
+from .metadata import is_package_member
 
 BLOCK = 4096
 CHUNK = 1 << 20
@@ -89,6 +100,8 @@ class Layout:
     unpacker: str  # "python" (the bundled pixi-unpack) or "executable" (--pixi-unpack-source)
     platform: str
     metadata: str | None
+    #: ``skeleton_sha256`` of the tar; None in an escaped pack (``.ps1``) and in packs from before it.
+    archive_skeleton_sha256: str | None = None
 
     @property
     def escaped(self) -> bool:
@@ -177,12 +190,13 @@ def render_header(script: str, values: dict[str, str]) -> bytes:
 
 
 def _header_values(
-    *, sizes: dict[str, int], sha256: tuple[str, str], unpacker: str, platform: str, metadata: str
+    *, sizes: dict[str, int], sha256: tuple[str, str, str], unpacker: str, platform: str, metadata: str
 ) -> dict[str, str]:
     values = {name: str(sizes[name]) for name in _FIELDS}
     values.update(
         UNPACKER_SHA256=sha256[0],
         ARCHIVE_SHA256=sha256[1],
+        ARCHIVE_SKELETON_SHA256=sha256[2],
         UNPACKER_KIND=unpacker,
         PLATFORM=platform,
         METADATA=metadata,
@@ -196,7 +210,7 @@ def _reserved_header_size(script: str, platform: str, unpacker: str, metadata: s
     text = render_header(
         script,
         _header_values(
-            sizes=widest, sha256=("0" * 64, "0" * 64), unpacker=unpacker, platform=platform, metadata=metadata
+            sizes=widest, sha256=("0" * 64,) * 3, unpacker=unpacker, platform=platform, metadata=metadata
         ),
     )
     return (len(text) + len(b"<#\r\n") + BLOCK) // BLOCK * BLOCK
@@ -233,6 +247,11 @@ def write_self_extracting(
     write_archive(archive_stream)  # type: ignore[arg-type]  # only write() is used
     archive_stream.close()
     archive_size = archive_stream.written
+    skeleton = ""
+    if script == "sh":
+        out.flush()
+        skeleton = skeleton_sha256(out, archive_offset, archive_size) or ""
+        out.seek(archive_offset + archive_size)
     unpacker_offset = archive_offset + archive_size
     if script == "ps1":
         out.write(PS1_SEPARATOR)
@@ -259,7 +278,7 @@ def write_self_extracting(
         "ARCHIVE_SIZE": archive_size,
         "FILE_SIZE": file_size,
     }
-    sha256 = (unpacker_hasher.hexdigest(), archive_hasher.hexdigest())
+    sha256 = (unpacker_hasher.hexdigest(), archive_hasher.hexdigest(), skeleton)
     header = render_header(
         script,
         _header_values(
@@ -287,6 +306,7 @@ def write_self_extracting(
         unpacker=unpacker_kind,
         platform=platform,
         metadata=metadata,
+        archive_skeleton_sha256=skeleton or None,
     )
 
 
@@ -315,6 +335,7 @@ def read_layout(path: Path) -> Layout | None:
         split = "ARCHIVE_SHA256" in values
         archive_sha256 = values["ARCHIVE_SHA256"] if split else values["SHA256"]
         unpacker_sha256 = values["UNPACKER_SHA256"] if split else None
+        skeleton = values.get("ARCHIVE_SKELETON_SHA256") if script == "sh" else None
     except (KeyError, ValueError):
         raise InvalidPackError(f"'{path}' has a damaged self-extracting header") from None
     metadata = _METADATA.search(head)
@@ -332,6 +353,7 @@ def read_layout(path: Path) -> Layout | None:
         unpacker=unpacker,
         platform=platform,
         metadata=metadata.group(1).decode("utf-8", "replace") if metadata else None,
+        archive_skeleton_sha256=skeleton or None,
     )
     parts = sorted(
         [(layout.unpacker_offset, layout.unpacker_size), (layout.archive_offset, layout.archive_size)]
@@ -347,25 +369,64 @@ def read_layout(path: Path) -> Layout | None:
     return layout
 
 
-def hash_region(path: str | Path, offset: int, size: int, result: list[str | None]) -> None:
-    """Append to ``result`` the sha256 of ``size`` bytes at ``offset`` of ``path``, or None when the
-    file ends first; append nothing when it cannot be read. (The shell header's bootstrap does the
-    same, so that a check it started can be handed over: see ``adopt_archive_check``.)
+def region_sha256(f: IO[bytes], offset: int, size: int) -> str | None:
+    """The sha256 of ``size`` bytes at ``offset`` of ``f``, or None when the file ends first.
 
     The file is mapped a window at a time: each window is hashed in one call without the GIL and
     without copying the bytes out of the page cache.
     """
+    if os.fstat(f.fileno()).st_size < offset + size:
+        return None
     hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size < offset + size:
-            result.append(None)
-            return
-        try:
-            _hash_mapped(f, offset, size, hasher)
-        except OSError:  # a file that cannot be mapped is read
-            hasher = hashlib.sha256()
-            _hash_read(f, offset, size, hasher)
-    result.append(hasher.hexdigest())
+    try:
+        _hash_mapped(f, offset, size, hasher)
+    except OSError:  # a file that cannot be mapped is read
+        hasher = hashlib.sha256()
+        _hash_read(f, offset, size, hasher)
+    return hasher.hexdigest()
+
+
+def skeleton_sha256(f: IO[bytes], offset: int, size: int) -> str | None:
+    """The sha256 of the tar at ``offset`` of ``f`` (``size`` bytes) less its conda packages' bodies,
+    or None when the file ends first.
+
+    Everything else is hashed in order: each header, each other file's body, the padding and the
+    end-of-archive blocks. The headers say where the bodies are, so a tar whose skeleton matches has
+    its packages at the same places with the same sizes, and only their bytes can differ: the
+    unpacker checks those against the (covered) ``repodata.json``.
+    """
+    if os.fstat(f.fileno()).st_size < offset + size:
+        return None
+    hasher = hashlib.sha256()
+    position = offset
+    for start, length in _package_bodies(f, offset, size):
+        _hash_read(f, position, start - position, hasher)
+        position = start + length
+    _hash_read(f, position, offset + size - position, hasher)
+    return hasher.hexdigest()
+
+
+def _package_bodies(f: IO[bytes], offset: int, size: int) -> list[tuple[int, int]]:
+    """(file offset, size) of each conda package's body in the tar, in order.
+
+    A damaged tar yields the bodies before the damage: the rest is hashed, and the digest differs
+    from the one the sound tar had.
+    """
+    bodies: list[tuple[int, int]] = []
+    end, last = offset + size, offset
+    f.seek(offset)
+    try:
+        with tarfile.open(fileobj=f, mode="r:", tarinfo=BoundedTarInfo) as tar:  # offsets count from 0 of f
+            for member in tar:
+                start = member.offset_data
+                if member.size <= 0 or start < last or start + member.size > end:
+                    continue
+                if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and is_package_member(member.name):
+                    bodies.append((start, member.size))
+                    last = start + member.size
+    except (tarfile.TarError, UnsafeArchiveError, OSError):
+        pass
+    return bodies
 
 
 def _hash_mapped(f: IO[bytes], offset: int, size: int, hasher: hashlib._Hash) -> None:
@@ -390,34 +451,26 @@ def _hash_read(f: IO[bytes], offset: int, size: int, hasher: hashlib._Hash) -> N
         size -= len(block)
 
 
-class RegionHash:
-    """The sha256 of ``size`` bytes at ``offset`` of a file, computed by a thread.
+class FileDigest:
+    """A digest of ``path`` (``digest(file)``: a hex string, or None when the file is too short),
+    computed by a thread.
 
     Reads and hashlib release the GIL, so the hash takes the other core while the main thread
-    imports or extracts; ``hexdigest`` waits for it.
+    extracts; ``hexdigest`` waits for it.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        offset: int,
-        size: int,
-        running: tuple[threading.Thread, list[str | None]] | None = None,
-    ) -> None:
-        self.path, self.offset, self.size = path, offset, size
-        if running is None:
-            result: list[str | None] = []
-            thread = threading.Thread(target=self._run, args=(result,), name="pixi-pack-sha256", daemon=True)
-            thread.start()
-            running = (thread, result)
-        self._thread, self._result = running
+    def __init__(self, path: Path, digest: Callable[[IO[bytes]], str | None]) -> None:
+        self.path, self._digest = path, digest
+        self._result: list[str | None] = []
+        self._thread = threading.Thread(target=self._run, name="pixi-pack-sha256", daemon=True)
+        self._thread.start()
 
-    def _run(self, result: list[str | None]) -> None:
-        with contextlib.suppress(OSError):  # reported by hexdigest as an unreadable file
-            hash_region(self.path, self.offset, self.size, result)
+    def _run(self) -> None:
+        with contextlib.suppress(OSError), open(self.path, "rb") as f:  # unreadable: see hexdigest
+            self._result.append(self._digest(f))
 
     def hexdigest(self) -> str:
-        """The sha256, or InvalidPackError when the file could not be read to the region's end."""
+        """The digest, or InvalidPackError when the file could not be read to the part's end."""
         self._thread.join()
         if not self._result:
             raise InvalidPackError(f"cannot read '{self.path}' to check its sha256")
@@ -427,40 +480,13 @@ class RegionHash:
         return digest
 
 
-#: Checks started ahead of ``PayloadReader`` (by the self-extracting header, before the imports).
-_started: dict[tuple[str, int, int], RegionHash] = {}
-_started_lock = threading.Lock()
-
-
-def _check_key(path: Path, offset: int, size: int) -> tuple[str, int, int]:
-    return (os.path.realpath(path), offset, size)
-
-
-def adopt_archive_check(
-    path: Path, offset: int, size: int, thread: threading.Thread, result: list[str | None]
-) -> None:
-    """Let ``PayloadReader`` use a hash of ``path``'s tar that is already running.
-
-    The header's bootstrap starts it (with ``hash_region``'s protocol) before it checks and runs
-    the bundled unpacker, so the tar is hashed on the other core while Python starts and imports.
-    """
-    with _started_lock:
-        _started[_check_key(path, offset, size)] = RegionHash(path, offset, size, (thread, result))
-
-
-def _take_check(path: Path, offset: int, size: int) -> RegionHash:
-    with _started_lock:
-        started = _started.pop(_check_key(path, offset, size), None)
-    return started if started is not None else RegionHash(path, offset, size)
-
-
 class PayloadReader:
     """The pack's tar inside a self-extracting file, checked against its sha256 before it is used.
 
     ``environment.sh`` stores the tar as it is: the reader is a window on the file in the file's own
     positions, so tarfile reads it with random access and ``safe_extract`` copies the members'
-    bytes with ``copy_file_range`` from ``fileno()``, while a ``RegionHash`` thread hashes the same
-    bytes on the other core. ``environment.ps1`` escapes the tar: it is read in order, unescaped and
+    bytes with ``copy_file_range`` from ``fileno()``, while a ``FileDigest`` thread hashes its
+    skeleton (or, in a pack from before the skeleton, the whole tar) on the other core. ``environment.ps1`` escapes the tar: it is read in order, unescaped and
     hashed on the way. Either way ``verify`` must pass before anything is installed.
     """
 
@@ -468,11 +494,16 @@ class PayloadReader:
         self.path, self.layout = path, layout
         self._file = file
         self._end = layout.archive_offset + layout.archive_size
-        self._check: RegionHash | None = None
+        self._check: FileDigest | None = None
+        self._expected, self._what = layout.archive_sha256, "archive sha256"
         self._hasher = hashlib.sha256()
         if not layout.escaped:
-            checked = self._end - layout.archive_check_offset
-            self._check = _take_check(path, layout.archive_check_offset, checked)
+            offset, size = layout.archive_check_offset, self._end - layout.archive_check_offset
+            if layout.archive_skeleton_sha256 is not None:
+                self._expected, self._what = layout.archive_skeleton_sha256, "archive skeleton sha256"
+                self._check = FileDigest(path, lambda f: skeleton_sha256(f, offset, size))
+            else:
+                self._check = FileDigest(path, lambda f: region_sha256(f, offset, size))
             self._file.seek(layout.archive_offset)
             return
         self._file.seek(layout.archive_check_offset)
@@ -541,7 +572,8 @@ class PayloadReader:
         return data
 
     def verify(self) -> None:
-        """Refuse the file unless the tar's stored bytes have the sha256 its header records."""
+        """Refuse the file unless the tar's stored bytes have the sha256 (or skeleton sha256, see
+        ``skeleton_sha256``) its header records."""
         if self._check is not None:
             actual = self._check.hexdigest()
         else:
@@ -552,10 +584,10 @@ class PayloadReader:
                 self._left -= len(stored)
                 self._hasher.update(stored)
             actual = self._hasher.hexdigest()
-        if actual != self.layout.archive_sha256:
+        if actual != self._expected:
             raise InvalidPackError(
-                f"'{self.path}' is corrupt (archive sha256 {actual}, expected "
-                f"{self.layout.archive_sha256}); nothing was installed"
+                f"'{self.path}' is corrupt ({self._what} {actual}, expected {self._expected}); "
+                "nothing was installed"
             )
 
 

@@ -202,7 +202,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             # Every package's sha256 is checked as it is extracted into rattler's cache (the
             # install then only links) while the guard reads its archive; a wrong hash wins over
             # a guard refusal, and nothing reaches the environment before both have passed.
-            contents = prefill.finish(records, package_files(records))
+            contents = prefill.finish(records, package_files(records), pack)
         check_contents(contents)
         if prefix.exists():
             shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()

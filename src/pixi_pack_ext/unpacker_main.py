@@ -13,10 +13,6 @@ The compiled libraries come first in the zip and the self-extracting header does
 each is checked against the sha256 ``bundle.json`` lists (in the part the header checked) while
 it is copied out, by a thread, as the imports run; importing an extension waits for that, and a
 library that does not match stops the run before anything is installed.
-
-Run by a self-extracting header, the zipapp gets ``PIXI_UNPACK_ARCHIVE_CHECK`` among its globals:
-the hash of the pack's tar the header started before the zipapp (see
-``selfextract.adopt_archive_check``), which the unpack compares before it installs anything.
 """
 
 from __future__ import annotations
@@ -41,7 +37,6 @@ from typing import IO, Any
 LIB = "lib"
 NATIVE = "native/"
 LIB_DIR_ENV = "PIXI_UNPACK_LIB_DIR"
-CHECK_GLOBAL = "PIXI_UNPACK_ARCHIVE_CHECK"
 #: Members at least this big are extracted by the thread.
 BIG = 1 << 20
 #: Bytes of a stored library mapped, hashed and written at a time.
@@ -223,15 +218,6 @@ def _modules_hook(lib: str) -> Any:
     return hook
 
 
-def _adopt_archive_check(check: tuple[Any, ...]) -> None:
-    from pathlib import Path
-
-    from pixi_pack_ext.selfextract import adopt_archive_check
-
-    path, offset, size, thread, result = check
-    adopt_archive_check(Path(path), offset, size, thread, result)
-
-
 def _failed(archive: str, folder: str, problem: Exception) -> int:
     """One error line for what stopped the libraries' extraction; the exit code."""
     name = os.path.basename(archive)
@@ -262,7 +248,7 @@ def _run(native: Native) -> int:
     return 0
 
 
-def _run_from(archive: str, target: str, check: tuple[Any, ...] | None) -> int:
+def _run_from(archive: str, target: str) -> int:
     try:
         native = Native(archive, target)
     except (OSError, CorruptLibrary, zipfile.BadZipFile) as exc:
@@ -272,8 +258,6 @@ def _run_from(archive: str, target: str, check: tuple[Any, ...] | None) -> int:
     sys.path[:] = [lib, native.folder, *_stdlib_paths()]
     sys.meta_path.insert(0, native)  # type: ignore[arg-type]  # a finder: find_spec only
     importlib.invalidate_caches()
-    if check is not None:
-        _adopt_archive_check(check)
     try:
         return _run(native)
     finally:
@@ -284,7 +268,7 @@ def main() -> None:
     given = os.environ.pop(LIB_DIR_ENV, "")
     target = given or tempfile.mkdtemp(prefix="pixi-unpack-lib-")
     try:
-        code = _run_from(_archive(), target, globals().get(CHECK_GLOBAL))
+        code = _run_from(_archive(), target)
     finally:
         if not given:
             shutil.rmtree(target, ignore_errors=True)

@@ -3,8 +3,10 @@
 # The pack (a tar) and its unpacker follow this header as raw bytes at the offsets below. The
 # unpacker's bytes from PIXI_PACK_UNPACKER_CHECK_OFFSET on are checked against
 # PIXI_PACK_UNPACKER_SHA256 before it runs (the bundled unpacker checks the compiled libraries in
-# front of that itself, before it loads them), the pack against PIXI_PACK_ARCHIVE_SHA256 before
-# anything is installed (by the bundled unpacker as it reads it).
+# front of that itself, before it loads them). Before anything is installed, the bundled unpacker
+# checks the pack against PIXI_PACK_ARCHIVE_SKELETON_SHA256 (the tar less its conda packages' bodies;
+# each package is checked against the pack's repodata.json, which that covers), an embedded
+# executable's pack is checked against PIXI_PACK_ARCHIVE_SHA256 (the whole tar) by this script.
 # pixi-pack.json: @METADATA@
 PIXI_PACK_HEADER_SIZE=@HEADER_SIZE@
 PIXI_PACK_UNPACKER_OFFSET=@UNPACKER_OFFSET@
@@ -14,6 +16,7 @@ PIXI_PACK_ARCHIVE_OFFSET=@ARCHIVE_OFFSET@
 PIXI_PACK_ARCHIVE_SIZE=@ARCHIVE_SIZE@
 PIXI_PACK_UNPACKER_SHA256=@UNPACKER_SHA256@
 PIXI_PACK_ARCHIVE_SHA256=@ARCHIVE_SHA256@
+PIXI_PACK_ARCHIVE_SKELETON_SHA256=@ARCHIVE_SKELETON_SHA256@
 PIXI_PACK_UNPACKER=@UNPACKER_KIND@
 PIXI_PACK_PLATFORM=@PLATFORM@
 PIXI_PACK_FILE_SIZE=@FILE_SIZE@
@@ -103,61 +106,45 @@ trap 'exit 129' HUP
 
 # The bundled unpacker, a zipapp ending this file, needs Python >= 3.10 (an older candidate exits 86
 # at once and the next is tried). One Python process checks the unpacker's sha256 and runs it in
-# place; meanwhile a thread hashes the pack, and the unpacker compares that hash before it installs
-# anything (the thread is handed over with selfextract.hash_region's protocol).
+# place; the unpacker checks the pack itself while it reads it.
 # Python runs with -S: the unpacker imports nothing from the host's site-packages, whose .pth
 # files would only cost start-up time.
 bootstrap='
 import sys
 if sys.version_info < (3, 10):
     sys.exit(86)
-import hashlib, mmap, os, runpy, threading
+import hashlib, mmap, os, runpy
 name, path, tmp, expected = sys.argv[1:5]
-check_offset, unpacker_end, archive_offset, archive_size = map(int, sys.argv[5:9])
-def hash_region(offset, size, result):
-    hasher = hashlib.sha256()
-    with open(path, "rb") as source:
-        if os.fstat(source.fileno()).st_size < offset + size:
-            return result.append(None)
-        start, end = offset - offset % mmap.ALLOCATIONGRANULARITY, offset + size
-        try:
-            while start < end:
-                length = min(end - start, 1 << 25)
-                with mmap.mmap(source.fileno(), length, offset=start, access=mmap.ACCESS_READ) as window:
-                    with memoryview(window)[max(offset - start, 0):] as view:
-                        hasher.update(view)
-                start += length
-        except OSError:
-            hasher = hashlib.sha256()
-            source.seek(offset)
-            while size > 0:
-                block = source.read(min(size, 1 << 24))
-                if not block:
-                    break
-                hasher.update(block)
-                size -= len(block)
-    result.append(hasher.hexdigest())
-archive = []
-hashing = threading.Thread(target=hash_region, args=(archive_offset, archive_size, archive), daemon=True)
-hashing.start()
-unpacker = []
-hash_region(check_offset, unpacker_end - check_offset, unpacker)
-if unpacker[0] != expected:
+offset, end = map(int, sys.argv[5:7])
+hasher = hashlib.sha256()
+with open(path, "rb") as source:
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        while start < end:
+            length = min(end - start, 1 << 25)
+            with mmap.mmap(source.fileno(), length, offset=start, access=mmap.ACCESS_READ) as window:
+                with memoryview(window)[max(offset - start, 0):] as view:
+                    hasher.update(view)
+            start += length
+    except OSError:
+        hasher = hashlib.sha256()
+        source.seek(offset)
+        hasher.update(source.read(end - offset))
+actual = hasher.hexdigest()
+if actual != expected:
     sys.stderr.write("%s: error: \x27%s\x27 is corrupt (unpacker sha256 %s, expected %s); "
-                     "nothing was installed\n" % (name, path, unpacker[0], expected))
+                     "nothing was installed\n" % (name, path, actual, expected))
     sys.exit(1)
 os.environ["PIXI_UNPACK_LIB_DIR"] = os.path.join(tmp, "lib")
-sys.argv = [path] + sys.argv[9:] + [path]
-check = (path, archive_offset, archive_size, hashing, archive)
-runpy.run_path(path, {"PIXI_UNPACK_ARCHIVE_CHECK": check}, "__main__")
+sys.argv = [path] + sys.argv[7:] + [path]
+runpy.run_path(path, run_name="__main__")
 '
 
 if [ "$PIXI_PACK_UNPACKER" = python ]; then
     for candidate in ${PIXI_UNPACK_PYTHON:-python3 python}; do
         command -v "$candidate" >/dev/null 2>&1 || continue
         "$candidate" -S -c "$bootstrap" "$name" "$self" "$tmp" "$PIXI_PACK_UNPACKER_SHA256" \
-            "$PIXI_PACK_UNPACKER_CHECK_OFFSET" "$((PIXI_PACK_UNPACKER_OFFSET + PIXI_PACK_UNPACKER_SIZE))" \
-            "$PIXI_PACK_ARCHIVE_OFFSET" "$PIXI_PACK_ARCHIVE_SIZE" "$@"
+            "$PIXI_PACK_UNPACKER_CHECK_OFFSET" "$((PIXI_PACK_UNPACKER_OFFSET + PIXI_PACK_UNPACKER_SIZE))" "$@"
         status=$?
         [ "$status" = 86 ] || exit "$status"
     done
