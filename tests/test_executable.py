@@ -487,6 +487,105 @@ def test_ctrl_c_removes_the_temporary_files(workspace: Path, tmp_path: Path) -> 
     assert not list((tmp_path / "tmpdir").iterdir())
 
 
+def _namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _gone_pid() -> int:
+    """The id of a process that has ended."""
+    code = "import os; print(os.getpid())"
+    return int(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+
+
+@needs_linux64
+def test_a_killed_run_leaves_its_folder_and_the_next_run_removes_only_abandoned_ones(
+    workspace: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "record"
+    hold = tmp_path / "hold"
+    stand_in = tmp_path / "pixi-unpack"
+    stand_in.write_text(f'#!/bin/sh\n: > "{record}.started"\n[ -e "{hold}" ] && sleep 120\nexit 7\n')
+    script = tmp_path / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
+        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
+    path = _restricted_path(tmp_path)
+    for tool in ("sleep", "readlink"):  # readlink tells the pid namespace; without it nothing is removed
+        os.symlink(shutil.which(tool, path="/usr/bin:/bin") or tool, Path(path) / tool)
+    env = clean_env(tmp_path, path=path)
+    tmpdir = tmp_path / "tmpdir"
+    hold.touch()
+    process = subprocess.Popen(["sh", str(script)], env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        for _ in range(1200):  # wait (up to a minute) for the embedded unpacker to be running
+            if Path(f"{record}.started").exists() or process.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert Path(f"{record}.started").exists(), "the embedded unpacker never started"
+        os.killpg(process.pid, signal.SIGKILL)  # kill -9: no trap runs
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    (killed,) = tmpdir.iterdir()
+    assert (killed / "environment.tar").is_file(), "the killed run's copy of the pack stays"
+    assert (killed / "owner.pid").read_text() == f"{process.pid} {_namespace()}\n"
+
+    sleeper = subprocess.Popen(["sleep", "120"])
+    gone, live, namespace = _gone_pid(), sleeper.pid, _namespace()
+    kept = {
+        "pixi-unpack.running": f"{live} {namespace}\n",
+        "pixi-unpack.one-of-two-running": f"{gone} {namespace}\n{live} {namespace}\n",
+        "pixi-unpack.other-namespace": f"{gone} pid:[1]\n",  # a container's: its pids mean nothing here
+        "pixi-unpack.no-owner-yet": None,
+    }
+    try:
+        for name, owner in kept.items():
+            (tmpdir / name).mkdir()
+            if owner is not None:
+                (tmpdir / name / "owner.pid").write_text(owner)
+        (tmpdir / "pixi-unpack.gone").mkdir()
+        (tmpdir / "pixi-unpack.gone" / "owner.pid").write_text(f"{gone} {namespace}\n")
+        hold.unlink()
+        again = run_script("sh", script, env=env, cwd=tmp_path)
+        assert again.returncode == 7, again.stderr  # the stand-in's own exit code
+        assert sorted(p.name for p in tmpdir.iterdir()) == sorted(kept)
+
+        (Path(path) / "readlink").unlink()  # the namespace is unknown now: no folder is removed
+        (tmpdir / "pixi-unpack.gone").mkdir()
+        (tmpdir / "pixi-unpack.gone" / "owner.pid").write_text(f"{gone} {namespace}\n")
+        again = run_script("sh", script, env=env, cwd=tmp_path)
+        assert again.returncode == 7, again.stderr
+        assert sorted(p.name for p in tmpdir.iterdir()) == sorted([*kept, "pixi-unpack.gone"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@needs_linux64
+@needs_system_python
+def test_the_bundled_unpacker_names_itself_in_the_owner_file(executable: Path, tmp_path: Path) -> None:
+    """A run that kills only the shell leaves Python working in the folder: it must stay."""
+    env = clean_env(tmp_path)
+    tmpdir = tmp_path / "tmpdir"
+    process = subprocess.Popen(["sh", str(executable), "-o", str(tmp_path / "out"), "-q"], env=env,
+                               cwd=tmp_path, stderr=subprocess.PIPE)  # fmt: skip
+    owners: list[str] = []
+    while process.poll() is None and len(owners) < 2:
+        owners = [line for f in tmpdir.glob("*/owner.pid") for line in f.read_text().splitlines()]
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert len(owners) == 2, "the shell's line and the Python unpacker's"
+    assert owners[0].split(" ")[0] == str(process.pid) and owners[1].split(" ")[0] != owners[0].split(" ")[0]
+    assert len({line.partition(" ")[2] for line in owners}) == 1
+    assert not list(tmpdir.iterdir())
+
+
 # -- where the bundled unpacker's wheels come from ------------------------------------------------
 
 

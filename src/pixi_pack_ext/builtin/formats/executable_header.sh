@@ -91,7 +91,32 @@ actual_size=$(wc -c <"$self" | tr -d ' ')
 [ "$actual_size" = "$expected_size" ] \
     || die "'$self' has $actual_size bytes where $expected_size were written: it is truncated or damaged; copy it again"
 
+# A run stopped by SIGKILL (kill -9, the OOM killer) cannot remove its temporary folder, which holds
+# the unpacker's libraries or a copy of the pack. Each folder has an owner file, a line "pid
+# pid-namespace" per process working in it; the next run removes this user's folders whose
+# processes are all gone. Another namespace's folder (a container sharing TMPDIR), a running one
+# or one without an owner file yet is left alone; so is every folder when this system has pid
+# namespaces but no readlink to tell which one this is.
 tmp_root=${TMPDIR:-/tmp}
+namespace=
+if [ -e /proc/self/ns/pid ]; then
+    namespace=$(readlink /proc/self/ns/pid 2>/dev/null) || namespace=unknown
+fi
+abandoned() {
+    [ "$namespace" != unknown ] && [ -d "$1" ] && [ ! -h "$1" ] && [ -O "$1" ] && [ -f "$1/owner.pid" ] \
+        || return 1
+    owners=0
+    while read -r pid owner_namespace; do
+        case $pid in '' | 0* | *[!0-9]*) return 1 ;; esac
+        [ "$owner_namespace" = "$namespace" ] || return 1
+        kill -0 "$pid" 2>/dev/null && return 1
+        owners=$((owners + 1))
+    done <"$1/owner.pid"
+    [ "$owners" -gt 0 ]
+}
+for old in "$tmp_root"/pixi-unpack.*; do
+    abandoned "$old" && rm -rf "$old"
+done
 tmp=$(mktemp -d "$tmp_root/pixi-unpack.XXXXXX" 2>/dev/null) || {
     tmp=$tmp_root/pixi-unpack.$$
     mkdir -m 700 "$tmp" 2>/dev/null || die "cannot create a temporary folder in $tmp_root (set TMPDIR)"
@@ -100,6 +125,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+printf '%s %s\n' "$$" "$namespace" >"$tmp/owner.pid" || die "cannot write in $tmp (disk full?)"
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
@@ -135,6 +161,10 @@ if actual != expected:
     sys.stderr.write("%s: error: \x27%s\x27 is corrupt (unpacker sha256 %s, expected %s); "
                      "nothing was installed\n" % (name, path, actual, expected))
     sys.exit(1)
+with open(os.path.join(tmp, "owner.pid"), "r+") as owner:  # this process works in the folder too
+    namespace = owner.readline().rstrip("\n").partition(" ")[2]  # as the shell sees it
+    owner.seek(0, 2)
+    owner.write("%d %s\n" % (os.getpid(), namespace))
 os.environ["PIXI_UNPACK_LIB_DIR"] = os.path.join(tmp, "lib")
 sys.argv = [path] + sys.argv[7:] + [path]
 runpy.run_path(path, run_name="__main__")
