@@ -459,31 +459,55 @@ def test_zipapp_runs_on_its_own(executable: Path, tmp_path: Path) -> None:
     assert not list((tmp_path / "tmpdir").iterdir())
 
 
-@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
-def test_ctrl_c_removes_the_temporary_files(workspace: Path, tmp_path: Path) -> None:
-    record = tmp_path / "record"
+def _pack_with_waiting_stand_in(workspace: Path, tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    """``environment.sh`` whose embedded unpacker writes ``record.started``, then sleeps while the file
+    ``hold`` exists and exits 7; the environment to run it with, and the folder its PATH names."""
     stand_in = tmp_path / "pixi-unpack"
-    stand_in.write_text(f'#!/bin/sh\n: > "{record}.started"\nsleep 120\n')
+    hold, record = tmp_path / "hold", tmp_path / "record"
+    stand_in.write_text(f'#!/bin/sh\n: > "{record}.started"\n[ -e "{hold}" ] && sleep 120\nexit 7\n')
     script = tmp_path / "environment.sh"
     run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
         "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
     path = _restricted_path(tmp_path)
     os.symlink(shutil.which("sleep", path="/usr/bin:/bin") or "sleep", Path(path) / "sleep")
-    env = clean_env(tmp_path, path=path)
+    hold.touch()
+    return script, clean_env(tmp_path, path=path), Path(path)
+
+
+def _run_until_the_stand_in_waits(
+    script: Path, env: dict[str, str], tmp_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``script`` in a session of its own; return once its embedded unpacker is running."""
+    started = tmp_path / "record.started"
     process = subprocess.Popen(["sh", str(script)], env=env, cwd=tmp_path, start_new_session=True)
     try:
-        for _ in range(1200):  # wait (up to a minute) for the embedded unpacker to be running
-            if Path(f"{record}.started").exists() or process.poll() is not None:
+        for _ in range(1200):  # up to a minute
+            if started.exists() or process.poll() is not None:
                 break
             subprocess.run(["sleep", "0.05"], check=True)
-        assert Path(f"{record}.started").exists(), "the embedded unpacker never started"
+        assert started.exists(), "the embedded unpacker never started"
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@needs_linux64  # the script refuses to run a linux-64 pack elsewhere
+def test_ctrl_c_removes_the_temporary_files(workspace: Path, tmp_path: Path) -> None:
+    script, env, _ = _pack_with_waiting_stand_in(workspace, tmp_path)
+    process = _run_until_the_stand_in_waits(script, env, tmp_path)
+    try:
         assert list((tmp_path / "tmpdir").iterdir()), "the pack should be extracted while it runs"
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert process.wait(timeout=60) == 130
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _stop(process)
     assert not list((tmp_path / "tmpdir").iterdir())
 
 
@@ -506,32 +530,16 @@ def _gone_pid() -> int:
 def test_a_killed_run_leaves_its_folder_and_the_next_run_removes_only_abandoned_ones(
     workspace: Path, tmp_path: Path
 ) -> None:
-    record = tmp_path / "record"
-    hold = tmp_path / "hold"
-    stand_in = tmp_path / "pixi-unpack"
-    stand_in.write_text(f'#!/bin/sh\n: > "{record}.started"\n[ -e "{hold}" ] && sleep 120\nexit 7\n')
-    script = tmp_path / "environment.sh"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable",
-        "--pixi-unpack-source", stand_in, "-o", script)  # fmt: skip
-    path = _restricted_path(tmp_path)
-    for tool in ("sleep", "readlink"):  # readlink tells the pid namespace; without it nothing is removed
-        os.symlink(shutil.which(tool, path="/usr/bin:/bin") or tool, Path(path) / tool)
-    env = clean_env(tmp_path, path=path)
+    script, env, path = _pack_with_waiting_stand_in(workspace, tmp_path)
+    # readlink tells the pid namespace; without it no folder is removed (checked at the end)
+    os.symlink(shutil.which("readlink", path="/usr/bin:/bin") or "readlink", path / "readlink")
     tmpdir = tmp_path / "tmpdir"
-    hold.touch()
-    process = subprocess.Popen(["sh", str(script)], env=env, cwd=tmp_path, start_new_session=True)
+    process = _run_until_the_stand_in_waits(script, env, tmp_path)
     try:
-        for _ in range(1200):  # wait (up to a minute) for the embedded unpacker to be running
-            if Path(f"{record}.started").exists() or process.poll() is not None:
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
-        assert Path(f"{record}.started").exists(), "the embedded unpacker never started"
         os.killpg(process.pid, signal.SIGKILL)  # kill -9: no trap runs
         process.wait(timeout=60)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _stop(process)
     (killed,) = tmpdir.iterdir()
     assert (killed / "environment.tar").is_file(), "the killed run's copy of the pack stays"
     assert (killed / "owner.pid").read_text() == f"{process.pid} {_namespace()}\n"
@@ -551,12 +559,12 @@ def test_a_killed_run_leaves_its_folder_and_the_next_run_removes_only_abandoned_
                 (tmpdir / name / "owner.pid").write_text(owner)
         (tmpdir / "pixi-unpack.gone").mkdir()
         (tmpdir / "pixi-unpack.gone" / "owner.pid").write_text(f"{gone} {namespace}\n")
-        hold.unlink()
+        (tmp_path / "hold").unlink()
         again = run_script("sh", script, env=env, cwd=tmp_path)
         assert again.returncode == 7, again.stderr  # the stand-in's own exit code
         assert sorted(p.name for p in tmpdir.iterdir()) == sorted(kept)
 
-        (Path(path) / "readlink").unlink()  # the namespace is unknown now: no folder is removed
+        (path / "readlink").unlink()  # the namespace is unknown now: no folder is removed
         (tmpdir / "pixi-unpack.gone").mkdir()
         (tmpdir / "pixi-unpack.gone" / "owner.pid").write_text(f"{gone} {namespace}\n")
         again = run_script("sh", script, env=env, cwd=tmp_path)
