@@ -161,6 +161,14 @@ def workspace_v6(tmp_path_factory: pytest.TempPathFactory, channel_server: Chann
     return make_workspace(tmp_path_factory.mktemp("ws6"), channel_server.url, version=6)
 
 
+def gone_pid() -> int:
+    """The id of a process that has ended."""
+    code = "import os; print(os.getpid())"
+    return int(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+
+
 def host_platform() -> str:
     import rattler
 

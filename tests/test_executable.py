@@ -7,6 +7,7 @@ runs is what the file carries. The default embedded unpacker's wheels come from 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from functools import partial
@@ -24,7 +26,7 @@ from pathlib import Path
 from threading import Thread
 
 import pytest
-from conftest import needs_linux64, run
+from conftest import gone_pid, needs_linux64, run
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +40,7 @@ from pixi_pack_ext.selfextract import (
     skeleton_sha256,
     unescape,
 )
+from pixi_pack_ext.staging_owner import owner_line
 
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
 #: Tools a target without Python must have for a --pixi-unpack-source executable.
@@ -512,18 +515,7 @@ def test_ctrl_c_removes_the_temporary_files(workspace: Path, tmp_path: Path) -> 
 
 
 def _namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _gone_pid() -> int:
-    """The id of a process that has ended."""
-    code = "import os; print(os.getpid())"
-    return int(
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    )
+    return owner_line().split(" ", 1)[1].strip()
 
 
 @needs_linux64
@@ -545,7 +537,7 @@ def test_a_killed_run_leaves_its_folder_and_the_next_run_removes_only_abandoned_
     assert (killed / "owner.pid").read_text() == f"{process.pid} {_namespace()}\n"
 
     sleeper = subprocess.Popen(["sleep", "120"])
-    gone, live, namespace = _gone_pid(), sleeper.pid, _namespace()
+    gone, live, namespace = gone_pid(), sleeper.pid, _namespace()
     kept = {
         "pixi-unpack.running": f"{live} {namespace}\n",
         "pixi-unpack.one-of-two-running": f"{gone} {namespace}\n{live} {namespace}\n",
@@ -585,7 +577,9 @@ def test_the_bundled_unpacker_names_itself_in_the_owner_file(executable: Path, t
                                cwd=tmp_path, stderr=subprocess.PIPE)  # fmt: skip
     owners: list[str] = []
     while process.poll() is None and len(owners) < 2:
-        owners = [line for f in tmpdir.glob("*/owner.pid") for line in f.read_text().splitlines()]
+        with contextlib.suppress(FileNotFoundError):  # the run may end between the glob and the read
+            owners = [line for f in tmpdir.glob("*/owner.pid") for line in f.read_text().splitlines()]
+        time.sleep(0.005)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     assert len(owners) == 2, "the shell's line and the Python unpacker's"

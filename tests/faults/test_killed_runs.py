@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, gone_pid
 
 from pixi_pack_ext.staging_owner import OWNER_FILE, make_owned_folder, owner_line, remove_abandoned
 
@@ -51,9 +50,7 @@ def test_a_killed_unpack_leaves_its_work_folder_and_the_next_unpack_removes_it(
 
 
 def test_only_folders_whose_owner_is_gone_are_removed(tmp_path: Path) -> None:
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
+    gone = gone_pid()
     namespace = owner_line().split(" ", 1)[1].strip()
     abandoned = tmp_path / ".x-abandoned"
     running = tmp_path / ".x-running"
@@ -61,11 +58,11 @@ def test_only_folders_whose_owner_is_gone_are_removed(tmp_path: Path) -> None:
     unowned = tmp_path / ".x-unowned"  # being made, or not ours
     other_prefix = tmp_path / ".y-abandoned"
     for folder, line in [
-        (abandoned, f"{gone.stdout.strip()} {namespace}\n"),
+        (abandoned, f"{gone} {namespace}\n"),
         (running, f"{os.getpid()} {namespace}\n"),
-        (elsewhere, f"{gone.stdout.strip()} pid:[1]\n"),
+        (elsewhere, f"{gone} pid:[1]\n"),
         (unowned, None),
-        (other_prefix, f"{gone.stdout.strip()} {namespace}\n"),
+        (other_prefix, f"{gone} {namespace}\n"),
     ]:
         (folder / "data").mkdir(parents=True)
         if line is not None:
