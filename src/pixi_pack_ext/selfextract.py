@@ -486,8 +486,9 @@ class PayloadReader:
     ``environment.sh`` stores the tar as it is: the reader is a window on the file in the file's own
     positions, so tarfile reads it with random access and ``safe_extract`` copies the members'
     bytes with ``copy_file_range`` from ``fileno()``, while a ``FileDigest`` thread hashes its
-    skeleton (or, in a pack from before the skeleton, the whole tar) on the other core. ``environment.ps1`` escapes the tar: it is read in order, unescaped and
-    hashed on the way. Either way ``verify`` must pass before anything is installed.
+    skeleton (or, in a pack from before the skeleton, the whole tar) on the other core.
+    ``environment.ps1`` escapes the tar: it is read in order, unescaped and hashed on the way.
+    Either way ``verify`` must pass before anything is installed.
     """
 
     def __init__(self, file: IO[bytes], path: Path, layout: Layout) -> None:
@@ -498,12 +499,13 @@ class PayloadReader:
         self._expected, self._what = layout.archive_sha256, "archive sha256"
         self._hasher = hashlib.sha256()
         if not layout.escaped:
-            offset, size = layout.archive_check_offset, self._end - layout.archive_check_offset
-            if layout.archive_skeleton_sha256 is not None:
+            if layout.archive_skeleton_sha256 is not None:  # the tar's skeleton, as it was written
                 self._expected, self._what = layout.archive_skeleton_sha256, "archive skeleton sha256"
-                self._check = FileDigest(path, lambda f: skeleton_sha256(f, offset, size))
-            else:
-                self._check = FileDigest(path, lambda f: region_sha256(f, offset, size))
+                tar = (layout.archive_offset, layout.archive_size)
+                self._check = FileDigest(path, lambda f: skeleton_sha256(f, *tar))
+            else:  # the whole tar, and in a pack from before the split the unpacker too
+                checked = (layout.archive_check_offset, self._end - layout.archive_check_offset)
+                self._check = FileDigest(path, lambda f: region_sha256(f, *checked))
             self._file.seek(layout.archive_offset)
             return
         self._file.seek(layout.archive_check_offset)
