@@ -24,7 +24,7 @@ from pathlib import Path
 
 import rattler
 
-from pixi_pack_ext.fetch import hash_file
+from pixi_pack_ext.hashing import hash_file
 from pixi_pack_ext.testing.python import build_host_python_package, write_wheel
 from pixi_pack_ext.testing.world import PypiEntry, write_lock
 

@@ -16,6 +16,8 @@ from typing import Protocol
 from packaging.tags import Tag, compatible_tags, cpython_tags, generic_tags, platform_tags
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 
+from .errors import PythonNotFoundError
+
 #: A free-threaded CPython build carries ``_cp313t`` (python) or ``*_cp313t`` (python_abi) in its build.
 _FREE_THREADED = re.compile(r"cp3\d+t(?:_|$)")
 #: A PyPy environment's python_abi build names its ABI, e.g. ``4_pypy39_pp73``.
@@ -147,10 +149,6 @@ class EnvPython:
             site or None,
             full[0] if full else f"{match[1]}.{match[2]}",
         )
-
-
-class PythonNotFoundError(ValueError):
-    """An environment's python cannot take the pack's wheels; the message is one line for the user."""
 
 
 def python_for_wheels(prefix: Path, platform: str, *, dangling_ok: bool = False) -> tuple[EnvPython, str]:

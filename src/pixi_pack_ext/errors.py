@@ -1,7 +1,26 @@
 """The exception hierarchy: every failure a user can cause is a ``PixiPackError``.
 
 The CLI turns any ``PixiPackError`` into one red line and its ``exit_code``; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. Catch the base to handle them all, or a branch to handle one kind::
+
+    PixiPackError                    exit 1 (the default of every class below unless noted)
+    ├── UsageError                   exit 2: a flag, argument or combination that cannot work
+    ├── ConfigError                  config.toml or auth file
+    ├── LockFileError                pixi.lock
+    ├── PluginError                  a plugin that fails to load or clashes with another
+    ├── DownloadError                no source could give a file
+    │   ├── AuthenticationError      credentials missing or refused
+    │   └── ChecksumError            bytes that do not match the lock
+    ├── PrefixError                  --prefix: not a packable environment
+    ├── InjectionError               --inject: a file that does not fit
+    ├── PythonNotFoundError          no python in the environment to take the pack's wheels
+    ├── PackError                    writing the pack
+    ├── InvalidPackError             a malformed, hostile or foreign pack
+    │   └── UnsafeArchiveError       a member that would escape or is not a plain file
+    └── UnpackError                  installing from a valid pack
+        └── EnvironmentMismatchError the host lacks a virtual package the environment needs
+
+Ctrl-C (and SIGTERM/SIGHUP) are not errors of this tree: the CLI exits 130 (128 + the signal).
 """
 
 from __future__ import annotations
@@ -49,6 +68,13 @@ class PrefixError(PixiPackError):
 
 class InjectionError(PixiPackError):
     """An injected file does not fit the environment (platform, dependencies, format)."""
+
+
+class PythonNotFoundError(PixiPackError, ValueError):
+    """An environment's python cannot take the pack's wheels (none, several, or of an unknown layout).
+
+    Also a ``ValueError`` for callers that caught it as one before it joined this tree.
+    """
 
 
 class PackError(PixiPackError):

@@ -84,9 +84,13 @@ class ChannelSource:
     built-in's scheme takes it over; two third-party sources serving one scheme are refused.
     """
 
+    #: Unique name, shown by ``pixi-pack plugins`` (``"http"``, ``"s3"``).
     name: str
+    #: URL schemes served (``("http", "https")``).
     schemes: tuple[str, ...]
+    #: ``open(settings)`` returns an async context manager yielding the run's ``SourceSession``.
     open: Callable[[Settings], AbstractAsyncContextManager[SourceSession]]
+    #: One line for ``pixi-pack plugins``.
     description: str = ""
 
 
@@ -107,9 +111,13 @@ class Injector:
     may depend on each other in any order.
     """
 
+    #: Unique name, shown by ``pixi-pack plugins`` (``"conda"``, ``"wheel"``).
     name: str
+    #: File name endings accepted by ``--inject`` (``(".conda", ".tar.bz2")``).
     suffixes: tuple[str, ...]
+    #: ``inject(path, plan)`` checks the file and adds it to ``plan``; raises ``InjectionError``.
     inject: Callable[[Path, PackPlan], None]
+    #: One line for ``pixi-pack plugins``.
     description: str = ""
 
 
@@ -129,9 +137,13 @@ class WriteRequest:
     ``{"base_image": "X"}``), plus ``pixi_unpack_source`` from the core's ``--pixi-unpack-source``.
     """
 
+    #: The complete, laid-out pack folder; the format's to consume (it may move it).
     staging: Path
+    #: Where the pack goes; ``None`` for standard output.
     output: Path | None
+    #: The pack's platform (``"linux-64"``).
     platform: str
+    #: Format settings keyed by ``FormatOption.key``.
     options: dict[str, object] = field(default_factory=dict)
 
 
@@ -148,8 +160,11 @@ class FormatOption:
         FormatOption("base-image", "OCI layout or archive to build on", metavar="PATH")
     """
 
+    #: The flag's name without dashes (``"base-image"`` -> ``--base-image``).
     name: str
+    #: One line for ``--help``.
     help: str = ""
+    #: The value's placeholder in ``--help``.
     metavar: str = "VALUE"
 
     @property
@@ -191,11 +206,17 @@ class PackFormat:
     platform or option values the format cannot handle.
     """
 
+    #: Unique name, chosen with ``--format NAME``.
     name: str
+    #: ``write(request)`` writes the pack; nothing is left at the output path when it fails.
     write: Callable[[WriteRequest], None]
+    #: ``default_output(platform)`` is the output file name when ``-o`` is not given.
     default_output: Callable[[str], str]
+    #: ``can_read(path)``: whether this format reads an existing input (``None``: standard input).
     can_read: Callable[[Path | None], bool] | None = None
+    #: ``open_pack(path, workdir[, files])`` makes the pack a folder and returns it.
     open_pack: Callable[..., Path] | None = None
+    #: One line for ``pixi-pack plugins`` and ``--help``.
     description: str = ""
     #: ``open_pack`` takes a ``PackFiles`` and reports each file as it lands (see above).
     reports_files: bool = False
@@ -218,8 +239,11 @@ class PackFormat:
 class UnpackContext:
     """What an unpack step knows: the pack folder, the environment prefix and its platform."""
 
+    #: The unpacked pack folder (``pixi-pack.json``, ``channel/``, ``pypi/``), checked.
     pack_dir: Path
+    #: The environment being made.
     prefix: Path
+    #: Its platform (``"linux-64"``).
     platform: str
     #: The conda records being installed (the pack's repodata, checked), for ``prepare``.
     records: tuple[RepoDataRecord, ...] = ()
@@ -236,10 +260,15 @@ class UnpackStep:
     writing it) and keeps what it makes in ``context.scratch``. ``run`` follows the install, and
     an error ``prepare`` raised fails the unpack once the install is over."""
 
+    #: Unique name, shown by ``pixi-pack plugins`` (``"wheels"``).
     name: str
+    #: ``run(context)`` after the install (a coroutine function or a plain one).
     run: Callable[[UnpackContext], Awaitable[None] | None]
+    #: Steps run in ascending ``order``; the built-in wheel step is 100.
     order: int = 100
+    #: One line for ``pixi-pack plugins``.
     description: str = ""
+    #: ``prepare(context)`` while rattler installs; must not touch ``context.prefix``.
     prepare: Callable[[UnpackContext], Awaitable[None] | None] | None = None
 
 
@@ -262,14 +291,35 @@ def pixi_pack_sources() -> list[ChannelSource]:
 
 @hookspec
 def pixi_pack_injectors() -> list[Injector]:
-    """Return the injectors this plugin provides (file types accepted by ``--inject``)."""
+    """Return the injectors this plugin provides (file types accepted by ``--inject``).
+
+    Example::
+
+        @hookimpl
+        def pixi_pack_injectors():
+            return [Injector(name="rpm", suffixes=(".rpm",), inject=add_rpm_to_plan)]
+    """
 
 
 @hookspec
 def pixi_pack_formats() -> list[PackFormat]:
-    """Return the output formats this plugin provides (selected with ``--format NAME``)."""
+    """Return the output formats this plugin provides (selected with ``--format NAME``).
+
+    Example::
+
+        @hookimpl
+        def pixi_pack_formats():
+            return [PackFormat(name="zip", write=write_zip, default_output=lambda p: f"env-{p}.zip")]
+    """
 
 
 @hookspec
 def pixi_pack_unpack_steps() -> list[UnpackStep]:
-    """Return steps that run while and after the conda packages of a pack are installed."""
+    """Return steps that run while and after the conda packages of a pack are installed.
+
+    Example::
+
+        @hookimpl
+        def pixi_pack_unpack_steps():
+            return [UnpackStep(name="licenses", run=copy_licenses, order=200)]
+    """

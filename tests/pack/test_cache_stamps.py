@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import make_workspace, pack_prod
 
-from pixi_pack_ext import fetch
-from pixi_pack_ext.fetch import FetchItem, PackageCache
+from pixi_pack_ext.pack import fetch
+from pixi_pack_ext.pack.fetch import FetchItem, PackageCache
 from pixi_pack_ext.testing.python import sha256_of
 from pixi_pack_ext.testing.world import ChannelServer
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import host_platform, run
 
 from pixi_pack_ext.testing.world import ChannelServer, build_channel, write_lock
-from pixi_pack_ext.virtual_packages import host_virtual_packages
+from pixi_pack_ext.unpack.virtual_packages import host_virtual_packages
 
 from .hostile import error_line, snapshot
 

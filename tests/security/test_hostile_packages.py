@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pixi_pack_ext.cache_prefill import STREAM_MIN_SIZE_ENV
+from pixi_pack_ext.unpack.cache_prefill import STREAM_MIN_SIZE_ENV
 
 from .conftest import Outcome
 from .hostile import (

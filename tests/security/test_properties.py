@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from pixi_pack_ext.archive import safe_extract
 from pixi_pack_ext.errors import InvalidPackError, PixiPackError, UnsafeArchiveError
-from pixi_pack_ext.lockfile import read_plan
 from pixi_pack_ext.metadata import parse_metadata
-from pixi_pack_ext.package_guard import PackageContents, check_contents
-from pixi_pack_ext.unpack import verify_channel
+from pixi_pack_ext.pack.lockfile import read_plan
+from pixi_pack_ext.unpack.driver import verify_channel
+from pixi_pack_ext.unpack.package_guard import PackageContents, check_contents
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")),

@@ -30,7 +30,7 @@ from conftest import gone_pid, needs_linux64, run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixi_pack_ext.selfextract import (
+from pixi_pack_ext.selfextract.script import (
     PS1_TRAILER,
     PayloadReader,
     _Escaper,
@@ -608,7 +608,7 @@ def _bundle_of(script: Path) -> zipfile.ZipFile:
 
 
 def test_wheelhouse_packs_offline(executable: Path, workspace: Path, tmp_path: Path) -> None:
-    from pixi_pack_ext.unpacker_bundle import cache_dir
+    from pixi_pack_ext.selfextract.bundle import cache_dir
 
     cached = cache_dir() / "wheels" / "linux-64"  # filled when the module's executable was made
     if not list(cached.glob("py_rattler-*.whl")):
@@ -722,7 +722,7 @@ def test_environment_sh_gives_what_pixi_unpack_gives_on_the_tar(
 def test_unpacking_imports_no_httpx() -> None:
     """The bundled pixi-unpack carries no httpx: the unpack path must not import it."""
     code = (
-        "import sys, pixi_pack_ext.cli.unpack, pixi_pack_ext.unpack\n"
+        "import sys, pixi_pack_ext.cli.unpack, pixi_pack_ext.unpack.driver\n"
         "from pixi_pack_ext.plugins import get_plugin_manager\n"
         "pm = get_plugin_manager(); pm.check()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'httpx'))\n"

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import damage_package, needs_linux64
 
-from pixi_pack_ext import cache_prefill, ram_staging, staging_owner
+from pixi_pack_ext import staging_owner
 from pixi_pack_ext.errors import InvalidPackError
-from pixi_pack_ext.ram_staging import RAM_STAGING_ENV, RamStaging
-from pixi_pack_ext.unpack import UnpackOptions, unpack
+from pixi_pack_ext.unpack import cache_prefill, ram_staging
+from pixi_pack_ext.unpack.driver import UnpackOptions, unpack
+from pixi_pack_ext.unpack.ram_staging import RAM_STAGING_ENV, RamStaging
 
 needs_tmpfs = pytest.mark.skipif(
     not any(Path(c).is_dir() for c in ram_staging.TMPFS_CANDIDATES), reason="no tmpfs at /dev/shm here"

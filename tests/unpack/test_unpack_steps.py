@@ -18,9 +18,9 @@ from pypi_world import PythonWorld
 from pixi_pack_ext.errors import UnpackError
 from pixi_pack_ext.hookspecs import UnpackContext, UnpackStep, hookimpl
 from pixi_pack_ext.plugins import PluginManager
-from pixi_pack_ext.unpack import UnpackOptions, unpack
-from pixi_pack_ext.unpack_steps import StepRunner
-from pixi_pack_ext.wheel_install import STAGED_PREFIX, install_wheels, stage_wheels
+from pixi_pack_ext.unpack.driver import UnpackOptions, unpack
+from pixi_pack_ext.unpack.step_runner import StepRunner
+from pixi_pack_ext.unpack.wheel_install import STAGED_PREFIX, install_wheels, stage_wheels
 
 
 class _RecordingStep:

@@ -10,7 +10,7 @@ import pytest
 
 from pixi_pack_ext.errors import UnpackError
 from pixi_pack_ext.testing.python import write_wheel
-from pixi_pack_ext.wheel_install import _Destination, install_wheel
+from pixi_pack_ext.unpack.wheel_install import _Destination, install_wheel
 
 MODULE = "tool/__init__.py"
 SCRIPT = "tool-1.0.data/scripts/tool-run"

@@ -24,8 +24,8 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 
 from ..errors import PixiPackError
-from ..fetch import Progress
 from ..interrupts import ignore_interrupts
+from ..pack.fetch import Progress
 from ..redact import RedactingFilter, redact
 
 T = TypeVar("T")

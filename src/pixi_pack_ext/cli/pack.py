@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 
 import rich_click as click
 
 from .. import __version__
-from ..errors import PixiPackError
-from ..pack import PackOptions, pack
+from ..pack.driver import pack
+from ..pack.options import PackOptions
 from ..plugins import get_plugin_manager
-from .common import exit_without_teardown, progress_for, run_reporting_errors, setup_logging, stderr
-from .completion import complete_environment, complete_manifest, complete_platform
-from .format_options import META_KEY, add_format_flags, format_options_for
+from .common import progress_for, run_reporting_errors, setup_logging, stderr
+from .completers import complete_environment, complete_manifest, complete_platform
+from .format_options import META_KEY, format_options_for
 
 click.rich_click.USE_RICH_MARKUP = True
-
-
-def _list_plugins() -> None:
-    from rich.table import Table
-
-    manager = get_plugin_manager()
-    table = Table(title="pixi-pack plugins")
-    table.add_column("plugin", no_wrap=True)
-    table.add_column("from", no_wrap=True)
-    table.add_column("provides")
-    for info in manager.describe():
-        provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.provides.items())
-        origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
-        name = info.name.removeprefix("pixi_pack_ext.builtin.") if info.builtin else info.name
-        table.add_row(name, origin, provides or "-")
-    from rich.console import Console
-
-    Console().print(table)
-    manager.check()  # after the listing, so a conflict can be seen in it
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,7 +118,7 @@ def pack_command(
     """
     setup_logging(verbose, quiet)
     if list_plugins:
-        run_reporting_errors(_list_plugins)
+        run_reporting_errors(list_plugins)
         return
     chosen = [
         name for flag, name in ((directory_only, "directory"), (create_executable, "executable")) if flag
@@ -177,29 +156,3 @@ def pack_command(
     if written is not None and not quiet:
         what = f"the environment at '{prefix}'" if prefix is not None else f"environment '{environment}'"
         stderr.print(f"packed {what} into {written}")
-
-
-def main() -> None:
-    """The ``pixi-pack`` console script."""
-    exit_without_teardown(run)
-
-
-def run() -> None:
-    """``pixi-pack`` itself; ``pixi-pack plugins`` and ``pixi-pack completion`` are spelled like subcommands."""
-    args = sys.argv[1:]
-    if args[:1] == ["plugins"]:
-        setup_logging(0, False)
-        run_reporting_errors(_list_plugins)
-        return
-    if args[:1] == ["completion"]:
-        from .completion import completion_command
-
-        completion_command(args=args[1:], prog_name="pixi-pack completion")
-        return
-    with contextlib.suppress(PixiPackError):  # a broken plugin set is reported when packing
-        add_format_flags(pack_command, get_plugin_manager().formats)  # --base-image, ...
-    pack_command(prog_name="pixi-pack")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import rich_click as click
 
 from .. import __version__
-from ..activation import SHELLS
-from ..unpack import UnpackOptions, unpack
-from .common import exit_without_teardown, run_reporting_errors, setup_logging, stderr
+from ..unpack.activation import SHELLS
+from ..unpack.driver import UnpackOptions, unpack
+from .common import run_reporting_errors, setup_logging, stderr
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,23 +61,3 @@ def unpack_command(
     prefix = run_reporting_errors(lambda: unpack(options))
     if not quiet:
         stderr.print(f"unpacked the environment into {prefix}")
-
-
-def main() -> None:
-    """The ``pixi-unpack`` console script."""
-    exit_without_teardown(run)
-
-
-def run() -> None:
-    """``pixi-unpack`` itself; ``pixi-unpack completion -s SHELL`` (when no pack is named so) prints completion."""
-    args = sys.argv[1:]
-    if args[:1] == ["completion"] and not Path("completion").exists():
-        from .completion import completion_command
-
-        completion_command(args=args[1:], prog_name="pixi-unpack completion")
-        return
-    unpack_command(prog_name="pixi-unpack")
-
-
-if __name__ == "__main__":
-    main()

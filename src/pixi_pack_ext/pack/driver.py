@@ -10,46 +10,24 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .channel import write_channel_index
-from .config import AuthStore, Settings, apply_environment, load_config
-from .errors import DownloadError, PackError, PixiPackError, UsageError
+from ..channel import write_channel_index
+from ..config import AuthStore, Settings, apply_environment, load_config
+from ..errors import DownloadError, PackError, PixiPackError, UsageError
+from ..hookspecs import WriteRequest
+from ..interrupts import held_interrupts
+from ..metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
+from ..plan import PackPlan
+from ..plugins import PluginManager, get_plugin_manager
+from ..staging_owner import make_owned_folder
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
-from .hookspecs import WriteRequest
 from .injection import apply_injections
-from .interrupts import held_interrupts
 from .lockfile import read_plan
-from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
-from .plan import PackPlan
-from .plugins import PluginManager, get_plugin_manager
-from .pypi import select_wheels
-from .staging_owner import make_owned_folder
+from .options import PackOptions
+from .pypi_selection import select_wheels
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PackOptions:
-    """Everything ``pixi-pack`` was asked to do; the CLI fills it, tests may too."""
-
-    manifest: Path = Path(".")
-    environment: str = "default"
-    platform: str | None = None
-    #: Output path; None: the format's default name; Path("-"): standard output.
-    output: Path | None = None
-    format: str = "tar"
-    use_cache: Path | None = None
-    config: Path | None = None
-    auth_file: Path | None = None
-    inject: list[Path] = field(default_factory=list)
-    ignore_pypi_non_wheel: bool = False
-    #: Pack an installed prefix instead of a lock (``--prefix``).
-    prefix: Path | None = None
-    wheel_dirs: list[Path] = field(default_factory=list)
-    format_options: dict[str, object] = field(default_factory=dict)
-    downloads: int | None = None
 
 
 def resolve_settings(options: PackOptions) -> Settings:
@@ -65,7 +43,7 @@ def resolve_settings(options: PackOptions) -> Settings:
 def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) -> PackPlan:
     """The plan from the lock (or the installed prefix), with injections applied and wheels chosen."""
     if options.prefix is not None:
-        from .prefix import plan_from_prefix
+        from .prefix.plan_from_prefix import plan_from_prefix
 
         if options.environment != "default" or Path(options.manifest) != Path("."):
             raise UsageError(

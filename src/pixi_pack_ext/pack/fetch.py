@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .config import Settings
-from .errors import ChecksumError, DownloadError, PixiPackError
-from .hookspecs import SourceSession
-from .plugins import PluginManager
-from .redact import redact_url
+from ..config import Settings
+from ..errors import ChecksumError, DownloadError, PixiPackError
+from ..hashing import hash_file, hash_from, new_hashes
+from ..hookspecs import SourceSession
+from ..plugins import PluginManager
+from ..redact import redact_url
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 #: Bytes of received data that may wait for the disk writer, over all downloads together.
 WRITE_BUDGET = 16 << 20
 #: How often a pack waiting for another one's lock on a cache entry looks again (seconds).
@@ -145,7 +145,7 @@ class HashingSink:
         self._on_bytes = on_bytes
         self._file: BinaryIO | None = None
         self._with_md5 = md5
-        self._sha256, self._md5 = _new_hashes(md5)
+        self._sha256, self._md5 = new_hashes(md5)
         self._offset = 0
         self._writer = writer
         self._error: OSError | None = None
@@ -206,7 +206,7 @@ class HashingSink:
         else:
             self._file.seek(0)
             self._file.truncate()
-        self._sha256, self._md5 = _new_hashes(self._with_md5)
+        self._sha256, self._md5 = new_hashes(self._with_md5)
         self._offset = 0
         self._error = None
 
@@ -287,8 +287,8 @@ class HashingSink:
         try:
             if follower.untouched:  # nothing hashed yet: one handle hashes it and stays open
                 self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
-                self._sha256, self._md5 = _new_hashes(self._with_md5)
-                return _hash_from(self._file, self._sha256, self._md5)  # and stands at its end
+                self._sha256, self._md5 = new_hashes(self._with_md5)
+                return hash_from(self._file, self._sha256, self._md5)  # and stands at its end
             follower.hash_until()
             digests = follower.finish()
             if digests is None:
@@ -300,7 +300,7 @@ class HashingSink:
             self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
         except FileNotFoundError:
             follower.finish()
-            self._sha256, self._md5 = _new_hashes(self._with_md5)
+            self._sha256, self._md5 = new_hashes(self._with_md5)
             self._open()
             return 0
         except OSError as exc:
@@ -344,7 +344,7 @@ class _Follower:
 
     def __init__(self, path: Path, md5: bool) -> None:
         self.path = path
-        self.sha256, self.md5 = _new_hashes(md5)
+        self.sha256, self.md5 = new_hashes(md5)
         self.hashed = 0
         self._reader: BinaryIO | None = None
 
@@ -360,7 +360,7 @@ class _Follower:
             self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in finish()
         self._reader.seek(self.hashed)
         limit = None if size is None else size - self.hashed
-        self.hashed += _hash_from(self._reader, self.sha256, self.md5, limit)
+        self.hashed += hash_from(self._reader, self.sha256, self.md5, limit)
 
     def finish(self) -> tuple[hashlib._Hash, hashlib._Hash | None, int] | None:
         """The digests and how many bytes they cover; None when the file was replaced or cut
@@ -377,10 +377,6 @@ class _Follower:
         return (self.sha256, self.md5, self.hashed) if kept else None
 
 
-def _new_hashes(md5: bool) -> tuple[hashlib._Hash, hashlib._Hash | None]:
-    return hashlib.sha256(), hashlib.md5() if md5 else None
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -391,31 +387,6 @@ def _file_size(path: Path) -> int:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():  # a cancelled wait has nobody to tell
         future.set_result(None)
-
-
-def hash_file(path: Path, *, md5: bool = True) -> tuple[str, str]:
-    """(sha256, md5) of a file, read in large chunks; md5 is "" when not asked for (it costs more
-    than sha256 on CPUs with SHA extensions)."""
-    sha256, md5_hash = _new_hashes(md5)
-    with open(path, "rb") as f:
-        _hash_from(f, sha256, md5_hash)
-    return sha256.hexdigest(), md5_hash.hexdigest() if md5_hash is not None else ""
-
-
-def _hash_from(
-    f: BinaryIO, sha256: hashlib._Hash, md5: hashlib._Hash | None, limit: int | None = None
-) -> int:
-    """Hash what ``f`` holds from where it stands, ``limit`` bytes or to its end; returns how many."""
-    done = 0
-    while limit is None or done < limit:
-        chunk = f.read(CHUNK if limit is None else min(CHUNK, limit - done))
-        if not chunk:
-            break
-        sha256.update(chunk)
-        if md5 is not None:
-            md5.update(chunk)
-        done += len(chunk)
-    return done
 
 
 def check_hash(item: FetchItem, sha256: str, md5: str) -> str | None:

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import rattler
 
-from .envpython import EnvPython, describe_tags, fits_loosely, parse_wheel_name
-from .errors import InjectionError, UsageError
-from .plan import CondaPackage, PackPlan, PypiPackage
+from ..envpython import EnvPython, describe_tags, fits_loosely, parse_wheel_name
+from ..errors import InjectionError, UsageError
+from ..plan import CondaPackage, PackPlan, PypiPackage
 
 if TYPE_CHECKING:
-    from .plugins import PluginManager
+    from ..plugins import PluginManager
 
 
 def apply_injections(paths: Sequence[Path], plan: PackPlan, plugins: PluginManager) -> None:

@@ -8,8 +8,8 @@ from urllib.parse import unquote, urlsplit
 
 import rattler
 
-from .errors import LockFileError
-from .plan import CondaPackage, PackPlan, PypiPackage
+from ..errors import LockFileError
+from ..plan import CondaPackage, PackPlan, PypiPackage
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .errors import PackError
-from .plan import PackPlan, PypiPackage
+from ..errors import PackError
+from ..plan import PackPlan, PypiPackage
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from typing import IO
 
 import platformdirs
 
-from . import __version__
-from .errors import PackError, UsageError
+from .. import __version__
+from ..errors import PackError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ MIN_PYTHON = (3, 10)
 #: Built zipapps kept per platform in the cache (each version of this code builds its own).
 KEEP_ZIPAPPS = 3
 DISTRIBUTION = "pixi-pack-ext"
-PACKAGE_DIR = Path(__file__).resolve().parent
+#: The installed pixi_pack_ext package, whose modules the zipapp carries.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: Runtime dependencies only packing uses (imported where used), left out of the unpacker.
 PACK_ONLY = frozenset({"httpx"})
 #: Parts of this package an unpacker never needs.
@@ -504,7 +505,7 @@ def _write_zipapp(
     files.update({name.removeprefix("lib/"): path for name, path in installed})
     files.update({name.removeprefix("lib/"): data for name, data in _own_metadata().items()})
     files.update({name.removeprefix("lib/"): path for name, path in _own_files()})
-    main = (PACKAGE_DIR / "unpacker_main.py").read_bytes()
+    main = (Path(__file__).resolve().parent / "unpacker_main.py").read_bytes()
     info: dict[str, object] = {
         "python": list(python),
         "platform": platform,
@@ -569,7 +570,7 @@ def build_unpacker(platform: str, wheelhouse: Path | None = None) -> Path:
     if wheelhouse is None and os.environ.get(WHEELHOUSE_ENV):
         wheelhouse = Path(os.environ[WHEELHOUSE_ENV])
     own = [(name, _file_digest(path)) for name, path in _own_files()]
-    own.append(("__main__.py", _file_digest(PACKAGE_DIR / "unpacker_main.py")))
+    own.append(("__main__.py", _file_digest(Path(__file__).resolve().parent / "unpacker_main.py")))
     own.append(("version", __version__.encode()))
     own.append(("bytecode", importlib.util.MAGIC_NUMBER + (sys.implementation.cache_tag or "").encode()))
     with tempfile.TemporaryDirectory(prefix="pixi-pack-wheels-") as tmp:

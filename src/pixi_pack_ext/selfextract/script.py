@@ -43,9 +43,9 @@ from importlib import resources
 from pathlib import Path
 from typing import IO
 
-from .archive import BoundedTarInfo
-from .errors import InvalidPackError, UnsafeArchiveError
-from .metadata import is_package_member
+from ..archive import BoundedTarInfo
+from ..errors import InvalidPackError, UnsafeArchiveError
+from ..metadata import is_package_member
 
 BLOCK = 4096
 CHUNK = 1 << 20
@@ -171,9 +171,7 @@ class _Plain(_Escaper):
 
 
 def _template(script: str) -> str:
-    return (resources.files("pixi_pack_ext.builtin.formats") / f"executable_header.{script}").read_text(
-        encoding="utf-8"
-    )
+    return (resources.files("pixi_pack_ext.selfextract") / f"header.{script}").read_text(encoding="utf-8")
 
 
 def render_header(script: str, values: dict[str, str]) -> bytes:

@@ -232,7 +232,7 @@ def _run(native: Native) -> int:
     """pixi-unpack's command line, once every library is in place and checked; its exit code."""
     try:
         from pixi_pack_ext.cli.common import exit_code
-        from pixi_pack_ext.cli.unpack import run
+        from pixi_pack_ext.cli.main import run_unpack as run
     except ImportError:
         problem = native.problem()
         if problem is None:

@@ -7,8 +7,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from .errors import DownloadError, UsageError
-from .redact import redact_url
+from ..errors import DownloadError, UsageError
+from ..redact import redact_url
 
 
 def _is_url(source: str) -> bool:

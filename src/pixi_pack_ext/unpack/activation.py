@@ -12,7 +12,7 @@ from pathlib import Path
 from rattler.rattler import PyActivationVariables
 from rattler.shell import ActivationVariables, Shell, activate
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: Shell name -> (rattler shell, script file extension); the extensions are pixi-pack's.
 SHELLS: dict[str, tuple[object | None, str]] = {

@@ -47,10 +47,10 @@ import rattler
 from rattler import Client
 from rattler.package_streaming import download_and_extract
 
-from .archive import copy_range
-from .errors import InvalidPackError, UnsafeArchiveError
-from .fetch import hash_file
-from .metadata import is_package_member
+from ..archive import copy_range
+from ..errors import InvalidPackError, UnsafeArchiveError
+from ..hashing import hash_file
+from ..metadata import is_package_member
 from .package_guard import PackageContents, list_members, read_extracted_contents, scan_package
 from .ram_staging import RamStaging
 

@@ -25,19 +25,19 @@ import rattler
 from rattler import Channel, RepoData
 from rattler.package_cache import PackageCache, ValidationMode
 
+from ..channel import read_repodata
+from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
+from ..hashing import hash_file
+from ..hookspecs import PackFormat
+from ..interrupts import deferred_interrupts, held_interrupts
+from ..metadata import CHANNEL_DIR, PackMetadata, read_metadata
+from ..plugins import PluginManager, get_plugin_manager
+from ..staging_owner import make_owned_folder
 from .activation import write_activation_script
 from .cache_prefill import CachePrefill
-from .channel import read_repodata
-from .errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
-from .fetch import hash_file
-from .hookspecs import PackFormat
-from .interrupts import deferred_interrupts, held_interrupts
-from .metadata import CHANNEL_DIR, PackMetadata, read_metadata
 from .package_guard import check_contents
-from .plugins import PluginManager, get_plugin_manager
 from .ram_staging import RamStaging
-from .staging_owner import make_owned_folder
-from .unpack_steps import StepRunner
+from .step_runner import StepRunner
 from .virtual_packages import check_virtual_packages
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     if pack is not None and fmt.peek_metadata is not None:
         text = fmt.peek_metadata(pack)
         if text is not None:
-            from .metadata import parse_metadata
+            from ..metadata import parse_metadata
 
             validate_metadata(parse_metadata(text))
 

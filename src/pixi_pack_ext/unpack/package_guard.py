@@ -19,7 +19,7 @@ from pathlib import Path
 from rattler.package import PathsJson
 from rattler.package_streaming import PackageArchive
 
-from .errors import UnsafeArchiveError
+from ..errors import UnsafeArchiveError
 
 #: More symlink hops than this while resolving one path is a loop (Linux's own limit).
 MAX_LINK_HOPS = 40

@@ -21,7 +21,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from .staging_owner import make_owned_folder
+from ..staging_owner import make_owned_folder
 
 RAM_STAGING_ENV = "PIXI_UNPACK_RAM_STAGING"
 DEFAULT_LIMIT = 256 << 20

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import rattler
 
-from .hookspecs import UnpackContext, UnpackStep
+from ..hookspecs import UnpackContext, UnpackStep
 
 
 class StepRunner:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import rattler
 
-from .errors import EnvironmentMismatchError
+from ..errors import EnvironmentMismatchError
 
 log = logging.getLogger(__name__)
 

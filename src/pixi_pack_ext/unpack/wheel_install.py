@@ -31,7 +31,7 @@ from installer.sources import WheelContentElement, WheelFile
 from installer.utils import Scheme
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from .envpython import (
+from ..envpython import (
     EnvPython,
     PythonNotFoundError,
     WheelName,
@@ -40,9 +40,9 @@ from .envpython import (
     parse_wheel_name,
     python_for_wheels,
 )
-from .errors import PixiPackError, UnpackError
-from .hookspecs import UnpackContext
-from .metadata import PYPI_DIR, pack_wheels
+from ..errors import PixiPackError, UnpackError
+from ..hookspecs import UnpackContext
+from ..metadata import PYPI_DIR, pack_wheels
 from .package_guard import unsafe_reason
 
 log = logging.getLogger(__name__)

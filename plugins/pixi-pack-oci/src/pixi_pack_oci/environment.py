@@ -12,9 +12,7 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from pixi_pack_ext.activation import activation_script
-from pixi_pack_ext.metadata import CHANNEL_DIR
-from pixi_pack_ext.unpack import install_records, verify_channel
+from pixi_pack_ext.format_toolkit import CHANNEL_DIR, activation_script, install_records, verify_channel
 
 from .errors import OciError
 from .wheels import install_wheels

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pixi_pack_ext.archive import write_tar
+from pixi_pack_ext.format_toolkit import write_tar
 
 from .base import BaseImage, open_base_image
 from .config import build_epoch, image_config

@@ -12,17 +12,19 @@ from pathlib import Path, PurePosixPath
 
 from installer.destinations import SchemeDictionaryDestination
 
-from pixi_pack_ext.envpython import (
+from pixi_pack_ext.format_toolkit import (
+    PYPI_DIR,
     EnvPython,
     PythonNotFoundError,
     WheelName,
     describe_tags,
     fits_loosely,
+    install_wheel,
+    pack_wheels,
     parse_wheel_name,
     python_for_wheels,
+    wheel_scheme,
 )
-from pixi_pack_ext.metadata import PYPI_DIR, pack_wheels
-from pixi_pack_ext.wheel_install import install_wheel, wheel_scheme
 
 from .errors import OciError
 

@@ -18,7 +18,7 @@ from ...archive import safe_extract, write_tar
 from ...errors import InvalidPackError, UsageError
 from ...hookspecs import FormatOption, PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
-from ...selfextract import PayloadReader, is_windows, read_layout, write_self_extracting
+from ...selfextract.script import PayloadReader, is_windows, read_layout, write_self_extracting
 
 SOURCE_OPTION = "pixi_unpack_source"
 WHEELHOUSE_OPTION = "unpacker_wheelhouse"
@@ -37,11 +37,11 @@ def check(platform: str, options: dict[str, object]) -> None:
     """Refuse a missing unpacker source, wheelhouse or an unsupported platform before downloading."""
     source = options.get(SOURCE_OPTION)
     if source:
-        from ...unpacker_source import local_source
+        from ...selfextract.unpacker_source import local_source
 
         local_source(str(source))
         return
-    from ...unpacker_bundle import check_platform
+    from ...selfextract.bundle import check_platform
 
     check_platform(platform)
     wheelhouse = _wheelhouse(options)
@@ -59,11 +59,11 @@ def write(request: WriteRequest) -> None:
             source = request.options.get(SOURCE_OPTION)
             self_checked = 0
             if source:
-                from ...unpacker_source import fetch_unpacker
+                from ...selfextract.unpacker_source import fetch_unpacker
 
                 unpacker, kind = fetch_unpacker(str(source), Path(tmp)), "executable"
             else:
-                from ...unpacker_bundle import build_unpacker, self_checked_size
+                from ...selfextract.bundle import build_unpacker, self_checked_size
 
                 unpacker, kind = build_unpacker(request.platform, _wheelhouse(request.options)), "python"
                 self_checked = self_checked_size(unpacker)

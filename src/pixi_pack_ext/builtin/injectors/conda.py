@@ -12,7 +12,7 @@ from pathlib import Path
 import rattler
 
 from ...errors import InjectionError
-from ...fetch import hash_file
+from ...hashing import hash_file
 from ...hookspecs import Injector, hookimpl
 from ...plan import CondaPackage, PackPlan
 

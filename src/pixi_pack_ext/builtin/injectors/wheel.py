@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name
 
 from ...envpython import parse_wheel_name
 from ...errors import InjectionError
-from ...fetch import hash_file
+from ...hashing import hash_file
 from ...hookspecs import Injector, hookimpl
 from ...plan import PackPlan, PypiPackage
 

@@ -13,7 +13,7 @@ from ...metadata import pack_wheels
 def stage_wheels(context: UnpackContext) -> None:
     if not pack_wheels(context.pack_dir):
         return
-    from ...wheel_install import stage_wheels as stage
+    from ...unpack.wheel_install import stage_wheels as stage
 
     stage(context)
 
@@ -21,7 +21,7 @@ def stage_wheels(context: UnpackContext) -> None:
 def install_wheels(context: UnpackContext) -> None:
     if not pack_wheels(context.pack_dir):
         return
-    from ...wheel_install import install_wheels as install
+    from ...unpack.wheel_install import install_wheels as install
 
     install(context)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import platformdirs
 import rattler
 
-from .fetch import hash_file
+from ...hashing import hash_file
 
 
 def _env_dirs(name: str, separator: str) -> list[Path]:

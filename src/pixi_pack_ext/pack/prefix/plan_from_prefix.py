@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import rattler
 
-from .errors import PrefixError, UsageError
-from .fetch import hash_file
+from ...errors import PrefixError, UsageError
+from ...hashing import hash_file
+from ...plan import CondaPackage, PackPlan, PypiPackage
+from .edits import changed_files
 from .installed_wheels import find_wheel, installed_dists
 from .package_caches import find_archive, prefix_cache_dirs
-from .plan import CondaPackage, PackPlan, PypiPackage
-from .prefix_edits import changed_files
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .pack import PackOptions
+    from ...config import Settings
+    from ..options import PackOptions
 
 log = logging.getLogger(__name__)
 

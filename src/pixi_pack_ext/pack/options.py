@@ -1,0 +1,28 @@
+"""What ``pixi-pack`` was asked to do: filled by the CLI, read by every pack step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class PackOptions:
+    """Everything ``pixi-pack`` was asked to do; the CLI fills it, tests may too."""
+
+    manifest: Path = Path(".")
+    environment: str = "default"
+    platform: str | None = None
+    #: Output path; None: the format's default name; Path("-"): standard output.
+    output: Path | None = None
+    format: str = "tar"
+    use_cache: Path | None = None
+    config: Path | None = None
+    auth_file: Path | None = None
+    inject: list[Path] = field(default_factory=list)
+    ignore_pypi_non_wheel: bool = False
+    #: Pack an installed prefix instead of a lock (``--prefix``).
+    prefix: Path | None = None
+    wheel_dirs: list[Path] = field(default_factory=list)
+    format_options: dict[str, object] = field(default_factory=dict)
+    downloads: int | None = None
