@@ -13,6 +13,7 @@ from ..plugins import get_plugin_manager
 from .common import progress_for, run_reporting_errors, setup_logging, stderr
 from .completers import complete_environment, complete_manifest, complete_platform
 from .format_options import META_KEY, format_options_for
+from .plugin_list import list_plugins as print_plugin_list
 
 click.rich_click.USE_RICH_MARKUP = True
 
@@ -118,7 +119,7 @@ def pack_command(
     """
     setup_logging(verbose, quiet)
     if list_plugins:
-        run_reporting_errors(list_plugins)
+        run_reporting_errors(print_plugin_list)
         return
     chosen = [
         name for flag, name in ((directory_only, "directory"), (create_executable, "executable")) if flag

@@ -1,0 +1,1 @@
+"""The self-extracting format: a shell or PowerShell header, the pack's tar and a bundled pixi-unpack."""

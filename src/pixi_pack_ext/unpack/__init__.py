@@ -1,0 +1,1 @@
+"""Installing a pack: validate untrusted data, extract safely, check packages, install, finish with steps."""
