@@ -973,7 +973,7 @@ def test_the_zipapp_extracts_only_compiled_code_and_metadata(executable: Path) -
     so = [i for i in native if i.filename.endswith(".so")]
     assert so and all(i.compress_type == zipfile.ZIP_STORED for i in so)  # a copy, not an inflate
     names = set(bundle.namelist())
-    assert "lib/rattler/__init__.py" in names and "lib/pixi_pack_ext/unpack.py" in names
+    assert "lib/rattler/__init__.py" in names and "lib/pixi_pack_ext/unpack/driver.py" in names
     assert "lib/rattler/utils/" in names  # zipimport finds namespace packages by their folder entry
     sources = [n for n in names if n.startswith("lib/") and n.endswith(".py")]
     assert all(f"{n}c" in names for n in sources)
