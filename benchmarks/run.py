@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from measure import CommandFailed, Run, Series, interleaved, run_once  # noqa: E402
-from workloads import WORK, MiB, World, build_world, workloads  # noqa: E402
+from workloads import WORK, MiB, World, build_world, changed_world, workloads  # noqa: E402
 
 from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler  # noqa: E402
 
@@ -35,7 +35,7 @@ PIXI_UNPACK = str(BIN / "pixi-unpack")
 CONDA_PACK_VENV = WORK / "venvs" / "conda-pack"
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2", ".whl")
 RSS_LIMIT_MIB = 250
-SECTIONS = ("pack", "warm", "unpack", "conda-pack", "sfx", "rss")
+SECTIONS = ("pack", "warm", "unpack", "conda-pack", "sfx", "rss", "delta")
 
 
 class SendfileHandler(_QuietHandler):
@@ -275,6 +275,42 @@ class Bench:
             )
         )
         return result["ours"]
+
+    # -- delta ---------------------------------------------------------------------------------------
+
+    def delta(self, world: World, pack: Path, full_unpack: Series) -> None:
+        """One small package changed: the delta's size against the full pack's, and applying it
+        (``pixi-unpack DELTA`` into an unpacked base) against the full unpack."""
+        name = world.workload.name
+        changed = changed_world(world)
+        with ChannelServer(changed.serve, handler=SendfileHandler) as server:
+            ws = changed.workspace(self.fresh(f"{name}-changed-ws"), server.url)
+            delta = self.scratch / f"{name}-delta.tar"
+            run_once([PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "--since", pack, "-o", delta, "-q"])
+        size_ratio = delta.stat().st_size / pack.stat().st_size
+        self.add(
+            Row(
+                name,
+                "delta size / full pack size",
+                None,
+                note=f"{delta.stat().st_size / MiB:.2f} MiB of {pack.stat().st_size / MiB:.0f} MiB",
+                ratio_override=size_ratio,
+                limit=0.01,
+            )
+        )
+        out = self.scratch / "delta-out"
+
+        def base() -> None:
+            self.drop(out)
+            run_once([PIXI_UNPACK, pack, "-o", out, "-q"])
+            os.sync()  # the base's write-back is not the apply's
+
+        def apply() -> Run:
+            return run_once([PIXI_UNPACK, delta, "-o", out, "-q"])
+
+        result = interleaved(self.runs, {"apply": apply}, before_each=base)
+        self.drop(out, delta)
+        self.add(Row(name, "apply delta (1 small package)", result["apply"], "full unpack", full_unpack, 0.1))
 
     def conda_pack(self, world: World, pack: Path, ours: Series) -> None:
         """conda-pack's unpack (extract + conda-unpack) of the same environment, vs our unpack: in
@@ -543,6 +579,8 @@ def main() -> None:
                 if "conda-pack" in sections:
                     bench.conda_pack(world, pack, ours_unpack)
                 sfx = bench.self_extracting(world, ws, pack, ours_unpack) if "sfx" in sections else None
+                if name == "L" and "delta" in sections:
+                    bench.delta(world, pack, ours_unpack)
                 if name == "L" and "rss" in sections:
                     for label, series in (
                         ("pack", ours_pack),

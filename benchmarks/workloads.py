@@ -257,3 +257,55 @@ def build_world(workload: Workload, log: Callable[[str], None] = print) -> World
     lock.unlink()
     (root / "READY").write_text("")
     return world
+
+
+def changed_world(world: World, log: Callable[[str], None] = print) -> World:
+    """``world`` with its first small package at version 1.1 (other content, same size): the new
+    side of the delta benchmark. Shares the world's files by hard links; cached like a world."""
+    spec = next(p for p in world.workload.packages if p.name != "large-big")
+    root = world.root.parent / f"{world.root.name}-changed"
+    changed = World(world.workload, root)
+    if (root / "READY").is_file():
+        return changed
+    log(f"building the changed world of {world.workload.name} ({spec.name} 1.1)")
+    shutil.rmtree(root, ignore_errors=True)
+    for path in world.serve.rglob("*"):
+        if path.is_file() and path.name != "repodata.json":
+            target = changed.serve / path.relative_to(world.serve)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    from rattler_build import assemble_package
+
+    files = root / "files"
+    _write_random(files / "share" / spec.name / "data00.bin", spec.size)
+    assemble_package(
+        name=spec.name,
+        version="1.1",
+        target_platform="linux-64",
+        build_string="h0_0",
+        output_dir=changed.channel / spec.platform,
+        files_dir=files,
+        noarch="generic" if spec.platform == "noarch" else None,
+        compression_level=1,
+        timestamp=TIMESTAMP,
+        detect_prefix=False,
+    )
+    shutil.rmtree(files)
+    asyncio.run(rattler.index.index_fs(changed.channel, write_zst=False, write_shards=False))
+    base_lock = (world.root / "pixi.lock.in").read_text()
+    specs = sorted(
+        {p.name for p in world.workload.packages} | ({"python"} if world.workload.wheels else set())
+    )
+    lock = root / "pixi.lock"
+    entries = [
+        PypiEntry(w.name.split("-")[0], "1.0", WHEELS_PLACEHOLDER + w.name, hash_file(w, md5=False)[0])
+        for w in sorted((changed.serve / "wheels").glob("*.whl"))
+    ]
+    write_lock(lock, changed.channel.as_uri(), {"default": specs}, ["linux-64"], pypi={"default": entries})
+    text = lock.read_text().replace(changed.channel.as_uri(), CHANNEL_PLACEHOLDER)
+    text = text.replace(str(changed.channel), CHANNEL_PLACEHOLDER)
+    assert text != base_lock, "the changed world's lock must differ from the world's"
+    (root / "pixi.lock.in").write_text(text)
+    lock.unlink()
+    (root / "READY").write_text("")
+    return changed

@@ -76,6 +76,11 @@ def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
     version = data.get("version")
     if not isinstance(version, str):
         raise InvalidPackError(f"{source} has no string 'version'; this is not a valid pack")
+    if version != PACK_FORMAT_VERSION and "delta" in data:
+        raise InvalidPackError(
+            "this is a delta pack: it updates an installed environment, from a pack file or folder "
+            "(not standard input); pass its path to pixi-unpack"
+        )
     if version != PACK_FORMAT_VERSION:
         raise InvalidPackError(
             f"pack format version '{version}' is not supported (this pixi-unpack reads version "

@@ -29,16 +29,19 @@ click.rich_click.USE_RICH_MARKUP = True
 @click.option(
     "-e",
     "--environment",
-    default="default",
+    "environments",
+    multiple=True,
+    default=("default",),
     show_default=True,
-    help="Environment of the lock to pack.",
+    help="Environment of the lock to pack (repeat it for a pack of several).",
     shell_complete=complete_environment,
 )
 @click.option(
     "-p",
     "--platform",
-    default=None,
-    help="Platform to pack for (default: this machine's).",
+    "platforms",
+    multiple=True,
+    help="Platform to pack for (default: this machine's; repeat it for a pack of several).",
     shell_complete=complete_platform,
 )
 @click.option(
@@ -86,6 +89,12 @@ click.rich_click.USE_RICH_MARKUP = True
 @click.option(
     "--wheel-dir", multiple=True, type=click.Path(path_type=Path), help="Where --prefix finds wheels."
 )
+@click.option(
+    "--since",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a delta pack: only what this earlier pack, pixi.lock or installed environment lacks.",
+)
 @click.option("--concurrent-downloads", type=int, default=None, help="Downloads at a time (default 50).")
 @click.option("--list-plugins", is_flag=True, help="List the loaded plugins and exit.")
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
@@ -93,8 +102,8 @@ click.rich_click.USE_RICH_MARKUP = True
 @click.version_option(__version__, "-V", "--version", prog_name="pixi-pack")
 def pack_command(
     manifest_path: Path,
-    environment: str,
-    platform: str | None,
+    environments: tuple[str, ...],
+    platforms: tuple[str, ...],
     output: Path | None,
     format_name: str | None,
     format_option: tuple[str, ...],
@@ -108,6 +117,7 @@ def pack_command(
     auth_file: Path | None,
     prefix: Path | None,
     wheel_dir: tuple[Path, ...],
+    since: Path | None,
     concurrent_downloads: int | None,
     list_plugins: bool,
     verbose: int,
@@ -130,8 +140,10 @@ def pack_command(
         raise click.UsageError("choose one of --format, --directory-only and --create-executable")
     options = PackOptions(
         manifest=manifest_path,
-        environment=environment,
-        platform=platform,
+        environment=environments[0],
+        platform=platforms[0] if platforms else None,
+        environments=list(environments),
+        platforms=list(platforms),
         output=output,
         format=chosen[0] if chosen else "tar",
         use_cache=use_cache,
@@ -142,6 +154,7 @@ def pack_command(
         prefix=prefix,
         wheel_dirs=list(wheel_dir),
         downloads=concurrent_downloads,
+        since=since,
         format_options={"pixi_unpack_source": pixi_unpack_source} if pixi_unpack_source else {},
     )
     flags = click.get_current_context().meta.get(META_KEY, {})
@@ -155,5 +168,9 @@ def pack_command(
         )
     written = run_reporting_errors(lambda: pack(options, progress=progress_for(quiet)))
     if written is not None and not quiet:
-        what = f"the environment at '{prefix}'" if prefix is not None else f"environment '{environment}'"
+        what = (
+            f"the environment at '{prefix}'"
+            if prefix is not None
+            else f"environment '{', '.join(environments)}'"
+        )
         stderr.print(f"packed {what} into {written}")

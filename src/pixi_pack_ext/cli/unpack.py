@@ -30,6 +30,17 @@ from .common import run_reporting_errors, setup_logging, stderr
     default=None,
     help="Shell of the activation script (default: bash on Unix, cmd on Windows).",
 )
+@click.option(
+    "--environment",
+    default=None,
+    help="Environment to install from a pack of several (default: the only one).",
+)
+@click.option(
+    "--all",
+    "all_environments",
+    is_flag=True,
+    help="Install each environment of the pack into a folder of its name.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing, non-empty environment folder.")
 @click.option(
     "--ignore-virtual-packages", is_flag=True, help="Install even if the host lacks glibc/cuda/... versions."
@@ -42,6 +53,8 @@ def unpack_command(
     output_directory: Path,
     env_name: str,
     shell: str | None,
+    environment: str | None,
+    all_environments: bool,
     force: bool,
     ignore_virtual_packages: bool,
     verbose: int,
@@ -57,7 +70,15 @@ def unpack_command(
         force=force,
         ignore_virtual_packages=ignore_virtual_packages,
         show_progress=stderr.is_terminal and not quiet,
+        environment=environment,
     )
+    if all_environments:
+        from ..unpack.all_environments import unpack_all
+
+        for prefix in run_reporting_errors(lambda: unpack_all(options)):
+            if not quiet:
+                stderr.print(f"unpacked the environment into {prefix}")
+        return
     prefix = run_reporting_errors(lambda: unpack(options))
     if not quiet:
         stderr.print(f"unpacked the environment into {prefix}")

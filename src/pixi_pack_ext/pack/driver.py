@@ -21,9 +21,11 @@ from ..metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, e
 from ..plan import PackPlan
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
+from .delta import make_delta
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .injection import apply_injections
 from .lockfile import read_plan
+from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
 from .pypi_selection import select_wheels
 
@@ -133,10 +135,15 @@ def pack(
     plugins = plugins or get_plugin_manager()
     fmt = plugins.format_named(options.format)
     settings = resolve_settings(options)
-    plan = make_plan(options, plugins, settings)
+    multi = None
+    if is_multi(options):
+        plan, multi = make_multi_plan(options, plugins, settings, make_plan, fmt.name)
+    else:
+        plan = make_plan(options, plugins, settings)
     check_plan_names(plan)
     for note in plan.notes:
         log.warning("%s", note)
+    delta = make_delta(plan, options.since, fmt.name) if options.since is not None else None
     if fmt.check is not None:  # refuse a platform or options the format cannot use before downloading
         fmt.check(plan.platform, options.format_options)
 
@@ -168,6 +175,10 @@ def pack(
                 raise
             raise type(exc)(f"{exc}; {plan.fetch_hint}") from None
         lay_out(plan, staging)
+        if delta is not None:
+            delta.write(staging, plan)
+        if multi is not None:
+            multi.write(staging)
         fmt.write(
             WriteRequest(
                 staging=staging, output=output, platform=plan.platform, options=options.format_options

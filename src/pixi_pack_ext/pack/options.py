@@ -26,3 +26,8 @@ class PackOptions:
     wheel_dirs: list[Path] = field(default_factory=list)
     format_options: dict[str, object] = field(default_factory=dict)
     downloads: int | None = None
+    #: Write a delta pack holding only what this earlier pack, lock or environment lacks (``--since``).
+    since: Path | None = None
+    #: Every environment and platform of a pack of several (``-e A -e B``, ``-p X -p Y``).
+    environments: list[str] = field(default_factory=list)
+    platforms: list[str] = field(default_factory=list)

@@ -26,11 +26,13 @@ from rattler import Channel, RepoData
 from rattler.package_cache import PackageCache, ValidationMode
 
 from ..channel import read_repodata
+from ..delta import is_delta
+from ..environments import peek_selection, select
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hashing import hash_file
 from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
-from ..metadata import CHANNEL_DIR, PackMetadata, read_metadata
+from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
 from .activation import write_activation_script
@@ -57,6 +59,8 @@ class UnpackOptions:
     force: bool = False
     ignore_virtual_packages: bool = False
     show_progress: bool = False
+    #: Which environment of a pack of several to install (None: the only one).
+    environment: str | None = None
 
 
 def host_platform() -> str:
@@ -175,13 +179,16 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     prefix = output_dir / options.env_name
     if options.env_name in ("", ".", "..") or "/" in options.env_name or "\\" in options.env_name:
         raise UsageError(f"environment name '{options.env_name}' must be a plain folder name")
+    peeked = fmt.peek_metadata(pack) if pack is not None and fmt.peek_metadata is not None else None
+    if peeked is not None and is_delta(peeked):  # a delta updates an environment in place
+        from .delta import apply_delta
+
+        return apply_delta(options, fmt, plugins, peeked)
     _prepare_prefix(prefix, options.force)
     if pack is not None and fmt.peek_metadata is not None:
         text = fmt.peek_metadata(pack)
         if text is not None:
-            from ..metadata import parse_metadata
-
-            validate_metadata(parse_metadata(text))
+            validate_metadata(peek_selection(text, options.environment))
 
     created_output = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -194,9 +201,10 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     try:
         with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
             pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
-            metadata = read_metadata(pack_dir)
+            selection = select(pack_dir, options.environment, workdir / "selected")
+            metadata = selection.metadata
             validate_metadata(metadata)
-            records = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed)
+            records = selection.keep(verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed))
             if not options.ignore_virtual_packages:
                 check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
             # Every package's sha256 is checked as it is extracted into rattler's cache (the
@@ -211,7 +219,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         # then everything is removed below.
         steps = StepRunner(
             plugins.unpack_steps,
-            pack_dir=pack_dir,
+            pack_dir=selection.pack_dir,
             prefix=prefix,
             platform=metadata.platform,
             records=records,

@@ -1,0 +1,102 @@
+"""Delta packs in ``pixi-pack.json``: which base a delta applies to and which set it makes.
+
+A delta pack is laid out like a full pack, but its channel (and ``pypi/``) hold only the packages
+its base lacks, and its ``pixi-pack.json`` says ``"version": "2"`` (so readers of format "1",
+like the Rust ``pixi-unpack``, refuse it instead of installing half an environment) with::
+
+    "delta": {"base": SHA256, "target": SHA256,
+              "base-packages": [LINE, ...], "target-packages": [LINE, ...]}
+
+``base``/``target`` are ``PackageSet`` digests; the lines are the sets themselves, so a refusal
+can say what differs, and the kept packages are named exactly (see ``package_set.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from . import __version__
+from .errors import InvalidPackError
+from .metadata import METADATA_FILE, PackMetadata
+from .package_set import PackageSet
+
+DELTA_FORMAT_VERSION = "2"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_LINE = re.compile(r"(conda [^\s]+ [0-9a-f]{64}|pypi [^\s]+==[^\s]+)")
+
+
+@dataclass(frozen=True)
+class DeltaInfo:
+    """The ``delta`` member of a delta pack's ``pixi-pack.json``."""
+
+    base: PackageSet
+    target: PackageSet
+
+    def to_json(self, metadata: PackMetadata) -> str:
+        data: dict[str, object] = {
+            "version": DELTA_FORMAT_VERSION,
+            "pixi-pack-version": metadata.pixi_pack_version or __version__,
+            "platform": metadata.platform,
+        }
+        if metadata.virtual_packages:
+            data["virtual-packages"] = list(metadata.virtual_packages)
+        data["delta"] = {
+            "base": self.base.digest,
+            "target": self.target.digest,
+            "base-packages": self.base.sorted(),
+            "target-packages": self.target.sorted(),
+        }
+        return json.dumps(data, indent=1)
+
+
+def is_delta(text: str) -> bool:
+    """Whether ``pixi-pack.json``'s text is a delta pack's (anything unreadable is not)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "delta" in data
+
+
+def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, DeltaInfo]:
+    """A delta pack's metadata, each field checked (the pack is untrusted)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise InvalidPackError(f"{source} is not valid JSON; this is not a valid pack") from None
+    if not isinstance(data, dict) or data.get("version") != DELTA_FORMAT_VERSION:
+        raise InvalidPackError(f"{source} of a delta pack must say version '{DELTA_FORMAT_VERSION}'")
+    platform = data.get("platform")
+    if not isinstance(platform, str) or not platform:
+        raise InvalidPackError(f"{source} has no string 'platform'")
+    virtual = data.get("virtual-packages", [])
+    if not isinstance(virtual, list) or not all(isinstance(v, str) and v.startswith("__") for v in virtual):
+        raise InvalidPackError(
+            f"{source} has a 'virtual-packages' that is not a list of '__name=version' strings"
+        )
+    delta = data.get("delta")
+    if not isinstance(delta, dict):
+        raise InvalidPackError(f"{source} has a 'delta' that is not an object")
+    sets = {}
+    for key in ("base", "target"):
+        lines = delta.get(f"{key}-packages")
+        if not isinstance(lines, list) or not all(isinstance(x, str) and _LINE.fullmatch(x) for x in lines):
+            raise InvalidPackError(
+                f"{source} has a 'delta.{key}-packages' that is not a list of package lines"
+            )
+        sets[key] = PackageSet.of(lines)
+        digest = delta.get(key)
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or digest != sets[key].digest:
+            raise InvalidPackError(
+                f"{source} has a 'delta.{key}' that is not the sha256 of its package lines"
+            )
+    made_by = data.get("pixi-pack-version")
+    metadata = PackMetadata(
+        version=DELTA_FORMAT_VERSION,
+        platform=platform,
+        pixi_pack_version=made_by if isinstance(made_by, str) else None,
+        virtual_packages=tuple(virtual),
+    )
+    return metadata, DeltaInfo(base=sets["base"], target=sets["target"])

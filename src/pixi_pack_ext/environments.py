@@ -1,0 +1,196 @@
+"""Packs of several environments (and platforms): which files each environment installs.
+
+Such a pack has one channel holding each archive once, and its ``pixi-pack.json`` says version
+``"2"`` (readers of format "1" refuse it) with::
+
+    "environments": {NAME: {PLATFORM: {"conda": ["channel/SUBDIR/FILE", ...],
+                                       "pypi": ["pypi/FILE.whl", ...],
+                                       "virtual-packages": ["__glibc=2.28", ...]}}}
+
+``pixi-unpack --environment NAME`` installs exactly the listed files of NAME for the host's
+platform; a pack of one environment and one platform stays format "1".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rattler
+
+from . import __version__
+from .errors import InvalidPackError, UsageError
+from .metadata import METADATA_FILE, PYPI_DIR, PackMetadata, parse_metadata, read_metadata
+
+MULTI_FORMAT_VERSION = "2"
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The files of one environment on one platform."""
+
+    conda: tuple[str, ...]
+    pypi: tuple[str, ...] = ()
+    virtual_packages: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"conda": sorted(self.conda), "pypi": sorted(self.pypi)}
+        if self.virtual_packages:
+            data["virtual-packages"] = list(self.virtual_packages)
+        return data
+
+
+def multi_metadata_json(targets: dict[str, dict[str, Target]]) -> str:
+    """``pixi-pack.json`` of a pack of several environments or platforms."""
+    data = {
+        "version": MULTI_FORMAT_VERSION,
+        "pixi-pack-version": __version__,
+        "platforms": sorted({p for per in targets.values() for p in per}),
+        "environments": {
+            name: {platform: target.to_json() for platform, target in sorted(per.items())}
+            for name, per in sorted(targets.items())
+        },
+    }
+    return json.dumps(data, indent=1)
+
+
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidPackError(f"{METADATA_FILE} has a '{what}' that is not a list of strings")
+    return tuple(value)
+
+
+def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
+    """The environments of a multi-environment pack's ``pixi-pack.json``; None for any other pack."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "environments" not in data:
+        return None
+    if data.get("version") != MULTI_FORMAT_VERSION:
+        raise InvalidPackError(
+            f"{METADATA_FILE} lists environments but is not version '{MULTI_FORMAT_VERSION}'"
+        )
+    environments = data["environments"]
+    if not isinstance(environments, dict) or not environments:
+        raise InvalidPackError(f"{METADATA_FILE} has an 'environments' that is not a non-empty object")
+    result: dict[str, dict[str, Target]] = {}
+    for name, per in environments.items():
+        if not _PLAIN.fullmatch(name) or not isinstance(per, dict):
+            raise InvalidPackError(f"{METADATA_FILE} has an environment '{name}' that is not a plain name")
+        result[name] = {}
+        for platform, entry in per.items():
+            if not _PLAIN.fullmatch(platform) or not isinstance(entry, dict):
+                raise InvalidPackError(
+                    f"{METADATA_FILE} has a platform '{platform}' of '{name}' that is not valid"
+                )
+            target = Target(
+                conda=_strings(entry.get("conda", []), f"{name}.{platform}.conda"),
+                pypi=_strings(entry.get("pypi", []), f"{name}.{platform}.pypi"),
+                virtual_packages=_strings(
+                    entry.get("virtual-packages", []), f"{name}.{platform}.virtual-packages"
+                ),
+            )
+            if not all(v.startswith("__") for v in target.virtual_packages):
+                raise InvalidPackError(
+                    f"{METADATA_FILE} has virtual packages of '{name}' that are not '__name=...'"
+                )
+            result[name][platform] = target
+    return result
+
+
+def choose(
+    environments: dict[str, dict[str, Target]], name: str | None, host: str
+) -> tuple[str, str, Target]:
+    """(name, platform, target): the one asked for (or the only one) for the host's platform."""
+    if name is None:
+        if len(environments) != 1:
+            raise UsageError(
+                f"the pack holds the environments {', '.join(sorted(environments))}; choose one with "
+                "--environment NAME, or install each with --all"
+            )
+        name = next(iter(environments))
+    if name not in environments:
+        raise UsageError(
+            f"environment '{name}' is not in the pack (it has: {', '.join(sorted(environments))})"
+        )
+    per = environments[name]
+    platform = host if host in per else next(iter(sorted(per)))
+    return name, platform, per[platform]
+
+
+@dataclass
+class Selection:
+    """What an unpack installs from a pack: its metadata, records and the folder the steps read."""
+
+    metadata: PackMetadata
+    pack_dir: Path
+    files: frozenset[str] | None = None
+    wheels: tuple[str, ...] = field(default_factory=tuple)
+    name: str = ""
+
+    def keep(self, records: list[rattler.RepoDataRecord]) -> list[rattler.RepoDataRecord]:
+        """The records of the chosen environment (all of them for a pack of one)."""
+        if self.files is None:
+            return records
+        chosen = [r for r in records if f"channel/{r.subdir}/{r.file_name}" in self.files]
+        if len(chosen) != len(self.files):
+            raise InvalidPackError(
+                f"{METADATA_FILE} lists packages of environment '{self.name}' that the channel lacks"
+            )
+        return chosen
+
+
+def peek_selection(text: str, name: str | None) -> PackMetadata:
+    """The metadata to validate before a pack is read, for the environment that will be installed."""
+    environments = parse_environments(text)
+    if environments is None:
+        if name is not None:
+            raise UsageError("--environment applies to a pack of several environments; this pack holds one")
+        return parse_metadata(text)
+    _, platform, target = choose(environments, name, str(rattler.Subdir.current()))
+    return PackMetadata(MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages)
+
+
+def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
+    """The chosen environment of the opened pack. For a multi-environment pack, the steps get a
+    folder of their own holding only its wheels (hard links to the pack's)."""
+    path = pack_dir / METADATA_FILE
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    environments = parse_environments(text)
+    if environments is None:
+        if name is not None:
+            raise UsageError("--environment applies to a pack of several environments; this pack holds one")
+        return Selection(read_metadata(pack_dir), pack_dir)
+    chosen, platform, target = choose(environments, name, str(rattler.Subdir.current()))
+    metadata = PackMetadata(MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages)
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / PYPI_DIR).mkdir()
+    for wheel in target.pypi:
+        file_name = wheel.removeprefix(f"{PYPI_DIR}/")
+        if (
+            "/" in file_name
+            or not file_name.endswith(".whl")
+            or not (pack_dir / PYPI_DIR / file_name).is_file()
+        ):
+            raise InvalidPackError(
+                f"{METADATA_FILE} lists a wheel '{wheel}' of '{chosen}' that the pack lacks"
+            )
+        try:
+            os.link(pack_dir / PYPI_DIR / file_name, scratch / PYPI_DIR / file_name)
+        except OSError:
+            shutil.copy2(pack_dir / PYPI_DIR / file_name, scratch / PYPI_DIR / file_name)
+    (scratch / METADATA_FILE).write_text(text)
+    return Selection(metadata, scratch, frozenset(target.conda), target.pypi, chosen)
+
+
+def environment_names(text: str) -> list[str]:
+    """The environments of a pack (one, ``["default"]``-less, for a pack of one: empty)."""
+    environments = parse_environments(text)
+    return sorted(environments) if environments is not None else []

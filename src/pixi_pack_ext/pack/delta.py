@@ -1,0 +1,150 @@
+"""``pixi-pack --since OLD``: keep in the plan only what OLD lacks, and say which base it applies to.
+
+OLD is an earlier pack (a tar or a pack folder, full or delta), the ``pixi.lock`` (or workspace
+folder) it was made from, read for the same environment and platform, or an installed environment's
+prefix. Each gives the base's ``PackageSet``; the plan's own set is the target.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..delta import DeltaInfo, is_delta, parse_delta
+from ..errors import PackError, PixiPackError, UsageError
+from ..metadata import CHANNEL_DIR, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
+from ..package_set import (
+    PackageSet,
+    conda_line,
+    installed_records,
+    installed_set,
+    pypi_line,
+    record_line,
+    wheel_line,
+)
+from ..plan import PackPlan
+
+#: Formats a delta can be written in: it is applied by this pixi-unpack, from a file or a folder.
+DELTA_FORMATS = ("tar", "directory")
+
+
+def plan_set(plan: PackPlan) -> PackageSet:
+    """The set a pack of ``plan`` installs (its wheels only: other PyPI entries are not packed)."""
+    lines = [record_line(package.record) for package in plan.conda]
+    lines += [pypi_line(wheel.name, wheel.version) for wheel in plan.pypi if wheel.is_wheel]
+    return PackageSet.of(lines)
+
+
+def _pack_set(metadata: str, repodata: dict[str, str], wheels: list[str], where: Path) -> PackageSet:
+    """The set of a pack from its ``pixi-pack.json``, repodata texts and wheel file names."""
+    if is_delta(metadata):
+        return parse_delta(metadata, f"{where}: {METADATA_FILE}")[1].target
+    try:
+        data = json.loads(metadata)
+    except ValueError:
+        raise UsageError(f"--since '{where}': its {METADATA_FILE} is not valid JSON") from None
+    if not isinstance(data, dict) or "environments" in data:
+        raise UsageError(f"--since '{where}' is a pack of several environments; pass a pack of one")
+    lines = []
+    for subdir, text in sorted(repodata.items()):
+        try:
+            document = json.loads(text)
+            for table in ("packages", "packages.conda"):
+                for entry in (document.get(table) or {}).values():
+                    lines.append(
+                        conda_line(entry["name"], str(entry["version"]), entry["build"], entry["sha256"])
+                    )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UsageError(f"--since '{where}': channel/{subdir}/repodata.json is malformed") from None
+    lines += [line for line in (wheel_line(name) for name in wheels) if line is not None]
+    return PackageSet.of(lines)
+
+
+def _tar_set(path: Path) -> PackageSet:
+    metadata: str | None = None
+    repodata: dict[str, str] = {}
+    wheels: list[str] = []
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for member in archive:
+                parts = member.name.removeprefix("./").split("/")
+                small = member.isfile() and member.size < (256 << 20)
+                if parts == [METADATA_FILE] and small:
+                    metadata = archive.extractfile(member).read().decode()  # type: ignore[union-attr]
+                elif len(parts) == 3 and parts[0] == CHANNEL_DIR and parts[2] == "repodata.json" and small:
+                    repodata[parts[1]] = archive.extractfile(member).read().decode()  # type: ignore[union-attr]
+                elif len(parts) == 2 and parts[0] == PYPI_DIR:
+                    wheels.append(parts[1])
+    except (tarfile.TarError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"--since '{path}' is not a readable pack ({exc})") from None
+    if metadata is None:
+        raise UsageError(
+            f"--since '{path}' has no {METADATA_FILE}; pass a pack, a pixi.lock or an environment"
+        )
+    return _pack_set(metadata, repodata, wheels, path)
+
+
+def _folder_set(path: Path) -> PackageSet:
+    repodata = {p.parent.name: p.read_text() for p in sorted((path / CHANNEL_DIR).glob("*/repodata.json"))}
+    wheels = [p.name for p in sorted((path / PYPI_DIR).glob("*.whl"))]
+    return _pack_set((path / METADATA_FILE).read_text(), repodata, wheels, path)
+
+
+def base_set(since: Path, environment: str, platform: str) -> PackageSet:
+    """The set of OLD: a pack (file or folder), a lock or workspace, or an installed prefix."""
+    from .lockfile import read_plan
+
+    if not since.exists():
+        raise UsageError(
+            f"--since '{since}' does not exist; pass an earlier pack, its pixi.lock or an environment"
+        )
+    try:
+        if since.is_dir() and (since / METADATA_FILE).is_file():
+            return _folder_set(since)
+        if since.is_dir() and (since / "conda-meta").is_dir():
+            return installed_set(since, installed_records(since))
+        if since.suffix == ".lock" or (since.is_dir() and (since / "pixi.lock").is_file()):
+            return plan_set(read_plan(since, environment, platform))
+        if since.is_file() and tarfile.is_tarfile(since):
+            return _tar_set(since)
+    except PixiPackError as exc:
+        raise UsageError(f"--since '{since}': {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--since '{since}' cannot be read ({exc})") from None
+    raise UsageError(
+        f"--since '{since}' is neither a pack (tar or folder), a pixi.lock nor an environment (conda-meta/)"
+    )
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """What a delta pack writes besides its packages."""
+
+    info: DeltaInfo
+    #: environment.yml of the whole new environment (the plan itself keeps only the new packages).
+    environment_yml: str
+
+    def write(self, staging: Path, plan: PackPlan) -> None:
+        """Overwrite the full pack's ``pixi-pack.json`` and ``environment.yml`` with the delta's."""
+        metadata = metadata_for(plan.platform, plan.virtual_packages)
+        (staging / METADATA_FILE).write_text(self.info.to_json(metadata))
+        (staging / "environment.yml").write_text(self.environment_yml)
+
+
+def make_delta(plan: PackPlan, since: Path, format_name: str) -> DeltaPlan:
+    """Drop from ``plan`` every package the base has; refuse when nothing changed."""
+    if format_name not in DELTA_FORMATS:
+        raise UsageError(
+            f"a delta pack (--since) is written as a tar or a folder, not '{format_name}'; "
+            "drop --since or the format option"
+        )
+    base = base_set(since, plan.environment, plan.platform)
+    target = plan_set(plan)
+    if base == target:
+        raise PackError(f"nothing changed since '{since}': the environment has the same packages")
+    full_yml = environment_yml(plan)
+    plan.conda = [p for p in plan.conda if record_line(p.record) not in base.lines]
+    plan.pypi = [w for w in plan.pypi if w.is_wheel and pypi_line(w.name, w.version) not in base.lines]
+    return DeltaPlan(DeltaInfo(base=base, target=target), full_yml)

@@ -1,0 +1,102 @@
+"""``pixi-pack -e A -e B [-p X -p Y]``: one pack of several environments and platforms.
+
+Each environment and platform is planned as a pack of its own; the plans are merged into one
+channel holding each archive once (the same file name must be the same file), and the pack says
+which files each environment installs on each platform (``environments.py``). Each environment
+gets its ``environment-NAME.yml`` (``environment-NAME-PLATFORM.yml`` with several platforms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..environments import Target, multi_metadata_json
+from ..errors import PackError, UsageError
+from ..metadata import ENVIRONMENT_FILE, METADATA_FILE, environment_yml
+from ..plan import CondaPackage, PackPlan, PypiPackage
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..plugins import PluginManager
+    from .options import PackOptions
+
+#: Formats a pack of several environments can be written in (this pixi-unpack reads them).
+MULTI_FORMATS = ("tar", "directory")
+
+
+@dataclass(frozen=True)
+class MultiLayout:
+    """What a multi-environment pack writes besides its packages."""
+
+    targets: dict[str, dict[str, Target]]
+    environment_files: dict[str, str]
+
+    def write(self, staging: Path) -> None:
+        (staging / METADATA_FILE).write_text(multi_metadata_json(self.targets))
+        (staging / ENVIRONMENT_FILE).unlink(missing_ok=True)
+        for name, text in self.environment_files.items():
+            (staging / name).write_text(text)
+
+
+def is_multi(options: PackOptions) -> bool:
+    return len(set(options.environments)) > 1 or len(set(options.platforms)) > 1
+
+
+def make_multi_plan(
+    options: PackOptions,
+    plugins: PluginManager,
+    settings: Settings,
+    make_plan: Callable[[PackOptions, PluginManager, Settings], PackPlan],
+    format_name: str,
+) -> tuple[PackPlan, MultiLayout]:
+    """One plan holding every environment's files, and the layout that says whose they are."""
+    if format_name not in MULTI_FORMATS:
+        raise UsageError(
+            f"a pack of several environments is written as a tar or a folder, not '{format_name}'; "
+            "pack each environment on its own"
+        )
+    if options.prefix is not None or options.since is not None:
+        raise UsageError("several -e/-p cannot be combined with --prefix or --since; pack one environment")
+    environments = list(dict.fromkeys(options.environments or [options.environment]))
+    platforms = list(dict.fromkeys(options.platforms or [options.platform])) or [None]
+    conda: dict[str, CondaPackage] = {}
+    wheels: dict[str, PypiPackage] = {}
+    targets: dict[str, dict[str, Target]] = {}
+    files: dict[str, str] = {}
+    merged: PackPlan | None = None
+    for name in environments:
+        for platform in platforms:
+            one = dataclasses.replace(
+                options, environment=name, platform=platform, environments=[], platforms=[]
+            )
+            plan = make_plan(one, plugins, settings)
+            for package in plan.conda:
+                seen = conda.setdefault(package.pack_path, package)
+                if seen.sha256 != package.sha256:
+                    raise PackError(
+                        f"two environments have different files named {package.pack_path}; pack them separately"
+                    )
+            for wheel in (w for w in plan.pypi if w.is_wheel):
+                seen_wheel = wheels.setdefault(wheel.pack_path, wheel)
+                if seen_wheel.sha256 != wheel.sha256:
+                    raise PackError(
+                        f"two environments have different wheels named {wheel.pack_path}; pack them separately"
+                    )
+            targets.setdefault(name, {})[plan.platform] = Target(
+                conda=tuple(p.pack_path for p in plan.conda),
+                pypi=tuple(w.pack_path for w in plan.pypi if w.is_wheel),
+                virtual_packages=tuple(plan.virtual_packages),
+            )
+            suffix = name if len(platforms) == 1 else f"{name}-{plan.platform}"
+            files[f"environment-{suffix}.yml"] = environment_yml(plan)
+            if merged is None:
+                merged = dataclasses.replace(plan, conda=[], pypi=[], notes=[])
+            merged.notes += [n for n in plan.notes if n not in merged.notes]
+    assert merged is not None
+    merged.conda = list(conda.values())
+    merged.pypi = list(wheels.values())
+    return merged, MultiLayout(targets, files)

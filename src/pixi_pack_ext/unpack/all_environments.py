@@ -1,0 +1,37 @@
+"""``pixi-unpack PACK --all``: each environment of a pack into a folder of its own name.
+
+Each environment is a full unpack of its own (the pack is read once per environment); its
+activation script is named after it (``activate-NAME.sh``), since they share the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ..environments import environment_names
+from ..errors import UsageError
+from ..plugins import PluginManager, get_plugin_manager
+from .driver import UnpackOptions, unpack
+
+
+def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> list[Path]:
+    """Unpack every environment of ``options.pack``; returns the prefixes."""
+    plugins = plugins or get_plugin_manager()
+    pack = options.pack
+    if pack is None or not pack.exists():
+        raise UsageError("--all reads the pack's list of environments first: pass the pack's path, not '-'")
+    fmt = plugins.format_reading(pack)
+    text = fmt.peek_metadata(pack) if fmt.peek_metadata is not None else None
+    names = environment_names(text or "")
+    if not names:
+        raise UsageError("--all applies to a pack of several environments; this pack holds one")
+    prefixes = []
+    output_dir = options.output_directory.absolute()
+    for name in names:
+        prefix = unpack(dataclasses.replace(options, environment=name, env_name=name), plugins)
+        for script in output_dir.glob("activate.*"):
+            os.replace(script, output_dir / f"activate-{name}{script.suffix}")
+        prefixes.append(prefix)
+    return prefixes

@@ -1,0 +1,219 @@
+"""``pixi-unpack DELTA -o DIR``: update ``DIR/env`` in place to the delta's package set.
+
+The installed records must make exactly the delta's base (else it refuses, saying what differs;
+when they make its target, the delta was already applied). The delta's packages are checked like a
+full pack's; then, with a journal of the environment kept (``prefix_journal.py``), the PyPI
+packages that went away are removed, rattler links the new conda packages and unlinks the old
+ones (it computes that transaction from the installed and the wanted records), the new wheels are
+installed and the activation script is rewritten. Any failure, or a Ctrl-C, rolls it all back; a
+killed run is rolled back by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import rattler
+from rattler.package_cache import PackageCache, ValidationMode
+
+from ..delta import parse_delta
+from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
+from ..hookspecs import PackFormat
+from ..interrupts import deferred_interrupts, held_interrupts
+from ..metadata import METADATA_FILE, pack_wheels
+from ..package_set import (
+    PackageSet,
+    PypiDist,
+    installed_pypi,
+    installed_records,
+    installed_set,
+    pypi_line,
+    record_line,
+    wheel_line,
+)
+from ..plugins import PluginManager
+from ..staging_owner import make_owned_folder
+from .activation import write_activation_script
+from .cache_prefill import CachePrefill
+from .driver import UnpackOptions, _open_pack, _remove_cache, package_files, validate_metadata, verify_channel
+from .journal import PrefixJournal, recover
+from .package_guard import check_contents
+from .ram_staging import RamStaging
+from .step_runner import StepRunner
+from .virtual_packages import check_virtual_packages
+
+
+def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, peeked: str) -> Path:
+    """Update ``output_directory/env_name`` with the delta pack ``options.pack``; returns the prefix."""
+    metadata, info = parse_delta(peeked)
+    validate_metadata(metadata)
+    output_dir = options.output_directory.absolute()
+    prefix = output_dir / options.env_name
+    if not (prefix / "conda-meta").is_dir():
+        raise UsageError(
+            f"'{prefix}' is not an installed environment, and a delta pack only updates one; pass the "
+            "-o/--output-directory and -e/--env-name of the environment it was made for"
+        )
+    recover(prefix)
+    records = installed_records(prefix)
+    current = installed_set(prefix, records)
+    if current == info.target:
+        raise UsageError(f"this delta is already applied: '{prefix}' has its packages")
+    if current != info.base:
+        raise UnpackError(
+            f"'{prefix}' is not the environment this delta was made for: it {current.difference(info.base)}"
+        )
+
+    workdir = make_owned_folder(output_dir, ".pixi-unpack-").resolve()
+    ram = RamStaging.create()
+    cache_dir = ram.cache_folder() if ram is not None else workdir / "cache"
+    journal: PrefixJournal | None = None
+    try:
+        with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
+            pack_dir = _open_pack(fmt, options.pack, workdir / "pack", prefill)
+            if parse_delta((pack_dir / METADATA_FILE).read_text(encoding="utf-8")) != (metadata, info):
+                raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
+            shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed)
+            kept = [r for r in records if record_line(r) in info.target.lines]
+            _check_complete(info.target, shipped, kept, pack_wheels(pack_dir), prefix, records)
+            if not options.ignore_virtual_packages:
+                check_virtual_packages(shipped, metadata.platform, metadata.virtual_packages)
+            contents = prefill.finish(shipped, package_files(shipped), options.pack)
+        check_contents(contents)
+        wanted = [*shipped, *(_repodata_record(r) for r in kept)]
+        gone_dists = [
+            d
+            for d in installed_pypi(prefix, records)
+            if pypi_line(d.name, d.version) not in info.target.lines
+        ]
+        journal = PrefixJournal(prefix)
+        journal.begin(outside=sorted(output_dir.glob("activate.*")))
+        with deferred_interrupts("the update"):
+            for dist in gone_dists:
+                _remove_dist(prefix, dist)
+            _install(wanted, records, prefix, cache_dir, metadata.platform, options.show_progress)
+            steps = StepRunner(
+                plugins.unpack_steps,
+                pack_dir=pack_dir,
+                prefix=prefix,
+                platform=metadata.platform,
+                records=wanted,
+                scratch_root=workdir / "steps",
+            )
+            with steps.preparing():
+                pass
+            steps.run_all()
+            write_activation_script(output_dir, prefix, options.shell, metadata.platform)
+            result = installed_set(prefix, installed_records(prefix))
+            if result != info.target:
+                raise UnpackError(
+                    f"the updated environment is not the delta's: it {result.difference(info.target)}"
+                )
+        journal.commit()
+    except BaseException as exc:
+        with held_interrupts():
+            if journal is not None and journal.folder.is_dir():
+                journal.rollback()
+        if isinstance(exc, OSError) and not isinstance(exc, PixiPackError):
+            raise UnpackError(
+                f"updating '{prefix}' failed: {exc.strerror or exc} ({exc.filename or prefix}); "
+                "the environment was left as it was"
+            ) from None
+        if isinstance(exc, PixiPackError) and journal is not None:
+            raise type(exc)(f"{exc}; the environment was left as it was") from None
+        raise
+    finally:
+        with held_interrupts(), contextlib.suppress(FileNotFoundError):
+            _remove_cache(workdir / "cache", ram)
+            shutil.rmtree(workdir)
+    return prefix
+
+
+def _check_complete(
+    target: PackageSet,
+    shipped: list[rattler.RepoDataRecord],
+    kept: list[rattler.PrefixRecord],
+    wheels: list[Path],
+    prefix: Path,
+    records: list[rattler.PrefixRecord],
+) -> None:
+    """The shipped and the kept packages must make the target exactly: no more, no fewer."""
+    have = {record_line(r) for r in shipped} | {record_line(r) for r in kept}
+    have |= {line for line in (wheel_line(w.name) for w in wheels) if line is not None}
+    have |= {
+        line
+        for line in (pypi_line(d.name, d.version) for d in installed_pypi(prefix, records))
+        if line in target.lines
+    }
+    made = PackageSet.of(have)
+    if made != target:
+        raise InvalidPackError(
+            f"the delta pack does not make the environment its {METADATA_FILE} names: "
+            f"with it the environment {made.difference(target)}"
+        )
+
+
+def _repodata_record(record: rattler.PrefixRecord) -> rattler.RepoDataRecord:
+    """A kept package's record as installed: rattler sees it unchanged and leaves it alone."""
+    return rattler.RepoDataRecord(record, record.file_name, record.url, record.channel or "")
+
+
+def _install(
+    wanted: list[rattler.RepoDataRecord],
+    installed: list[rattler.PrefixRecord],
+    prefix: Path,
+    cache_dir: Path,
+    platform: str,
+    show_progress: bool,
+) -> None:
+    """rattler's transaction from ``installed`` to ``wanted``: unlink what went, link what came."""
+    try:
+        asyncio.run(
+            rattler.install(
+                wanted,
+                target_prefix=prefix,
+                cache_dir=cache_dir,
+                installed_packages=installed,
+                platform=rattler.Subdir(platform),
+                execute_link_scripts=False,
+                show_progress=show_progress,
+                package_cache=PackageCache.new_layered([cache_dir], validation_mode=ValidationMode.skip()),
+            )
+        )
+    except Exception as exc:  # rattler's errors, in one line with their root cause
+        raise UnpackError(f"updating the environment {prefix} failed: {one_line_reason(exc)}") from None
+    with contextlib.suppress(FileNotFoundError):
+        (prefix / "CACHEDIR.TAG").unlink()
+
+
+def _remove_dist(prefix: Path, dist: PypiDist) -> None:
+    """Remove a PyPI package's files (its ``RECORD``, paths inside the prefix only) and folders left empty."""
+    site = dist.dist_info.parent.resolve()
+    root = prefix.resolve()
+    folders: set[Path] = set()
+    record = dist.dist_info / "RECORD"
+    lines = record.read_text(encoding="utf-8", errors="replace").splitlines() if record.is_file() else []
+    for line in lines:
+        relative = line.split(",", 1)[0]
+        if not relative:
+            continue
+        path = Path(os.path.normpath(site / relative))
+        if not path.is_relative_to(root) or path == root:
+            continue  # a RECORD is data: never remove outside the environment
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            folders.add(path.parent)
+            cache = path.parent / "__pycache__"
+            for compiled in cache.glob(f"{path.stem}.*.pyc") if path.suffix == ".py" else []:
+                compiled.unlink()
+                folders.add(cache)
+    shutil.rmtree(dist.dist_info, ignore_errors=True)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            while folder != site and folder.is_relative_to(site):
+                folder.rmdir()  # only when empty
+                folder = folder.parent

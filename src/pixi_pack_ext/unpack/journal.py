@@ -1,0 +1,170 @@
+"""Undo a failed (or killed) in-place update of an environment.
+
+Before an update touches the environment, every file and symbolic link in it gets a hard link in a
+journal folder next to it (``DIR/.ENV.pixi-unpack-journal``), and the journal lists every path
+that existed. That costs one link per file, not a copy of the bytes. rattler, the wheel installer
+and the activation step replace files (a new file under the old name) rather than write into
+them, so the linked originals stay as they were. Rolling back removes every path that was not
+there, and puts each original back under its name.
+
+The journal names its owner process: when a run is killed, the next ``pixi-unpack`` of a delta
+into the same environment rolls it back before anything else (``recover``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import UnpackError, UsageError
+from ..staging_owner import OWNER_FILE, _pid_namespace, _running, owner_line
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "snapshot.json"
+#: Written last: a journal without it was never complete, and nothing in the environment was touched.
+COMPLETE = "COMPLETE"
+FILES = "files"
+OUTSIDE = "outside"
+
+
+def journal_folder(prefix: Path) -> Path:
+    return prefix.parent / f".{prefix.name}.pixi-unpack-journal"
+
+
+def _walk(prefix: Path) -> tuple[list[str], dict[str, list[int]]]:
+    """(folders, files and links with their [inode, size, mtime_ns]) under ``prefix``, relative."""
+    folders: list[str] = []
+    files: dict[str, list[int]] = {}
+    for root, dirs, names in os.walk(prefix):
+        base = Path(root)
+        for name in list(dirs):
+            path = base / name
+            if path.is_symlink():  # os.walk lists links to folders as folders: a link is a file here
+                dirs.remove(name)
+                names.append(name)
+            else:
+                folders.append(path.relative_to(prefix).as_posix())
+        for name in names:
+            path = base / name
+            st = path.lstat()
+            files[path.relative_to(prefix).as_posix()] = [st.st_ino, st.st_size, st.st_mtime_ns]
+    return folders, files
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or no hard links there
+        shutil.copy2(source, target)
+
+
+class PrefixJournal:
+    """The journal of one update of ``prefix``; ``outside`` files (the activation script) are copied."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        self.folder = journal_folder(prefix)
+
+    def begin(self, outside: list[Path]) -> None:
+        """Record the environment as it is; raises ``UnpackError`` when that is not possible."""
+        try:
+            self.folder.mkdir()
+        except FileExistsError:
+            raise UsageError(
+                f"another pixi-unpack is updating '{self.prefix}' ({self.folder} exists); wait for it"
+            ) from None
+        try:
+            (self.folder / OWNER_FILE).write_text(owner_line())
+            folders, files = _walk(self.prefix)
+            for relative in files:
+                _link_or_copy(self.prefix / relative, self.folder / FILES / relative)
+            saved = {}
+            for index, path in enumerate(outside):
+                if path.is_file():
+                    copy = self.folder / OUTSIDE / str(index)
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, copy)
+                    saved[str(index)] = str(path)
+            snapshot = {
+                "folders": folders,
+                "files": files,
+                "outside": saved,
+                "all-outside": [str(p) for p in outside],
+            }
+            (self.folder / SNAPSHOT).write_text(json.dumps(snapshot))
+            (self.folder / COMPLETE).write_text("")
+        except OSError as exc:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise UnpackError(
+                f"cannot keep a copy of '{self.prefix}' before updating it: {exc.strerror or exc}; "
+                "nothing was changed"
+            ) from None
+
+    def commit(self) -> None:
+        """The update is done: drop the journal."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def rollback(self) -> None:
+        """Put the environment back as ``begin`` found it, then drop the journal."""
+        snapshot = json.loads((self.folder / SNAPSHOT).read_text())
+        before_files: dict[str, list[int]] = snapshot["files"]
+        before_folders = set(snapshot["folders"])
+        _, now = _walk(self.prefix) if self.prefix.is_dir() else ([], {})
+        for relative in now:
+            if relative not in before_files:
+                (self.prefix / relative).unlink()
+        unrestorable = []
+        for relative, (inode, size, mtime) in before_files.items():
+            target = self.prefix / relative
+            current = now.get(relative)
+            if current == [inode, size, mtime]:
+                continue  # untouched
+            if current is not None and current[0] == inode:
+                unrestorable.append(relative)  # written into in place: the journal's link changed too
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.folder / FILES / relative, target)
+        for root, dirs, _ in os.walk(self.prefix, topdown=False):
+            for name in dirs:
+                path = Path(root) / name
+                if path.relative_to(self.prefix).as_posix() not in before_folders and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+        for relative in sorted(before_folders):
+            (self.prefix / relative).mkdir(parents=True, exist_ok=True)
+        for path in snapshot["all-outside"]:
+            Path(path).unlink(missing_ok=True)
+        for index, path in snapshot["outside"].items():
+            shutil.copy2(self.folder / OUTSIDE / index, path)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if unrestorable:
+            raise UnpackError(
+                f"'{self.prefix}' could not be fully restored: {', '.join(unrestorable[:5])} changed in place"
+            )
+
+
+def recover(prefix: Path) -> bool:
+    """Roll back the update a killed run left unfinished in ``prefix``; True when there was one."""
+    journal = PrefixJournal(prefix)
+    if not journal.folder.is_dir():
+        return False
+    try:
+        pid, _, namespace = (journal.folder / OWNER_FILE).read_text().strip().partition(" ")
+        running = namespace != _pid_namespace() or _running(int(pid))
+    except (OSError, ValueError):
+        running = False  # the owner file is written first: without one, the run died at once
+    if running:
+        raise UsageError(f"another pixi-unpack is updating '{prefix}' ({journal.folder} exists); wait for it")
+    if (journal.folder / COMPLETE).is_file():
+        log.warning("an earlier update of %s was interrupted; restoring the environment first", prefix)
+        journal.rollback()
+    else:
+        shutil.rmtree(journal.folder, ignore_errors=True)
+    return True
