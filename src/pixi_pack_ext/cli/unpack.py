@@ -8,7 +8,8 @@ import rich_click as click
 
 from .. import __version__
 from ..unpack.activation import SHELLS
-from ..unpack.driver import UnpackOptions, unpack
+from ..unpack.delta import unpack_or_apply
+from ..unpack.driver import UnpackOptions
 from .common import run_reporting_errors, setup_logging, stderr
 
 
@@ -79,6 +80,6 @@ def unpack_command(
             if not quiet:
                 stderr.print(f"unpacked the environment into {prefix}")
         return
-    prefix = run_reporting_errors(lambda: unpack(options))
+    prefix = run_reporting_errors(lambda: unpack_or_apply(options))
     if not quiet:
         stderr.print(f"unpacked the environment into {prefix}")

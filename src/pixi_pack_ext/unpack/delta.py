@@ -20,7 +20,7 @@ from pathlib import Path
 import rattler
 from rattler.package_cache import PackageCache, ValidationMode
 
-from ..delta import parse_delta
+from ..delta import is_delta, parse_delta
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
@@ -35,16 +35,36 @@ from ..package_set import (
     record_line,
     wheel_line,
 )
-from ..plugins import PluginManager
+from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
 from .activation import write_activation_script
 from .cache_prefill import CachePrefill
-from .driver import UnpackOptions, _open_pack, _remove_cache, package_files, validate_metadata, verify_channel
+from .driver import (
+    UnpackOptions,
+    _open_pack,
+    _remove_cache,
+    package_files,
+    unpack,
+    validate_metadata,
+    verify_channel,
+)
 from .journal import PrefixJournal, recover
 from .package_guard import check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
 from .virtual_packages import check_virtual_packages
+
+
+def unpack_or_apply(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
+    """``pixi-unpack PACK``: a delta pack updates the environment, any other pack is unpacked."""
+    plugins = plugins or get_plugin_manager()
+    pack = options.pack
+    if pack is not None and str(pack) != "-" and pack.exists():
+        fmt = plugins.format_reading(pack)
+        peeked = fmt.peek_metadata(pack) if fmt.peek_metadata is not None else None
+        if peeked is not None and is_delta(peeked):
+            return apply_delta(options, fmt, plugins, peeked)
+    return unpack(options, plugins)
 
 
 def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, peeked: str) -> Path:

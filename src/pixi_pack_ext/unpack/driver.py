@@ -26,7 +26,6 @@ from rattler import Channel, RepoData
 from rattler.package_cache import PackageCache, ValidationMode
 
 from ..channel import read_repodata
-from ..delta import is_delta
 from ..environments import peek_selection, select
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hashing import hash_file
@@ -179,11 +178,6 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     prefix = output_dir / options.env_name
     if options.env_name in ("", ".", "..") or "/" in options.env_name or "\\" in options.env_name:
         raise UsageError(f"environment name '{options.env_name}' must be a plain folder name")
-    peeked = fmt.peek_metadata(pack) if pack is not None and fmt.peek_metadata is not None else None
-    if peeked is not None and is_delta(peeked):  # a delta updates an environment in place
-        from .delta import apply_delta
-
-        return apply_delta(options, fmt, plugins, peeked)
     _prepare_prefix(prefix, options.force)
     if pack is not None and fmt.peek_metadata is not None:
         text = fmt.peek_metadata(pack)
