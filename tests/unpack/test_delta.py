@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import gone_pid, needs_linux64, pack_prod, run
+from pypi_world import PythonWorld, needs_host_python
 
 from pixi_pack_ext.testing.world import ChannelServer, index_channel, write_lock
 
@@ -274,3 +275,38 @@ def test_a_reader_of_format_1_refuses_a_delta(delta_tar: Path, tmp_path: Path) -
     refused = run("pixi-unpack", "-", "-o", tmp_path / "o", input=delta_tar.read_bytes(), check=False)
     assert refused.returncode != 0
     assert "this is a delta pack" in refused.stderr.decode()
+
+
+@needs_host_python
+def test_delta_updates_the_pypi_packages(py_world: PythonWorld, tmp_path: Path) -> None:
+    base_ws = py_world.lock(
+        tmp_path / "base", specs=["python"], pypi=[py_world.entry("greet-cli"), py_world.entry("greet-two")]
+    )
+    new_ws = py_world.lock(
+        tmp_path / "new", specs=["python"], pypi=[py_world.entry("greet-cli"), py_world.entry("greet-local")]
+    )
+    full, delta = tmp_path / "full.tar", tmp_path / "delta.tar"
+    run("pixi-pack", base_ws, "-p", "linux-64", "-o", full)
+    run("pixi-pack", new_ws, "-p", "linux-64", "--since", full, "-o", delta)
+    assert [n for n in _names(delta) if not n.endswith("repodata.json")] == [
+        "environment.yml",
+        "pixi-pack.json",
+        f"pypi/{py_world.wheels['greet-local'].name}",
+    ]
+    out = tmp_path / "out"
+    run("pixi-unpack", full, "-o", out)
+    env = out / "env"
+    site = env / "lib" / f"python{py_world.python.short_version}" / "site-packages"
+    assert (site / "greet_two").is_dir()
+    run("pixi-unpack", delta, "-o", out)
+    probe = subprocess.run(
+        [env / "bin/python", "-c", "import greet_local, greet_cli; print(greet_local.VALUE)"],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.stdout.strip() == "local", probe.stderr
+    assert not (site / "greet_two").exists()
+    assert not list(site.glob("greet_two-*.dist-info"))
+    assert subprocess.run([env / "bin/greet"], capture_output=True, text=True).stdout.strip() == (
+        f"greet prefix={env}"
+    )

@@ -56,7 +56,6 @@ def _walk(prefix: Path) -> tuple[list[str], dict[str, list[int]]]:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_symlink():
         os.symlink(os.readlink(source), target)
         return
@@ -84,8 +83,10 @@ class PrefixJournal:
         try:
             (self.folder / OWNER_FILE).write_text(owner_line())
             folders, files = _walk(self.prefix)
-            for relative in files:
-                _link_or_copy(self.prefix / relative, self.folder / FILES / relative)
+            (self.folder / FILES).mkdir()
+            # One flat folder (``files/<index>``): a folder per folder of the environment costs more.
+            for index, relative in enumerate(files):
+                _link_or_copy(self.prefix / relative, self.folder / FILES / str(index))
             saved = {}
             for index, path in enumerate(outside):
                 if path.is_file():
@@ -122,7 +123,7 @@ class PrefixJournal:
             if relative not in before_files:
                 (self.prefix / relative).unlink()
         unrestorable = []
-        for relative, (inode, size, mtime) in before_files.items():
+        for index, (relative, (inode, size, mtime)) in enumerate(before_files.items()):
             target = self.prefix / relative
             current = now.get(relative)
             if current == [inode, size, mtime]:
@@ -131,7 +132,7 @@ class PrefixJournal:
                 unrestorable.append(relative)  # written into in place: the journal's link changed too
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.folder / FILES / relative, target)
+            os.replace(self.folder / FILES / str(index), target)
         for root, dirs, _ in os.walk(self.prefix, topdown=False):
             for name in dirs:
                 path = Path(root) / name
