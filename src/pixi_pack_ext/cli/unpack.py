@@ -74,6 +74,8 @@ def unpack_command(
         environment=environment,
     )
     if all_environments:
+        if environment is not None or env_name != "env":
+            raise click.UsageError("--all names each folder after its environment; drop --environment and -e")
         from ..unpack.all_environments import unpack_all
 
         for prefix in run_reporting_errors(lambda: unpack_all(options)):

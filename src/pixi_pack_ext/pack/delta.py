@@ -133,6 +133,16 @@ class DeltaPlan:
         (staging / "environment.yml").write_text(self.environment_yml)
 
 
+def _python_changed(base: PackageSet, plan: PackPlan) -> bool:
+    """Whether python's minor version changes: rattler then relinks every ``noarch: python``
+    package (their files move to the new site-packages), so the delta must ship them too."""
+    new = plan.conda_by_name().get("python")
+    old = [line.split(" ")[1].split("=")[1] for line in base.lines if line.startswith("conda python=")]
+    if new is None or not old:
+        return False
+    return old[0].split(".")[:2] != str(new.record.version).split(".")[:2]
+
+
 def make_delta(plan: PackPlan, since: Path, format_name: str) -> DeltaPlan:
     """Drop from ``plan`` every package the base has; refuse when nothing changed."""
     if format_name not in DELTA_FORMATS:
@@ -145,6 +155,11 @@ def make_delta(plan: PackPlan, since: Path, format_name: str) -> DeltaPlan:
     if base == target:
         raise PackError(f"nothing changed since '{since}': the environment has the same packages")
     full_yml = environment_yml(plan)
-    plan.conda = [p for p in plan.conda if record_line(p.record) not in base.lines]
+    relinked = _python_changed(base, plan)
+    plan.conda = [
+        p
+        for p in plan.conda
+        if record_line(p.record) not in base.lines or (relinked and getattr(p.record.noarch, "python", False))
+    ]
     plan.pypi = [w for w in plan.pypi if w.is_wheel and pypi_line(w.name, w.version) not in base.lines]
     return DeltaPlan(DeltaInfo(base=base, target=target), full_yml)

@@ -98,7 +98,8 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             if parse_delta((pack_dir / METADATA_FILE).read_text(encoding="utf-8")) != (metadata, info):
                 raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
             shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed)
-            kept = [r for r in records if record_line(r) in info.target.lines]
+            shipped_lines = {record_line(r) for r in shipped}
+            kept = [r for r in records if record_line(r) in info.target.lines - shipped_lines]
             _check_complete(info.target, shipped, kept, pack_wheels(pack_dir), prefix, records)
             if not options.ignore_virtual_packages:
                 check_virtual_packages(shipped, metadata.platform, metadata.virtual_packages)
