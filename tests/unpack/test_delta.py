@@ -310,3 +310,26 @@ def test_delta_updates_the_pypi_packages(py_world: PythonWorld, tmp_path: Path) 
     assert subprocess.run([env / "bin/greet"], capture_output=True, text=True).stdout.strip() == (
         f"greet prefix={env}"
     )
+
+
+def test_a_delta_that_does_not_make_its_target_is_refused(
+    new_workspace: Path, prod_tar: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from pixi_pack_ext.package_set import PackageSet
+
+    folder = tmp_path / "delta-folder"
+    pack_prod(new_workspace, folder, "--since", prod_tar, "--directory-only")
+    data = json.loads((folder / "pixi-pack.json").read_text())
+    lines = [*data["delta"]["target-packages"], "conda extra=1.0=h0_0 " + "0" * 64]
+    data["delta"]["target-packages"] = lines
+    data["delta"]["target"] = PackageSet.of(lines).digest
+    (folder / "pixi-pack.json").write_text(json.dumps(data))
+    out = _unpacked_base(prod_tar, tmp_path)
+    before = _tree(out)
+    refused = run("pixi-unpack", folder, "-o", out, check=False)
+    assert refused.returncode != 0
+    assert "does not make the environment" in refused.stderr.decode()
+    assert "lacks extra=1.0=h0_0" in refused.stderr.decode()
+    assert _tree(out) == before

@@ -76,3 +76,29 @@ def test_a_pack_of_one_environment_stays_format_1(workspace: Path, prod_tar: Pat
     assert "environment.yml" in _members(again)
     refused = run("pixi-unpack", again, "--environment", "prod", "-o", tmp_path / "o", check=False)
     assert "holds one" in refused.stderr.decode()
+
+
+def test_an_environment_listing_a_missing_package_is_refused(workspace: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "multi"
+    run(
+        "pixi-pack",
+        workspace,
+        "-e",
+        "default",
+        "-e",
+        "prod",
+        "-p",
+        "linux-64",
+        "--directory-only",
+        "-o",
+        folder,
+    )
+    data = json.loads((folder / "pixi-pack.json").read_text())
+    data["environments"]["prod"]["linux-64"]["conda"].append("channel/linux-64/ghost-1.0-h0_0.conda")
+    (folder / "pixi-pack.json").write_text(json.dumps(data))
+    refused = run("pixi-unpack", folder, "--environment", "prod", "-o", tmp_path / "o", check=False)
+    assert refused.returncode != 0
+    assert "lists packages of environment 'prod' that the channel lacks" in refused.stderr.decode()
+    assert not (tmp_path / "o").exists()
+    both = run("pixi-unpack", folder, "--all", "-e", "x", "-o", tmp_path / "o", check=False)
+    assert both.returncode != 0 and "--all names each folder" in both.stderr.decode()
