@@ -246,6 +246,9 @@ def test_rollback_restores_every_byte(prod_tar: Path, tmp_path: Path) -> None:
     (env / "bin" / "hello").write_text("replaced\n")
     (env / "lib" / "extra").mkdir(parents=True)
     (env / "lib" / "extra" / "x").write_text("x")
+    (env / "bin" / "hello-script").unlink()
+    (env / "bin" / "hello-script").mkdir()  # a folder where a file was
+    (env / "bin" / "hello-script" / "x").write_text("x")
     (out / "activate.sh").write_text("changed\n")
     journal.rollback()
     assert _tree(out) == before

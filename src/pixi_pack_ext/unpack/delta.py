@@ -37,7 +37,7 @@ from ..package_set import (
 )
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
-from .activation import write_activation_script
+from .activation import SHELLS, default_shell, write_activation_script
 from .cache_prefill import CachePrefill
 from .driver import (
     UnpackOptions,
@@ -112,7 +112,9 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             if pypi_line(d.name, d.version) not in info.target.lines
         ]
         journal = PrefixJournal(prefix)
-        journal.begin(outside=sorted(output_dir.glob("activate.*")))
+        shell = SHELLS.get(options.shell or default_shell(metadata.platform), (None, "sh"))
+        written = output_dir / f"activate.{shell[1]}"
+        journal.begin(outside=sorted({*output_dir.glob("activate.*"), written}))
         with deferred_interrupts("the update"):
             for dist in gone_dists:
                 _remove_dist(prefix, dist)

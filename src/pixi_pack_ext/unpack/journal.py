@@ -122,22 +122,23 @@ class PrefixJournal:
         for relative in now:
             if relative not in before_files:
                 (self.prefix / relative).unlink()
-        unrestorable = []
-        for index, (relative, (inode, size, mtime)) in enumerate(before_files.items()):
-            target = self.prefix / relative
-            current = now.get(relative)
-            if current == [inode, size, mtime]:
-                continue  # untouched
-            if current is not None and current[0] == inode:
-                unrestorable.append(relative)  # written into in place: the journal's link changed too
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.folder / FILES / str(index), target)
+        # Folders that were not there go before the files come back: one may stand where a file was.
         for root, dirs, _ in os.walk(self.prefix, topdown=False):
             for name in dirs:
                 path = Path(root) / name
                 if path.relative_to(self.prefix).as_posix() not in before_folders and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
+        unrestorable = []
+        for index, (relative, (inode, size, mtime)) in enumerate(before_files.items()):
+            target = self.prefix / relative
+            current = now.get(relative)
+            if current == [inode, size, mtime]:
+                continue  # untouched (or put back by an earlier, interrupted rollback)
+            if current is not None and current[0] == inode:
+                unrestorable.append(relative)  # written into in place: the journal's link changed too
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.folder / FILES / str(index), target)
         for relative in sorted(before_folders):
             (self.prefix / relative).mkdir(parents=True, exist_ok=True)
         for path in snapshot["all-outside"]:
