@@ -336,3 +336,17 @@ def test_a_delta_that_does_not_make_its_target_is_refused(
     assert "does not make the environment" in refused.stderr.decode()
     assert "lacks extra=1.0=h0_0" in refused.stderr.decode()
     assert _tree(out) == before
+
+
+def test_since_a_pack_of_several_environments(
+    new_workspace: Path, workspace: Path, delta_tar: Path, tmp_path: Path
+) -> None:
+    multi = tmp_path / "multi.tar"
+    run("pixi-pack", workspace, "-e", "default", "-e", "prod", "-p", "linux-64", "-o", multi)
+    delta = tmp_path / "delta.tar"
+    pack_prod(new_workspace, delta, "--since", multi)
+    assert _names(delta) == _names(delta_tar)
+    out = tmp_path / "out"
+    run("pixi-unpack", multi, "--environment", "prod", "-o", out)
+    run("pixi-unpack", delta, "-o", out)
+    assert (out / "env/bin/hello-new").is_file()

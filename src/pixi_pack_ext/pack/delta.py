@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..delta import DeltaInfo, is_delta, parse_delta
+from ..environments import parse_environments
 from ..errors import PackError, PixiPackError, UsageError
 from ..metadata import CHANNEL_DIR, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
 from ..package_set import (
@@ -37,22 +38,38 @@ def plan_set(plan: PackPlan) -> PackageSet:
     return PackageSet.of(lines)
 
 
-def _pack_set(metadata: str, repodata: dict[str, str], wheels: list[str], where: Path) -> PackageSet:
-    """The set of a pack from its ``pixi-pack.json``, repodata texts and wheel file names."""
+def _pack_set(
+    metadata: str, repodata: dict[str, str], wheels: list[str], where: Path, environment: str, platform: str
+) -> PackageSet:
+    """The set of a pack from its ``pixi-pack.json``, repodata texts and wheel file names; of a
+    pack of several environments, the set of ``environment`` on ``platform``."""
     if is_delta(metadata):
         return parse_delta(metadata, f"{where}: {METADATA_FILE}")[1].target
     try:
         data = json.loads(metadata)
     except ValueError:
         raise UsageError(f"--since '{where}': its {METADATA_FILE} is not valid JSON") from None
-    if not isinstance(data, dict) or "environments" in data:
-        raise UsageError(f"--since '{where}' is a pack of several environments; pass a pack of one")
+    if not isinstance(data, dict):
+        raise UsageError(f"--since '{where}': its {METADATA_FILE} is not a JSON object")
+    keep: set[str] | None = None
+    environments = parse_environments(metadata)
+    if environments is not None:
+        target = environments.get(environment, {}).get(platform)
+        if target is None:
+            raise UsageError(
+                f"--since '{where}' has no environment '{environment}' for {platform} "
+                f"(it has: {', '.join(sorted(environments))})"
+            )
+        keep = set(target.conda)
+        wheels = [w for w in wheels if f"{PYPI_DIR}/{w}" in target.pypi]
     lines = []
     for subdir, text in sorted(repodata.items()):
         try:
             document = json.loads(text)
             for table in ("packages", "packages.conda"):
-                for entry in (document.get(table) or {}).values():
+                for file_name, entry in (document.get(table) or {}).items():
+                    if keep is not None and f"{CHANNEL_DIR}/{subdir}/{file_name}" not in keep:
+                        continue
                     lines.append(
                         conda_line(entry["name"], str(entry["version"]), entry["build"], entry["sha256"])
                     )
@@ -62,7 +79,7 @@ def _pack_set(metadata: str, repodata: dict[str, str], wheels: list[str], where:
     return PackageSet.of(lines)
 
 
-def _tar_set(path: Path) -> PackageSet:
+def _tar_set(path: Path, environment: str, platform: str) -> PackageSet:
     metadata: str | None = None
     repodata: dict[str, str] = {}
     wheels: list[str] = []
@@ -83,13 +100,13 @@ def _tar_set(path: Path) -> PackageSet:
         raise UsageError(
             f"--since '{path}' has no {METADATA_FILE}; pass a pack, a pixi.lock or an environment"
         )
-    return _pack_set(metadata, repodata, wheels, path)
+    return _pack_set(metadata, repodata, wheels, path, environment, platform)
 
 
-def _folder_set(path: Path) -> PackageSet:
+def _folder_set(path: Path, environment: str, platform: str) -> PackageSet:
     repodata = {p.parent.name: p.read_text() for p in sorted((path / CHANNEL_DIR).glob("*/repodata.json"))}
     wheels = [p.name for p in sorted((path / PYPI_DIR).glob("*.whl"))]
-    return _pack_set((path / METADATA_FILE).read_text(), repodata, wheels, path)
+    return _pack_set((path / METADATA_FILE).read_text(), repodata, wheels, path, environment, platform)
 
 
 def base_set(since: Path, environment: str, platform: str) -> PackageSet:
@@ -102,13 +119,13 @@ def base_set(since: Path, environment: str, platform: str) -> PackageSet:
         )
     try:
         if since.is_dir() and (since / METADATA_FILE).is_file():
-            return _folder_set(since)
+            return _folder_set(since, environment, platform)
         if since.is_dir() and (since / "conda-meta").is_dir():
             return installed_set(since, installed_records(since))
         if since.suffix == ".lock" or (since.is_dir() and (since / "pixi.lock").is_file()):
             return plan_set(read_plan(since, environment, platform))
         if since.is_file() and tarfile.is_tarfile(since):
-            return _tar_set(since)
+            return _tar_set(since, environment, platform)
     except PixiPackError as exc:
         raise UsageError(f"--since '{since}': {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
