@@ -350,3 +350,32 @@ def test_since_a_pack_of_several_environments(
     run("pixi-unpack", multi, "--environment", "prod", "-o", out)
     run("pixi-unpack", delta, "-o", out)
     assert (out / "env/bin/hello-new").is_file()
+
+
+def test_an_update_killed_with_sigkill_is_restored(delta_tar: Path, prod_tar: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from conftest import cli
+
+    from pixi_pack_ext.unpack.journal import COMPLETE, journal_folder, recover
+
+    out = _unpacked_base(prod_tar, tmp_path)
+    env = out / "env"
+    before = _tree(out)
+    marker = journal_folder(env) / COMPLETE
+    process = subprocess.Popen([cli("pixi-unpack"), delta_tar, "-o", out, "-q"])
+    deadline = time.monotonic() + 60
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    if process.poll() is not None:
+        pytest.skip("the update finished before it could be killed")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert journal_folder(env).is_dir()
+    assert recover(env)  # what the next pixi-unpack of a delta does first
+    # The killed run's staging folder is left (the next run removes it); the rest is as it was.
+    assert {k: v for k, v in _tree(out).items() if not k.startswith(".pixi-unpack-")} == before
+    run("pixi-unpack", delta_tar, "-o", out)
+    assert (env / "bin/hello-new").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
