@@ -14,13 +14,12 @@ needs in ``pixi_pack_ext.format_toolkit``; a test of a plugin finds an offline c
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("pixi-pack-ext")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+# Not typing's, nor importlib.metadata at import time: those two take longer to import than the
+# rest of the start of a console script, and a Ctrl-C then would end in a traceback from them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The pack layout version written to and accepted from ``pixi-pack.json``.
 PACK_FORMAT_VERSION = "1"
@@ -106,7 +105,19 @@ __all__ = [
 ]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixi-pack-ext")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -116,7 +127,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *_EXPORTS, "__version__"})
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see

@@ -228,6 +228,9 @@ class PackFormat:
     options: tuple[FormatOption, ...] = ()
     #: Refuse a platform or option values early: ``check(platform, options)`` before any download.
     check: Callable[[str, dict[str, object]], None] | None = None
+    #: The output is a folder (the core then refuses an existing file or non-empty folder there
+    #: before downloading); otherwise it is a file, and an existing folder there is refused.
+    writes_folder: bool = False
 
 
 # --------------------------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ def exit_without_teardown(command: Callable[[], object]) -> NoReturn:
         code = 0
     except SystemExit as exc:
         code = exit_code(exc)
+    except KeyboardInterrupt:  # before the work started (option parsing, loading plugins)
+        with contextlib.suppress(Exception):
+            stderr.print("[bold red]interrupted[/]")
+        code = 130
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -18,7 +18,12 @@ from .plugin_list import list_plugins as print_plugin_list
 click.rich_click.USE_RICH_MARKUP = True
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Commands: 'pixi-pack plugins' lists the loaded plugins; 'pixi-pack completion -s SHELL' "
+    "prints a shell completion script. A workspace folder named plugins or completion (holding a "
+    "pixi.toml or pyproject.toml) is packed instead; './plugins' always names the folder.",
+)
 @click.argument(
     "manifest_path",
     required=False,
@@ -166,7 +171,8 @@ def pack_command(
                 )
             )
         )
-    written = run_reporting_errors(lambda: pack(options, progress=progress_for(quiet)))
+    report = (lambda line: None) if quiet else (lambda line: stderr.print(line, soft_wrap=True))
+    written = run_reporting_errors(lambda: pack(options, progress=progress_for(quiet), report=report))
     if written is not None and not quiet:
         what = (
             f"the environment at '{prefix}'"

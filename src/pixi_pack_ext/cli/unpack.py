@@ -14,6 +14,10 @@ from .common import run_reporting_errors, setup_logging, stderr
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+# metavars inside the help text: the option column then fits --ignore-virtual-packages in 80 columns
+@click.rich_config(
+    help_config=click.RichHelpConfiguration(show_metavars_column=False, append_metavars_help=True)
+)
 @click.argument("pack_file", required=False, type=click.Path(path_type=Path), default=Path("environment.tar"))
 @click.option(
     "-o",

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..channel import write_channel_index
@@ -27,6 +29,7 @@ from .injection import apply_injections
 from .lockfile import read_plan
 from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
+from .output_path import check_cache_folder, check_output
 from .pypi_selection import select_wheels
 
 log = logging.getLogger(__name__)
@@ -126,12 +129,25 @@ def lay_out(plan: PackPlan, staging: Path) -> None:
         (staging / PYPI_DIR).mkdir(exist_ok=True)
 
 
+def _open_cache(folder: Path) -> PackageCache:
+    check_cache_folder(folder)
+    try:
+        return PackageCache(folder)
+    except OSError as exc:
+        raise PackError(
+            f"cannot use --use-cache '{folder}': {exc.strerror}; give a folder you can write to"
+        ) from None
+
+
 def pack(
     options: PackOptions,
     plugins: PluginManager | None = None,
     progress: Progress | None = None,
+    report: Callable[[str], None] = log.info,
 ) -> Path | None:
-    """Make the pack; returns where it was written (None for standard output)."""
+    """Make the pack; returns where it was written (None for standard output).
+
+    ``report`` receives one line when the pack replaced an existing file."""
     plugins = plugins or get_plugin_manager()
     fmt = plugins.format_named(options.format)
     settings = resolve_settings(options)
@@ -151,10 +167,8 @@ def pack(
     if to_stdout and not fmt.streams:
         raise UsageError(f"format '{fmt.name}' cannot write to standard output; give -o a file name")
     output = None if to_stdout else (options.output or Path(fmt.default_output(plan.platform))).absolute()
-    if output is not None and not output.parent.is_dir():
-        raise UsageError(
-            f"folder '{output.parent}' (of output '{output.name}') does not exist; create it or choose another -o"
-        )
+    replacing = output is not None and check_output(output, fmt.writes_folder)
+    cache = _open_cache(options.use_cache) if options.use_cache else None
 
     staging_parent = output.parent if output is not None else None
     try:
@@ -162,11 +176,18 @@ def pack(
         # so a later pack removes what a killed one left (the format takes the inner folder whole).
         owned = make_owned_folder(staging_parent, ".pixi-pack-")
     except OSError as exc:
-        raise PackError(f"cannot create a staging folder next to the output: {exc.strerror}") from None
+        where = staging_parent or Path(tempfile.gettempdir())
+        raise PackError(
+            f"cannot create a staging folder in '{where}': {exc.strerror}; "
+            + (
+                "choose an -o in a writable folder"
+                if output is not None
+                else "set TMPDIR to a writable folder"
+            )
+        ) from None
     staging = owned / "pack"
     try:
         staging.mkdir()
-        cache = PackageCache(options.use_cache) if options.use_cache else None
         fetcher = Fetcher(plugins, settings, cache=cache, progress=progress)
         try:
             asyncio.run(fetcher.fetch_all(fetch_items(plan, staging)))
@@ -184,6 +205,8 @@ def pack(
                 staging=staging, output=output, platform=plan.platform, options=options.format_options
             )
         )
+        if replacing:
+            report(f"replaced the existing file {output}")
     except OSError as exc:
         if isinstance(exc, PixiPackError):
             raise

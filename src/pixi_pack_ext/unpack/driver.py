@@ -163,6 +163,26 @@ def _prepare_prefix(prefix: Path, force: bool) -> None:
         )
 
 
+def _make_workdir(output_dir: Path, created_output: bool) -> Path:
+    """The output folder (made if missing) and this run's staging folder in it, which names its
+    owner so the next run removes one a killed unpack left; one line naming the folder if not."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnpackError(
+            f"cannot create the output folder '{output_dir}': {exc.strerror}; choose a writable folder with -o"
+        ) from None
+    try:
+        return make_owned_folder(output_dir, ".pixi-unpack-").resolve()
+    except OSError as exc:
+        if created_output:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise UnpackError(
+            f"cannot create a staging folder in '{output_dir}': {exc.strerror}; "
+            "choose a writable folder with -o"
+        ) from None
+
+
 def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
     """Install the pack into ``output_directory/env_name``; returns the prefix."""
     plugins = plugins or get_plugin_manager()
@@ -175,6 +195,8 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         )
     fmt = plugins.format_reading(pack)
     output_dir = options.output_directory.absolute()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"output folder '{output_dir}' is a file; choose a folder with -o")
     prefix = output_dir / options.env_name
     if options.env_name in ("", ".", "..") or "/" in options.env_name or "\\" in options.env_name:
         raise UsageError(f"environment name '{options.env_name}' must be a plain folder name")
@@ -185,8 +207,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             validate_metadata(peek_selection(text, options.environment))
 
     created_output = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    workdir = make_owned_folder(output_dir, ".pixi-unpack-").resolve()  # one a killed unpack left goes
+    workdir = _make_workdir(output_dir, created_output)
     prefix_created = False
     activation: Path | None = None
     cache_removal: threading.Thread | None = None

@@ -49,5 +49,6 @@ def pixi_pack_formats() -> list[PackFormat]:
             open_pack=open_pack,
             peek_metadata=peek_metadata,
             description="the pack as a plain folder (--directory-only); pixi-unpack uses it in place",
+            writes_folder=True,
         )
     ]
