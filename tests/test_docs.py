@@ -2,13 +2,16 @@
 
 Each page runs in its own folder holding a copy of the locked demo workspace (``pixi.toml`` and a
 ``pixi.lock`` that points at the test channel server), with our console scripts first on PATH and
-HOME in a temporary folder. Blocks run in page order, each in a fresh ``bash -euo pipefail``, so
-files carry over from block to block and a failing command fails the test. An HTML comment on the
+HOME in a temporary folder. A page that makes its own workspace (``examples/run_demo.py
+--workspace``) starts instead in a folder that holds this repository's ``examples``, as a reader
+starts at the root of a clone. The blocks of a page run in page order in one ``bash -euo pipefail``,
+as a reader types them into one shell: ``cd``, ``source`` and variables carry over from block to
+block, and a failing command fails the test. An HTML comment on the
 line right before a fence steers it:
 
 - ``<!-- not tested: REASON -->``: the block is not run (it needs a network, a second machine, ...).
 - ``<!-- needs: TOOL -->``: the block runs only where TOOL is on PATH.
-- ``<!-- file: NAME -->``: the block's text is written to NAME in the page's folder.
+- ``<!-- file: NAME -->``: the block's text is written to NAME, where the shell is at that point.
 - ``<!-- setup: NAME -->``: ``SETUPS[NAME]`` prepares the folder before the block runs (files a
   reader would bring along, like a package to inject).
 - ``<!-- output -->`` (on a ``text`` block): the previous bash block printed exactly this.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -116,15 +120,69 @@ def runnable(page: Path) -> bool:
     return any(b.lang == "bash" and b.key != "not tested" for b in blocks(page))
 
 
+def makes_its_workspace(page: Path) -> bool:
+    """A page that starts by making the demo workspace (``examples/run_demo.py --workspace``) is run
+    from the root of a repository, as its reader does; the others run inside a workspace."""
+    return any("run_demo.py --workspace" in b.body for b in blocks(page) if b.lang == "bash")
+
+
 @pytest.fixture
-def page_folder(workspace: Path, tmp_path: Path) -> Path:
-    return copy_workspace(workspace, tmp_path / "work")
+def page_folder(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    if makes_its_workspace(request.node.callspec.params["page"]):
+        folder = tmp_path / "work"
+        folder.mkdir()
+        (folder / "examples").symlink_to(REPO / "examples", target_is_directory=True)
+        return folder
+    return copy_workspace(request.getfixturevalue("workspace"), tmp_path / "work")
+
+
+#: Marks the end of a block's output in the page's one shell: ``<marker> <block number> <status>``.
+END = "__docs_block_end__"
+
+
+def page_script(page: Path, folder: Path) -> tuple[str, list[Block]]:
+    """One bash script for the whole page, as a reader types it into one shell, and the blocks it runs.
+
+    Each bash block's standard output goes to a file of its own (for ``<!-- output -->``), the
+    shell carries on from block to block (``cd``, ``source``, variables), and ``file`` blocks are
+    written where the shell is at that point, as a reader saves them.
+    """
+    lines = ['__docs_out="$1"', "set -euo pipefail"]
+    ran: list[Block] = []
+    for block in blocks(page):
+        if block.key == "not tested":
+            assert block.value, f"{block}: say why the block is not tested"
+            continue
+        if block.key == "file":
+            delimiter = "__DOCS_FILE_END__"
+            assert delimiter not in block.body
+            lines += [
+                f'mkdir -p "$(dirname -- {shlex.quote(block.value)})"',
+                f"cat > {shlex.quote(block.value)} <<'{delimiter}'\n{block.body}{delimiter}",
+            ]
+            continue
+        if block.lang != "bash":
+            continue
+        if block.key == "needs" and shutil.which(block.value) is None:
+            continue
+        if block.key == "setup":
+            SETUPS[block.value](folder)
+        index = len(ran)
+        ran.append(block)
+        lines += [
+            f'echo {index} > "$__docs_out/current"',
+            f'{{\n{block.body}\n}} > "$__docs_out/{index}.out"',
+        ]
+    lines.append('echo done > "$__docs_out/current"')
+    return "\n".join(lines) + "\n", ran
 
 
 def run_page(page: Path, folder: Path) -> int:
-    """Run the page's blocks in ``folder``; returns how many bash blocks ran."""
+    """Run the page's blocks, in order, in one shell in ``folder``; returns how many bash blocks ran."""
     home = folder.parent / "home"
     home.mkdir(exist_ok=True)
+    out = folder.parent / "outputs"
+    out.mkdir(exist_ok=True)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -135,43 +193,37 @@ def run_page(page: Path, folder: Path) -> int:
         "COLUMNS": "120",
     }
     env.pop("RATTLER_AUTH_FILE", None)
-    ran = 0
-    last_stdout: str | None = None
+    script, ran = page_script(page, folder)
+    result = subprocess.run(
+        ["bash", "-c", script, "page", str(out)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    reached = (out / "current").read_text().strip() if (out / "current").exists() else "0"
+    if result.returncode != 0 or reached != "done":
+        block = ran[int(reached)] if reached.isdigit() else None
+        output = (out / f"{reached}.out").read_text() if (out / f"{reached}.out").exists() else ""
+        raise AssertionError(
+            f"{block or page.name} exited {result.returncode}:\n{block.body if block else ''}\n"
+            f"stdout:\n{output[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+        )
+    _check_outputs(page, ran, out)
+    return len(ran)
+
+
+def _check_outputs(page: Path, ran: list[Block], out: Path) -> None:
+    """Each ``<!-- output -->`` block is exactly what the bash block right before it printed."""
+    previous: Block | None = None
     for block in blocks(page):
-        if block.key == "not tested":
-            assert block.value, f"{block}: say why the block is not tested"
-            continue
-        if block.key == "file":
-            target = folder / block.value
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(block.body)
-            continue
         if block.key == "output":
-            assert last_stdout is not None, f"{block}: an output block must follow a bash block"
-            assert last_stdout == block.body, f"{block}: the previous block printed\n{last_stdout}"
-            continue
-        if block.lang != "bash":
-            continue
-        if block.key == "needs" and shutil.which(block.value) is None:
-            last_stdout = None
-            continue
-        if block.key == "setup":
-            SETUPS[block.value](folder)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block.body],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert result.returncode == 0, (
-            f"{block} exited {result.returncode}:\n{block.body}\nstdout:\n{result.stdout[-3000:]}\n"
-            f"stderr:\n{result.stderr[-3000:]}"
-        )
-        last_stdout = result.stdout
-        ran += 1
-    return ran
+            assert previous is not None, f"{block}: an output block must follow a bash block that ran"
+            printed = (out / f"{ran.index(previous)}.out").read_text()
+            assert printed == block.body, f"{block}: {previous} printed\n{printed}"
+        elif block.lang == "bash":
+            previous = block if block in ran else None
 
 
 @pytest.mark.skipif(host_platform() != "linux-64", reason="the demo world's programs are built for linux-64")
