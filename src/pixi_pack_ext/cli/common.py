@@ -27,10 +27,18 @@ from ..errors import PixiPackError
 from ..interrupts import ignore_interrupts
 from ..pack.fetch import Progress
 from ..redact import RedactingFilter, redact
+from ..status import STATUS_LOGGER
 
 T = TypeVar("T")
 
 stderr = Console(stderr=True, highlight=False)
+
+
+class _StatusHandler(logging.Handler):
+    """Status lines as they are: no level, no time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stderr.print(redact(record.getMessage()), markup=False, highlight=False, soft_wrap=True)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -44,6 +52,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("pixi_pack_ext").setLevel(level)
     for name in ("httpx", "httpcore", "hpack", "h2"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    # what a slow step is doing (fetching the bundled unpacker's wheels, ...): plain lines, shown
+    # by default so that a long first run is not silent
+    status = logging.getLogger(STATUS_LOGGER)
+    status.handlers[:] = [_StatusHandler()]
+    status.propagate = False
+    status.setLevel(logging.ERROR if quiet else logging.INFO)
 
 
 def exit_code(exc: SystemExit) -> int:

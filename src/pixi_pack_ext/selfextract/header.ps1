@@ -46,7 +46,8 @@ Options:
   -v, --verbose / -q, --quiet More / less output
   -h, --help                  Show this message and exit
 
-Environment: TEMP (where temporary files go), PIXI_UNPACK_PYTHON (the python to use).
+Environment: TEMP (where temporary files go), PIXI_UNPACK_PYTHON (the python to use),
+PIXI_UNPACK_CACHE_DIR (where the unpacker keeps its libraries between runs; empty: nowhere).
 "@
 
 foreach ($arg in $scriptArgs) {

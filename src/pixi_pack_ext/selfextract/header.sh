@@ -49,7 +49,8 @@ Options:
   -v, --verbose / -q, --quiet More / less output
   -h, --help                  Show this message and exit
 
-Environment: TMPDIR (where temporary files go), PIXI_UNPACK_PYTHON (the python3 to use).
+Environment: TMPDIR (where temporary files go), PIXI_UNPACK_PYTHON (the python3 to use),
+PIXI_UNPACK_CACHE_DIR (where the unpacker keeps its libraries between runs; empty: nowhere).
 EOF
 }
 

@@ -2,21 +2,24 @@
 
 Pure-Python modules are imported straight from the zip (``lib/``), each source with its bytecode
 for the Python that built the zipapp beside it (another version compiles the source instead), so a
-run reads only the modules it imports. What cannot be loaded from a zip is extracted (``native/``:
-compiled libraries such as py-rattler's, stored uncompressed so that extracting them is a copy,
-and the ``*.dist-info`` metadata importlib.metadata reads): into ``$PIXI_UNPACK_LIB_DIR`` when the
-self-extracting header gives one (it removes its temporary folder itself), else into a temporary
-folder removed on exit, Ctrl-C included. The host's site-packages are left out of ``sys.path`` so
+run reads only the modules it imports. What cannot be loaded from a zip lives in ``native/``: the
+``*.dist-info`` metadata importlib.metadata reads is extracted into ``$PIXI_UNPACK_LIB_DIR`` when
+the self-extracting header gives one (it removes its temporary folder itself), else into a
+temporary folder removed on exit, Ctrl-C included. The compiled libraries (py-rattler's) are
+deflated in the zip, which keeps a pack small: they are inflated once per machine into the user's
+cache, in a folder named by their sha256s, and each later run checks the cached files against
+those sha256s and loads them from there. The host's site-packages are left out of ``sys.path`` so
 that only the bundled, tested versions are imported.
 
 The compiled libraries come first in the zip and the self-extracting header does not check them:
 each is checked against the sha256 ``bundle.json`` lists (in the part the header checked) while
-it is copied out, by a thread, as the imports run; importing an extension waits for that, and a
-library that does not match stops the run before anything is installed.
+it is inflated or found in the cache, by a thread, as the imports run; importing an extension
+waits for that, and a library that does not match stops the run before anything is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.machinery
@@ -37,6 +40,8 @@ from typing import IO, Any
 LIB = "lib"
 NATIVE = "native/"
 LIB_DIR_ENV = "PIXI_UNPACK_LIB_DIR"
+#: Where compiled libraries are kept between runs (empty: nowhere; unset: the user cache).
+CACHE_ENV = "PIXI_UNPACK_CACHE_DIR"
 #: Members at least this big are extracted by the thread.
 BIG = 1 << 20
 #: Bytes of a stored library mapped, hashed and written at a time.
@@ -120,50 +125,87 @@ def _extract_member(bundle: zipfile.ZipFile, raw: int, member: zipfile.ZipInfo, 
     return hasher.hexdigest()
 
 
+def _hash_file(path: str) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _user_cache() -> str | None:
+    """The user's cache folder (as platformdirs finds it), or None when there is none."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA", "")
+    elif sys.platform == "darwin":
+        home = os.path.expanduser("~")
+        base = os.path.join(home, "Library", "Caches") if home != "~" else ""
+    else:
+        home = os.path.expanduser("~")
+        base = os.environ.get("XDG_CACHE_HOME") or (os.path.join(home, ".cache") if home != "~" else "")
+    return os.path.join(base, "pixi-pack-ext", "unpacker-lib") if os.path.isabs(base) else None
+
+
+def _private_folder(path: str) -> bool:
+    """Made (or found) as a folder only this user can write to: another user could otherwise
+    swap a library between its check and its loading."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if os.name != "posix":
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and not os.path.islink(path)
+
+
 class Native:
     """The zipapp's ``native/`` files on disk, and a finder for its compiled extensions.
 
-    The small files are extracted at once, the big ones (the extensions) by a thread; each
-    compiled library is checked against its listed sha256 as it is written. ``find_spec`` hands
-    out an extension only once that thread is done and every library matched, so the imports
-    before it run meanwhile. An extension's package stays in the zip: the finder locates the
-    module itself.
+    The small files (the metadata importlib.metadata reads) are extracted at once into this run's
+    folder. The compiled libraries are deflated in the zip: a thread inflates them, once per
+    machine, into a folder of the user's cache named by their sha256s (``$PIXI_UNPACK_CACHE_DIR``,
+    empty for none), and on later runs checks the cached files against those sha256s instead; a
+    cache that cannot be used means inflating into this run's folder. ``find_spec`` hands out an
+    extension only once that thread is done and every library matched, so the imports before it
+    run meanwhile. An extension's package stays in the zip: the finder locates the module itself.
     """
 
     def __init__(self, archive: str, target: str) -> None:
         self.archive = archive
         self.folder = os.path.join(target, "native")
         self.extensions: dict[str, str] = {}
+        self._locations: dict[str, str] = {}
         self._problem: Exception | None = None
         self._bundle = zipfile.ZipFile(archive)
         info = json.loads(self._bundle.read("bundle.json"))
         _check_python(info)
         self._libraries: dict[str, str] = info.get("libraries", {})
         self._raw = os.open(archive, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        big = []
+        later = []
         for member in self._bundle.infolist():
             parts = member.filename.split("/")
             if not member.filename.startswith(NATIVE) or member.is_dir() or ".." in parts:
                 continue
-            destination = os.path.join(self.folder, *parts[1:])
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
-            self._note_extension(parts[1:], destination)
-            if member.file_size >= BIG:
-                big.append((member, destination))
+            relative = "/".join(parts[1:])
+            self._note_extension(parts[1:], relative)
+            if member.filename in self._libraries or member.file_size >= BIG:
+                later.append(member)
             else:
-                self._extract(member, destination)
-        self._thread = threading.Thread(target=self._extract_all, args=(big,), daemon=True)
+                self._locations[relative] = self._extract_into(self.folder, member)
+        self._thread = threading.Thread(target=self._extract_all, args=(later,), daemon=True)
         self._thread.start()
 
-    def _note_extension(self, parts: list[str], destination: str) -> None:
+    def _note_extension(self, parts: list[str], relative: str) -> None:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             if parts[-1].endswith(suffix):
                 module = [*parts[:-1], parts[-1][: -len(suffix)]]
-                self.extensions.setdefault(".".join(module), destination)
+                self.extensions.setdefault(".".join(module), relative)
                 return
 
-    def _extract(self, member: zipfile.ZipInfo, destination: str) -> None:
-        digest = _extract_member(self._bundle, self._raw, member, destination)
+    def _destination(self, folder: str, member: zipfile.ZipInfo) -> str:
+        destination = os.path.join(folder, *member.filename.split("/")[1:])
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        return destination
+
+    def _check(self, member: zipfile.ZipInfo, digest: str) -> None:
         expected = self._libraries.get(member.filename)
         if expected is not None and digest != expected:
             name = member.filename.removeprefix(NATIVE)
@@ -172,10 +214,53 @@ class Native:
                 "nothing was installed"
             )
 
-    def _extract_all(self, big: list[tuple[zipfile.ZipInfo, str]]) -> None:
+    def _extract_into(self, folder: str, member: zipfile.ZipInfo) -> str:
+        destination = self._destination(folder, member)
+        self._check(member, _extract_member(self._bundle, self._raw, member, destination))
+        return destination
+
+    def _cache_folder(self) -> str | None:
+        given = os.environ.get(CACHE_ENV)
+        root = (given or None) if given is not None else _user_cache()
+        if root is None or not self._libraries:
+            return None
+        key = hashlib.sha256(json.dumps(self._libraries, sort_keys=True).encode()).hexdigest()[:32]
+        folder = os.path.join(root, key)
         try:
-            for member, destination in big:
-                self._extract(member, destination)
+            return folder if _private_folder(root) and _private_folder(folder) else None
+        except OSError:
+            return None
+
+    def _cached(self, folder: str, member: zipfile.ZipInfo) -> str:
+        """The library in the cache folder, checked; inflated there first when missing or wrong."""
+        destination = self._destination(folder, member)
+        expected = self._libraries[member.filename]
+        with contextlib.suppress(OSError):
+            if _hash_file(destination) == expected:
+                return destination
+        fd, part = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(destination))
+        os.close(fd)
+        try:
+            self._check(member, _extract_member(self._bundle, self._raw, member, part))
+            os.chmod(part, 0o755)
+            os.replace(part, destination)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+        return destination
+
+    def _extract_all(self, later: list[zipfile.ZipInfo]) -> None:
+        try:
+            libraries = [m for m in later if m.filename in self._libraries]
+            cache = self._cache_folder()
+            try:
+                cached = {m.filename: self._cached(cache, m) for m in libraries} if cache else {}
+            except OSError:  # a full or read-only cache: this run's folder instead
+                cached = {}
+            for member in later:
+                relative = member.filename[len(NATIVE) :]
+                location = cached.get(member.filename)
+                self._locations[relative] = location or self._extract_into(self.folder, member)
         except Exception as exc:  # told by problem(): nothing half-written or unchecked is loaded
             self._problem = exc
         finally:
@@ -188,12 +273,13 @@ class Native:
         return self._problem
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
-        location = self.extensions.get(fullname)
-        if location is None:
+        relative = self.extensions.get(fullname)
+        if relative is None:
             return None
         problem = self.problem()
         if problem is not None:
             raise ImportError(str(problem), name=fullname)
+        location = self._locations[relative]
         loader = importlib.machinery.ExtensionFileLoader(fullname, location)
         return importlib.util.spec_from_file_location(fullname, location, loader=loader)
 
