@@ -6,7 +6,6 @@ contacted); building it needs conda-forge and is skipped when that is out of rea
 
 from __future__ import annotations
 
-import shutil
 import socket
 import sys
 from pathlib import Path
