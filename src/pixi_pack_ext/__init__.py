@@ -13,8 +13,6 @@ needs in ``pixi_pack_ext.format_toolkit``; a test of a plugin finds an offline c
 
 from __future__ import annotations
 
-from importlib import import_module
-
 # Not typing's, nor importlib.metadata at import time: those two take longer to import than the
 # rest of the start of a console script, and a Ctrl-C then would end in a traceback from them.
 TYPE_CHECKING = False
@@ -121,6 +119,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value
