@@ -35,6 +35,7 @@ import tempfile
 import threading
 import zipfile
 import zipimport
+import zlib
 from typing import IO, Any
 
 LIB = "lib"
@@ -214,9 +215,21 @@ class Native:
                 "nothing was installed"
             )
 
+    def _write_checked(self, member: zipfile.ZipInfo, destination: str) -> None:
+        """Extract (inflate) a member to ``destination`` and check its sha256; damaged deflate
+        data is a corrupt pack like a wrong sha256."""
+        try:
+            digest = _extract_member(self._bundle, self._raw, member, destination)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            name = member.filename.removeprefix(NATIVE)
+            raise CorruptLibrary(
+                f"'{self.archive}' is corrupt ({name}: {exc}); nothing was installed"
+            ) from None
+        self._check(member, digest)
+
     def _extract_into(self, folder: str, member: zipfile.ZipInfo) -> str:
         destination = self._destination(folder, member)
-        self._check(member, _extract_member(self._bundle, self._raw, member, destination))
+        self._write_checked(member, destination)
         return destination
 
     def _cache_folder(self) -> str | None:
@@ -241,7 +254,7 @@ class Native:
         fd, part = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(destination))
         os.close(fd)
         try:
-            self._check(member, _extract_member(self._bundle, self._raw, member, part))
+            self._write_checked(member, part)
             os.chmod(part, 0o755)
             os.replace(part, destination)
         finally:
