@@ -177,14 +177,8 @@ def pack(
         owned = make_owned_folder(staging_parent, ".pixi-pack-")
     except OSError as exc:
         where = staging_parent or Path(tempfile.gettempdir())
-        raise PackError(
-            f"cannot create a staging folder in '{where}': {exc.strerror}; "
-            + (
-                "choose an -o in a writable folder"
-                if output is not None
-                else "set TMPDIR to a writable folder"
-            )
-        ) from None
+        fix = "choose an -o in a writable folder" if output is not None else "set TMPDIR to a writable folder"
+        raise PackError(f"cannot create a staging folder in '{where}': {exc.strerror}; {fix}") from None
     staging = owned / "pack"
     try:
         staging.mkdir()
