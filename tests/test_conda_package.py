@@ -133,7 +133,7 @@ def test_conda_package_says_what_pyproject_says(conda_package: Path, tmp_path: P
     }
     assert wanted <= depends
     # the pack format's shell headers are package data the self-extracting format reads
-    assert "site-packages/pixi_pack_ext/builtin/formats/executable_header.sh" in paths
+    assert "site-packages/pixi_pack_ext/selfextract/header.sh" in paths
 
 
 def test_conda_package_installs_with_the_tool_and_packs_the_demo(
