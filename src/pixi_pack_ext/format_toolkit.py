@@ -9,6 +9,8 @@ module is that deliberate, stable subset; the modules behind it are internal.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .archive import write_tar
 from .envpython import (
     EnvPython,
@@ -19,8 +21,8 @@ from .envpython import (
     python_for_wheels,
 )
 from .errors import PythonNotFoundError
-from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, pack_wheels
-from .unpack.activation import activation_script
+from .metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, pack_wheels, read_metadata
+from .unpack.activation import ManifestActivation, activation_script, install_scripts
 from .unpack.driver import install_records, verify_channel
 from .unpack.wheel_install import install_wheel, wheel_scheme
 
@@ -30,11 +32,13 @@ __all__ = [
     "METADATA_FILE",
     "PYPI_DIR",
     "EnvPython",
+    "ManifestActivation",
     "PythonNotFoundError",
     "WheelName",
     "activation_script",
     "describe_tags",
     "fits_loosely",
+    "install_activation_scripts",
     "install_records",
     "install_wheel",
     "pack_wheels",
@@ -44,3 +48,10 @@ __all__ = [
     "wheel_scheme",
     "write_tar",
 ]
+
+
+def install_activation_scripts(pack_dir: Path, prefix: Path) -> ManifestActivation | None:
+    """Copy the pack's ``[activation]`` scripts into an installed ``prefix`` (checked as untrusted
+    pack data); returns what ``activation_script(..., manifest)`` applies, or None without any."""
+    activation = read_metadata(pack_dir).activation
+    return install_scripts(pack_dir, prefix, activation) if activation else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import PACK_FORMAT_VERSION, __version__
+from .activation_data import ACTIVATION_FIELD, PackActivation, parse_activation
 from .errors import InvalidPackError
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class PackMetadata:
     #: The lock's virtual packages for the platform (``__glibc=2.28``: the least the host must have).
     #: Optional, so format "1" readers that do not know it still read the pack.
     virtual_packages: tuple[str, ...] = ()
+    #: The manifest's ``[activation]`` (values and the scripts in ``activation/``). Optional too.
+    activation: PackActivation | None = None
 
     def to_json(self) -> str:
         data: dict[str, object] = {"version": self.version}
@@ -51,15 +54,22 @@ class PackMetadata:
         data["platform"] = self.platform
         if self.virtual_packages:
             data["virtual-packages"] = list(self.virtual_packages)
+        if self.activation:
+            data[ACTIVATION_FIELD] = self.activation.to_json()
         return json.dumps(data)
 
 
-def metadata_for(platform: str, virtual_packages: list[str] | tuple[str, ...] = ()) -> PackMetadata:
+def metadata_for(
+    platform: str,
+    virtual_packages: list[str] | tuple[str, ...] = (),
+    activation: PackActivation | None = None,
+) -> PackMetadata:
     return PackMetadata(
         version=PACK_FORMAT_VERSION,
         platform=platform,
         pixi_pack_version=__version__,
         virtual_packages=tuple(virtual_packages),
+        activation=activation or None,
     )
 
 
@@ -97,8 +107,13 @@ def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
         raise InvalidPackError(
             f"{source} has a 'virtual-packages' that is not a list of '__name=version' strings"
         )
+    activation = data.get(ACTIVATION_FIELD)
     return PackMetadata(
-        version=version, platform=platform, pixi_pack_version=made_by, virtual_packages=tuple(virtual)
+        version=version,
+        platform=platform,
+        pixi_pack_version=made_by,
+        virtual_packages=tuple(virtual),
+        activation=parse_activation(activation, source) if activation is not None else None,
     )
 
 

@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 import rattler
 
+from .activation_data import WorkspaceActivation
+
 
 @dataclass
 class CondaPackage:
@@ -95,6 +97,8 @@ class PackPlan:
     notes: list[str] = field(default_factory=list)
     #: Added to a download error: where else the files were looked for (``--prefix`` says which caches).
     fetch_hint: str = ""
+    #: The manifest's ``[activation]`` for this environment and platform (None: no manifest read).
+    activation: WorkspaceActivation | None = None
 
     def conda_by_name(self) -> dict[str, CondaPackage]:
         return {pkg.name: pkg for pkg in self.conda}

@@ -92,6 +92,13 @@ click.rich_click.USE_RICH_MARKUP = True
     "--prefix", type=click.Path(path_type=Path), default=None, help="Pack an installed environment."
 )
 @click.option(
+    "--manifest",
+    "prefix_manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --prefix: the workspace (pixi.toml, pyproject.toml or folder) whose [activation] of -e to pack.",
+)
+@click.option(
     "--wheel-dir", multiple=True, type=click.Path(path_type=Path), help="Where --prefix finds wheels."
 )
 @click.option(
@@ -121,6 +128,7 @@ def pack_command(
     config: Path | None,
     auth_file: Path | None,
     prefix: Path | None,
+    prefix_manifest: Path | None,
     wheel_dir: tuple[Path, ...],
     since: Path | None,
     concurrent_downloads: int | None,
@@ -157,6 +165,7 @@ def pack_command(
         inject=list(inject),
         ignore_pypi_non_wheel=ignore_pypi_non_wheel,
         prefix=prefix,
+        prefix_manifest=prefix_manifest,
         wheel_dirs=list(wheel_dir),
         downloads=concurrent_downloads,
         since=since,

@@ -46,7 +46,7 @@ from .common import run_reporting_errors, setup_logging, stderr
     is_flag=True,
     help="Install each environment of the pack into a folder of its name.",
 )
-@click.option("--force", is_flag=True, help="Replace an existing, non-empty environment folder.")
+@click.option("--force", is_flag=True, help="Replace an existing environment folder and activation script.")
 @click.option(
     "--ignore-virtual-packages", is_flag=True, help="Install even if the host lacks glibc/cuda/... versions."
 )

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..activation_data import ACTIVATION_DIR, PackActivation, script_member
 from ..channel import write_channel_index
 from ..config import AuthStore, Settings, apply_environment, load_config
 from ..errors import DownloadError, PackError, PixiPackError, UsageError
@@ -27,6 +28,7 @@ from .delta import make_delta
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .injection import apply_injections
 from .lockfile import read_plan
+from .manifest_activation import read_activation
 from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
 from .output_path import check_cache_folder, check_output
@@ -50,16 +52,23 @@ def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) 
     if options.prefix is not None:
         from .prefix.plan_from_prefix import plan_from_prefix
 
-        if options.environment != "default" or Path(options.manifest) != Path("."):
+        if Path(options.manifest) != Path(".") or (
+            options.environment != "default" and options.prefix_manifest is None
+        ):
             raise UsageError(
                 "--prefix packs an installed environment, not a lock; drop -e/--environment and "
-                "MANIFEST_PATH (or drop --prefix to pack from the lock)"
+                "MANIFEST_PATH, or name the workspace with --manifest (or drop --prefix to pack from the lock)"
             )
         plan = plan_from_prefix(options.prefix, options, settings)
+        if options.prefix_manifest is not None:
+            plan.activation = read_activation(options.prefix_manifest, options.environment, plan.platform)
     else:
         if options.wheel_dirs:
             raise UsageError("--wheel-dir only applies with --prefix (a lock names its wheels itself)")
+        if options.prefix_manifest is not None:
+            raise UsageError("--manifest only applies with --prefix; give the workspace as MANIFEST_PATH")
         plan = read_plan(options.manifest, options.environment, options.platform)
+        plan.activation = read_activation(options.manifest, options.environment, plan.platform)
     apply_injections(options.inject, plan, plugins)
     select_wheels(plan, ignore_non_wheel=options.ignore_pypi_non_wheel)
     return plan
@@ -123,7 +132,10 @@ def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
 def lay_out(plan: PackPlan, staging: Path) -> None:
     """Write the pack's index files next to the fetched packages."""
     write_channel_index(staging / CHANNEL_DIR, plan.subdirs(), plan.conda)
-    (staging / METADATA_FILE).write_text(metadata_for(plan.platform, plan.virtual_packages).to_json())
+    activation = _lay_out_activation(plan, staging)
+    (staging / METADATA_FILE).write_text(
+        metadata_for(plan.platform, plan.virtual_packages, activation).to_json()
+    )
     (staging / ENVIRONMENT_FILE).write_text(environment_yml(plan))
     if any(p.is_wheel for p in plan.pypi):
         (staging / PYPI_DIR).mkdir(exist_ok=True)
@@ -137,6 +149,19 @@ def _open_cache(folder: Path) -> PackageCache:
         raise PackError(
             f"cannot use --use-cache '{folder}': {exc.strerror}; give a folder you can write to"
         ) from None
+
+
+def _lay_out_activation(plan: PackPlan, staging: Path) -> PackActivation | None:
+    """Copy the manifest's activation scripts into ``activation/``; what ``pixi-pack.json`` lists."""
+    if plan.activation is None or not (plan.activation.env or plan.activation.scripts):
+        return None
+    members = []
+    for index, script in enumerate(plan.activation.scripts):
+        member = script_member(index, script.name)
+        (staging / ACTIVATION_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(script, staging / member)
+        members.append(member)
+    return PackActivation(env=plan.activation.env, scripts=tuple(members))
 
 
 def pack(
@@ -201,6 +226,11 @@ def pack(
         )
         if replacing:
             report(f"replaced the existing file {output}")
+        if options.prefix is not None and options.prefix_manifest is None:
+            log.warning(
+                "--prefix packs have no manifest: the workspace's [activation] env and scripts are not "
+                "in the pack; pass --manifest PATH (and -e ENV) to carry them"
+            )
     except OSError as exc:
         if isinstance(exc, PixiPackError):
             raise

@@ -23,6 +23,8 @@ class PackOptions:
     ignore_pypi_non_wheel: bool = False
     #: Pack an installed prefix instead of a lock (``--prefix``).
     prefix: Path | None = None
+    #: The workspace manifest whose ``[activation]`` a ``--prefix`` pack carries (``--manifest``).
+    prefix_manifest: Path | None = None
     wheel_dirs: list[Path] = field(default_factory=list)
     format_options: dict[str, object] = field(default_factory=dict)
     downloads: int | None = None

@@ -44,7 +44,7 @@ Options:
   -o, --output-directory DIR  Folder that receives the environment and the activation script [default: .]
   -e, --env-name NAME         Name of the environment folder [default: env]
   -s, --shell SHELL           Shell of the activation script: bash, zsh, fish, xonsh, powershell, cmd, nushell
-  --force                     Replace an existing, non-empty environment folder
+  --force                     Replace an existing environment folder and activation script
   --ignore-virtual-packages   Install even if the host lacks glibc/cuda/... versions
   -v, --verbose / -q, --quiet More / less output
   -h, --help                  Show this message and exit

@@ -34,7 +34,7 @@ from ..interrupts import deferred_interrupts, held_interrupts
 from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
-from .activation import write_activation_script
+from .activation import check_activation_target, install_scripts, write_activation_script
 from .cache_prefill import CachePrefill
 from .package_guard import check_contents
 from .ram_staging import RamStaging
@@ -201,6 +201,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     if options.env_name in ("", ".", "..") or "/" in options.env_name or "\\" in options.env_name:
         raise UsageError(f"environment name '{options.env_name}' must be a plain folder name")
     _prepare_prefix(prefix, options.force)
+    check_activation_target(output_dir, options.shell, host_platform(), options.force)
     if pack is not None and fmt.peek_metadata is not None:
         text = fmt.peek_metadata(pack)
         if text is not None:
@@ -248,7 +249,10 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
             cache_removal.start()
             steps.run_all()
-            activation = write_activation_script(output_dir, prefix, options.shell, metadata.platform)
+            manifest = install_scripts(pack_dir, prefix, metadata.activation) if metadata.activation else None
+            activation = write_activation_script(
+                output_dir, prefix, options.shell, metadata.platform, manifest
+            )
     except BaseException as exc:
         with held_interrupts():  # a second Ctrl-C must not stop the clean-up halfway
             if activation is not None:

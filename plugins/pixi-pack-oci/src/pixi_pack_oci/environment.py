@@ -12,7 +12,14 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from pixi_pack_ext.format_toolkit import CHANNEL_DIR, activation_script, install_records, verify_channel
+from pixi_pack_ext.format_toolkit import (
+    CHANNEL_DIR,
+    ManifestActivation,
+    activation_script,
+    install_activation_scripts,
+    install_records,
+    verify_channel,
+)
 
 from .errors import OciError
 from .wheels import install_wheels
@@ -21,8 +28,11 @@ from .wheels import install_wheels
 CHANNEL_URL = "file:///pixi-pack/channel/"
 
 
-def install(pack_dir: Path, platform: str, staged: Path, prefix: PurePosixPath, cache_dir: Path) -> None:
-    """Verify the pack's channel and install it into ``staged`` as if it lived at ``prefix``."""
+def install(
+    pack_dir: Path, platform: str, staged: Path, prefix: PurePosixPath, cache_dir: Path
+) -> ManifestActivation | None:
+    """Verify the pack's channel and install it into ``staged`` as if it lived at ``prefix``, with the
+    manifest's activation scripts; returns the manifest's activation for the entrypoint."""
     install_records(
         verify_channel(pack_dir),
         staged,
@@ -35,6 +45,7 @@ def install(pack_dir: Path, platform: str, staged: Path, prefix: PurePosixPath, 
     _normalize_records(staged / "conda-meta", channel_url)
     _relink_absolute_links(staged, prefix)
     install_wheels(pack_dir, staged, prefix, platform)
+    return install_activation_scripts(pack_dir, staged)
 
 
 def _normalize_records(conda_meta: Path, channel_url: str) -> None:
@@ -64,12 +75,16 @@ def _relink_absolute_links(staged: Path, prefix: PurePosixPath) -> None:
                     path.symlink_to(str(prefix) + target[len(root) :])
 
 
-def entrypoint_script(staged: Path, prefix: PurePosixPath, platform: str) -> str:
-    """A POSIX shell script that activates the environment like ``pixi shell-hook``, then runs "$@"."""
-    activation = activation_script(staged, "bash", platform).replace(str(staged), str(prefix))
+def entrypoint_script(
+    staged: Path, prefix: PurePosixPath, platform: str, manifest: ManifestActivation | None = None
+) -> str:
+    """A POSIX shell script that activates the environment like ``pixi shell-hook`` (the packages'
+    activation, then the manifest's), then runs "$@"; every value in it is quoted for the shell."""
+    activation = activation_script(staged, "bash", platform, manifest, target_prefix=prefix)
+    shown = " ".join(str(prefix).splitlines())  # a comment line stays one line
     return (
         "#!/bin/sh\n"
-        f"# Activates the pixi environment at {prefix}, then runs the given command in it.\n"
+        f"# Activates the pixi environment at {shown}, then runs the given command in it.\n"
         f"{activation.rstrip()}\n"
         'exec "$@"\n'
     )

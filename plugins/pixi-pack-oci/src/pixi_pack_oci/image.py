@@ -56,13 +56,15 @@ def build_layout(
         diff_ids.extend(base.diff_ids)
 
     staged = workdir / "env"
-    install(pack_dir, platform, staged, options.prefix, workdir / "cache")
+    manifest_activation = install(pack_dir, platform, staged, options.prefix, workdir / "cache")
     layer, diff_id = write_layer(layout, [(str(options.prefix), staged)], options.compression, epoch)
     layers.append(layer)
     diff_ids.append(diff_id)
 
     script = workdir / "entrypoint.sh"
-    script.write_text(entrypoint_script(staged, options.prefix, platform), encoding="utf-8")
+    script.write_text(
+        entrypoint_script(staged, options.prefix, platform, manifest_activation), encoding="utf-8"
+    )
     script.chmod(0o755)
     layer, diff_id = write_layer(layout, [(str(ENTRYPOINT_PATH), script)], options.compression, epoch)
     layers.append(layer)
