@@ -31,14 +31,14 @@ Part = str | VarRef
 Value = Sequence[Part]
 
 
-class Unrepresentable(InvalidPackError):
+class ShellValueError(InvalidPackError):
     """A value the chosen shell cannot hold safely."""
 
 
 def check_text(text: str, where: str) -> str:
     """No environment variable can hold a NUL character, on any system."""
     if "\0" in text:
-        raise Unrepresentable(f"{where} contains a NUL character, which no environment variable can hold")
+        raise ShellValueError(f"{where} contains a NUL character, which no environment variable can hold")
     return text
 
 
@@ -185,7 +185,7 @@ class Cmd(ShellSyntax):
         check_text(text, where)
         for bad in self._NEVER:
             if bad in text:
-                raise Unrepresentable(
+                raise ShellValueError(
                     f"{where} contains {bad!r}, which a cmd.exe script cannot hold; "
                     "choose another shell with --shell"
                 )
@@ -203,7 +203,7 @@ class Cmd(ShellSyntax):
     def source(self, path: str, where: str) -> str:
         for bad in ("%", "^", "!"):
             if bad in path:
-                raise Unrepresentable(
+                raise ShellValueError(
                     f"{where} has {bad!r} in its path, which cmd.exe's CALL changes; "
                     "choose another output folder or shell"
                 )
