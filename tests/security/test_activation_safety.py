@@ -43,6 +43,10 @@ def _package_files(values: dict[str, str]) -> dict[str, str]:
         "etc/conda/env_vars.d/hostile-vars.json": json.dumps(values),
         # A package's own activation script, under a hostile name: sourced, never run as a command line.
         f"etc/conda/activate.d/a'$(touch {MARKER})\"b`touch {MARKER}`.sh": "export FROM_HOOK=ran\n",
+        # xonsh would expand $HOME (and run ${...}) inside a quoted path in subprocess mode.
+        'etc/conda/activate.d/x$HOME${__import__("os").system("touch '
+        + MARKER
+        + '")}.xsh': "$FROM_HOOK = 'ran'\n",
     }
 
 
@@ -56,11 +60,24 @@ def packs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     )
     build_package(channel / "noarch", "bad-name-vars", "1.0", files=_package_files({"A=B": "1"}))
     build_package(channel / "noarch", "quote-vars", "1.0", files=_package_files({"QUOTED": 'say "hi"'}))
+    build_package(
+        channel / "noarch",
+        "surrogate-vars",
+        "1.0",
+        files={
+            "etc/conda/env_vars.d/s.json": json.dumps({"BROKEN": "a\ud800b"}),  # a lone surrogate: no text
+        },
+    )
     index_channel(channel)
     workspace = root / "ws"
     workspace.mkdir()
     (workspace / "pixi.toml").write_text('[workspace]\nname = "h"\nplatforms = ["linux-64"]\n')
-    environments = {"hostile": ["hostile-vars"], "badname": ["bad-name-vars"], "quote": ["quote-vars"]}
+    environments = {
+        "hostile": ["hostile-vars"],
+        "badname": ["bad-name-vars"],
+        "quote": ["quote-vars"],
+        "surrogate": ["surrogate-vars"],
+    }
     result = {}
     with ChannelServer(channel) as server:
         write_lock(workspace / "pixi.lock", server.url, environments, ["linux-64"])
@@ -131,11 +148,9 @@ def test_xonsh_gets_the_exact_values(packs: dict[str, Path], tmp_path: Path) -> 
     out = tmp_path / HOSTILE_DIR
     run("pixi-unpack", packs["hostile"], "-o", out, "-e", HOSTILE_ENV, "-s", "xonsh")
     report = out / "report.json"
-    code = (
-        f"source ./activate.xsh\nimport json\njson.dump([$EVIL, $CONDA_PREFIX], open({str(report)!r}, 'w'))\n"
-    )
+    code = f"source ./activate.xsh\nimport json\njson.dump([$EVIL, $CONDA_PREFIX, $FROM_HOOK], open({str(report)!r}, 'w'))\n"
     subprocess.run(["xonsh", "--no-rc", "-c", code], cwd=out, check=True, capture_output=True, timeout=60)
-    assert json.loads(report.read_text()) == [HOSTILE, str(out / HOSTILE_ENV)]
+    assert json.loads(report.read_text()) == [HOSTILE, str(out / HOSTILE_ENV), "ran"]
     assert _markers(tmp_path) == []
 
 
@@ -290,3 +305,11 @@ def test_oci_entrypoint_quotes_values_and_prefix(packs: dict[str, Path], tmp_pat
         "FROM_HOOK": "ran",
     }
     assert _markers(tmp_path) == []
+
+
+def test_broken_unicode_is_refused_in_one_line(packs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run("pixi-unpack", packs["surrogate"], "-o", out, check=False)
+    error = result.stderr.decode().strip()
+    assert result.returncode != 0 and len(error.splitlines()) == 1 and "Traceback" not in error
+    assert "BROKEN" in error and "Unicode" in error and not out.exists()

@@ -318,3 +318,20 @@ def test_prefix_pack_warns_without_manifest_and_carries_it_with(
         "SCRIPT_LOG": "one;two;unix;",
         "SHARED": "one-linux-64",
     }
+
+
+def test_scripts_outside_the_workspace_are_not_packed(channel_server: ChannelServer, tmp_path: Path) -> None:
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY\n")
+    workspace = tmp_path / "ws"
+    (workspace / "scripts").mkdir(parents=True)
+    (workspace / "scripts" / "link.sh").symlink_to(secret)
+    write_lock(workspace / "pixi.lock", channel_server.url, {"default": ["activate-demo"]}, ["linux-64"])
+    for script in (str(secret), "../id_rsa", "scripts/link.sh"):
+        (workspace / "pixi.toml").write_text(
+            f'[workspace]\nname = "w"\nplatforms = ["linux-64"]\n[activation]\nscripts = ["{script}"]\n'
+        )
+        result = run("pixi-pack", workspace, "-p", "linux-64", "-o", tmp_path / "out.tar", check=False)
+        error = result.stderr.decode().strip()
+        assert result.returncode != 0 and len(error.splitlines()) == 1, error
+        assert "outside the workspace" in error and not (tmp_path / "out.tar").exists()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..activation_data import WorkspaceActivation, check_name
+from ..errors import PackError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +31,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 log = logging.getLogger(__name__)
+
+#: The largest activation script packed: they set a few variables.
+MAX_SCRIPT_SIZE = 16 << 20
 
 
 def _selector_matches(selector: str, platform: str) -> bool | None:
@@ -146,4 +150,22 @@ def read_activation(manifest: Path, environment: str, platform: str) -> Workspac
     missing = [str(s) for s in scripts if not s.is_file()]
     if missing:
         log.warning("could not find activation scripts: %s; they are not packed", ", ".join(missing))
+    for script in present:
+        _check_script(script, manifest.parent)
     return WorkspaceActivation(tuple(env.items()), tuple(present))
+
+
+def _check_script(script: Path, root: Path) -> None:
+    """A pack travels: only files of the workspace go in (a manifest naming ``~/.ssh/id_rsa`` or a
+    link out of the workspace would ship it), and activation scripts are small."""
+    try:
+        script.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise PackError(
+            f"refusing to pack the activation script '{script}': it is outside the workspace "
+            f"'{root}'; move it into the workspace"
+        ) from None
+    if script.stat().st_size > MAX_SCRIPT_SIZE:
+        raise PackError(
+            f"refusing to pack the activation script '{script}': it is larger than {MAX_SCRIPT_SIZE >> 20} MiB"
+        )

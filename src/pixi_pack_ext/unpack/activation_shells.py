@@ -36,9 +36,14 @@ class ShellValueError(InvalidPackError):
 
 
 def check_text(text: str, where: str) -> str:
-    """No environment variable can hold a NUL character, on any system."""
+    """No environment variable can hold a NUL character, on any system, and a script is UTF-8 text
+    (a lone surrogate, from a broken JSON escape or an undecodable file name, is not)."""
     if "\0" in text:
         raise ShellValueError(f"{where} contains a NUL character, which no environment variable can hold")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ShellValueError(f"{where} is not valid Unicode text ({text!r})") from None
     return text
 
 
@@ -139,8 +144,9 @@ class Xonsh(ShellSyntax):
         return f"$PATH = [{items}] + list($PATH)"
 
     def source(self, path: str, where: str) -> str:
-        command = "source-bash" if path.endswith(".sh") else "source"
-        return f"{command} {check_text(path, where)!r}"
+        # In Python mode: subprocess mode would expand $NAME inside even a quoted path.
+        command = "source-bash" if path.endswith((".sh", ".bash")) else "source"
+        return f"aliases[{command!r}]([{check_text(path, where)!r}])"
 
 
 #: PowerShell ends a single-quoted string at any of these; doubling one writes it literally.
