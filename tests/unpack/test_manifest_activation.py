@@ -105,6 +105,20 @@ def packs(
             made = run("pixi-pack", workspace, "-e", env, "-p", "linux-64", "-o", pack)
             assert "scripts/missing.sh" in made.stderr.decode()  # pixi warns about it too
             result[f"{manifest}-{env}"] = pack
+        if manifest == "pixi.toml":
+            executable = root / "prod.sh"
+            run(
+                "pixi-pack",
+                workspace,
+                "-e",
+                "prod",
+                "-p",
+                "linux-64",
+                "--create-executable",
+                "-o",
+                executable,
+            )
+            result["executable"] = executable
     # An installed environment (rattler, from the lock) and a cache holding its archives: --prefix.
     workspace = root / "pixi-toml"
     run(
@@ -335,3 +349,22 @@ def test_scripts_outside_the_workspace_are_not_packed(channel_server: ChannelSer
         error = result.stderr.decode().strip()
         assert result.returncode != 0 and len(error.splitlines()) == 1, error
         assert "outside the workspace" in error and not (tmp_path / "out.tar").exists()
+
+
+@pytest.mark.parametrize("how", ["stdin", "folder", "self-extracting"])
+def test_every_way_of_unpacking_applies_it(packs: dict[str, Path], tmp_path: Path, how: str) -> None:
+    out = tmp_path / "out"
+    if how == "stdin":
+        run("pixi-unpack", "-", "-o", out, input=packs["pixi.toml-prod"].read_bytes())
+    elif how == "folder":
+        folder = tmp_path / "pack"
+        folder.mkdir()
+        with tarfile.open(packs["pixi.toml-prod"]) as tar:
+            tar.extractall(folder, filter="data")
+        run("pixi-unpack", folder, "-o", out)
+    else:
+        run("sh", packs["executable"], "-o", out)
+    assert _activated(out, ["SCRIPT_LOG", "SHARED"]) == {
+        "SCRIPT_LOG": "one;two;unix;",
+        "SHARED": "one-linux-64",
+    }
