@@ -59,14 +59,24 @@ PACKAGE_SCRIPT_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "nushell": (".nu",),
 }
 
-#: Shell -> extensions of the manifest's ``[activation] scripts`` it can source. pixi runs them with
-#: bash on Unix and cmd on Windows (``.sh``/``.bash``, ``.bat``); xonsh sources bash scripts.
-MANIFEST_SCRIPT_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "bash": (".sh", ".bash"),
-    "zsh": (".sh", ".bash"),
+#: Shell -> extensions of the manifest's ``[activation] scripts`` it sources (None: every script, as
+#: pixi's activator does). pixi's scripts are for bash on Unix and cmd on Windows; xonsh sources bash
+#: scripts; fish, PowerShell and nushell cannot.
+MANIFEST_SCRIPT_EXTENSIONS: dict[str, tuple[str, ...] | None] = {
+    "bash": None,
+    "zsh": None,
     "xonsh": (".sh", ".bash"),
-    "cmd": (".bat",),
+    "cmd": None,
 }
+
+
+def _sources(shell: str, script: Path) -> bool:
+    """Whether the ``shell``'s activation script sources the manifest's ``script``."""
+    if shell not in MANIFEST_SCRIPT_EXTENSIONS:
+        return False
+    usable = MANIFEST_SCRIPT_EXTENSIONS[shell]
+    return usable is None or script.suffix in usable
+
 
 #: Where an unpacked environment keeps the manifest's scripts (removed with the environment).
 INSTALLED_DIR = ("etc", "pixi-pack-ext", "activation")
@@ -240,9 +250,8 @@ def activation_script(
         where = f"the activation script {script.name}"
         lines.append(syntax.source(_in_target(script, prefix, home), where))
     if manifest is not None:
-        usable = MANIFEST_SCRIPT_EXTENSIONS.get(shell, ())
         for script in manifest.scripts:
-            if script.suffix in usable:
+            if _sources(shell, script):
                 where = f"the manifest's activation script {script.name}"
                 lines.append(syntax.source(_in_target(script, prefix, home), where))
         for name, text in manifest.env:
@@ -257,8 +266,7 @@ def skipped_manifest_scripts(manifest: ManifestActivation | None, shell: str) ->
     """The manifest's scripts the ``shell`` cannot source (pixi runs them with bash or cmd)."""
     if manifest is None:
         return []
-    usable = MANIFEST_SCRIPT_EXTENSIONS.get(shell, ())
-    return [s.name for s in manifest.scripts if s.suffix not in usable]
+    return [s.name for s in manifest.scripts if not _sources(shell, s)]
 
 
 def write_activation_script(
