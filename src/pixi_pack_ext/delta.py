@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from . import __version__
+from .activation_data import ACTIVATION_FIELD, parse_activation
 from .errors import InvalidPackError
 from .metadata import METADATA_FILE, PackMetadata
 from .package_set import PackageSet
@@ -42,6 +43,8 @@ class DeltaInfo:
         }
         if metadata.virtual_packages:
             data["virtual-packages"] = list(metadata.virtual_packages)
+        if metadata.activation:
+            data[ACTIVATION_FIELD] = metadata.activation.to_json()
         data["delta"] = {
             "base": self.base.digest,
             "target": self.target.digest,
@@ -93,10 +96,12 @@ def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, D
                 f"{source} has a 'delta.{key}' that is not the sha256 of its package lines"
             )
     made_by = data.get("pixi-pack-version")
+    activation = data.get(ACTIVATION_FIELD)
     metadata = PackMetadata(
         version=DELTA_FORMAT_VERSION,
         platform=platform,
         pixi_pack_version=made_by if isinstance(made_by, str) else None,
         virtual_packages=tuple(virtual),
+        activation=parse_activation(activation, source) if activation is not None else None,
     )
     return metadata, DeltaInfo(base=sets["base"], target=sets["target"])

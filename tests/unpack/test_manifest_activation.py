@@ -368,3 +368,28 @@ def test_every_way_of_unpacking_applies_it(packs: dict[str, Path], tmp_path: Pat
         "SCRIPT_LOG": "one;two;unix;",
         "SHARED": "one-linux-64",
     }
+
+
+def test_delta_metadata_carries_activation_and_an_update_replaces_the_scripts(tmp_path: Path) -> None:
+    """Deltas need changed packages to be made; their metadata and the update step are checked here."""
+    from pixi_pack_ext.activation_data import PackActivation
+    from pixi_pack_ext.delta import DeltaInfo, parse_delta
+    from pixi_pack_ext.metadata import metadata_for
+    from pixi_pack_ext.package_set import PackageSet
+    from pixi_pack_ext.unpack.activation import refresh_scripts
+
+    activation = PackActivation(env=(("A", "$HOME/x"),), scripts=("activation/00-new.sh",))
+    info = DeltaInfo(base=PackageSet.of([]), target=PackageSet.of([]))
+    metadata, _ = parse_delta(info.to_json(metadata_for("linux-64", (), activation)))
+    assert metadata.activation == activation
+    pack_dir = tmp_path / "pack"
+    (pack_dir / "activation").mkdir(parents=True)
+    (pack_dir / "activation" / "00-new.sh").write_text("export NEW=1\n")
+    prefix = tmp_path / "env"
+    old = prefix / "etc" / "pixi-pack-ext" / "activation"
+    old.mkdir(parents=True)
+    (old / "00-old.sh").write_text("export OLD=1\n")
+    manifest = refresh_scripts(pack_dir, prefix, activation)
+    assert manifest is not None and [p.name for p in manifest.scripts] == ["00-new.sh"]
+    assert sorted(p.name for p in old.iterdir()) == ["00-new.sh"]
+    assert refresh_scripts(pack_dir, prefix, None) is None and not old.exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..delta import DeltaInfo, is_delta, parse_delta
 from ..environments import parse_environments
 from ..errors import PackError, PixiPackError, UsageError
-from ..metadata import CHANNEL_DIR, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
+from ..metadata import CHANNEL_DIR, METADATA_FILE, PYPI_DIR, environment_yml, read_metadata
 from ..package_set import (
     PackageSet,
     conda_line,
@@ -145,7 +145,7 @@ class DeltaPlan:
 
     def write(self, staging: Path, plan: PackPlan) -> None:
         """Overwrite the full pack's ``pixi-pack.json`` and ``environment.yml`` with the delta's."""
-        metadata = metadata_for(plan.platform, plan.virtual_packages)
+        metadata = read_metadata(staging)  # the full pack's, with its [activation]
         (staging / METADATA_FILE).write_text(self.info.to_json(metadata))
         (staging / "environment.yml").write_text(self.environment_yml)
 

@@ -94,7 +94,15 @@ def make_multi_plan(
             suffix = name if len(platforms) == 1 else f"{name}-{plan.platform}"
             files[f"environment-{suffix}.yml"] = environment_yml(plan)
             if merged is None:
-                merged = dataclasses.replace(plan, conda=[], pypi=[], notes=[])
+                # Each environment's [activation] would need a place of its own in the pack.
+                merged = dataclasses.replace(plan, conda=[], pypi=[], notes=[], activation=None)
+            if plan.activation is not None and (plan.activation.env or plan.activation.scripts):
+                note = (
+                    "a pack of several environments does not carry the workspace's [activation]; "
+                    "pack an environment on its own to keep it"
+                )
+                if note not in merged.notes:
+                    merged.notes.append(note)
             merged.notes += [n for n in plan.notes if n not in merged.notes]
     assert merged is not None
     merged.conda = list(conda.values())

@@ -304,6 +304,18 @@ def write_activation_script(
     return target
 
 
+def refresh_scripts(
+    pack_dir: Path, prefix: Path, activation: PackActivation | None
+) -> ManifestActivation | None:
+    """For an update in place: the scripts an earlier unpack installed go, the pack's come in."""
+    old = prefix / INSTALLED_DIR[0] / INSTALLED_DIR[1]
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    elif old.is_dir():
+        shutil.rmtree(old)
+    return install_scripts(pack_dir, prefix, activation) if activation else None
+
+
 def install_scripts(pack_dir: Path, prefix: Path, activation: PackActivation) -> ManifestActivation:
     """Copy the pack's activation scripts into ``prefix``; the values pass on as they are.
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..environments import environment_names
 from ..errors import UsageError
 from ..plugins import PluginManager, get_plugin_manager
-from .driver import UnpackOptions, unpack
+from .activation import activation_path
+from .driver import UnpackOptions, host_platform, unpack
 
 
 def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> list[Path]:
@@ -29,6 +30,11 @@ def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> 
         raise UsageError("--all applies to a pack of several environments; this pack holds one")
     prefixes = []
     output_dir = options.output_directory.absolute()
+    suffix = activation_path(output_dir, options.shell, host_platform()).suffix
+    for name in names:  # checked before anything is installed, as unpack checks activate.*
+        named = output_dir / f"activate-{name}{suffix}"
+        if (named.is_symlink() or named.exists()) and not options.force:
+            raise UsageError(f"'{named}' already exists; remove it or pass --force to replace it")
     for name in names:
         prefix = unpack(dataclasses.replace(options, environment=name, env_name=name), plugins)
         for script in output_dir.glob("activate.*"):

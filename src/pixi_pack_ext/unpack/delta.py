@@ -37,7 +37,7 @@ from ..package_set import (
 )
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
-from .activation import SHELLS, default_shell, write_activation_script
+from .activation import activation_path, refresh_scripts, write_activation_script
 from .cache_prefill import CachePrefill
 from .driver import (
     UnpackOptions,
@@ -112,8 +112,7 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             if pypi_line(d.name, d.version) not in info.target.lines
         ]
         journal = PrefixJournal(prefix)
-        shell = SHELLS.get(options.shell or default_shell(metadata.platform), (None, "sh"))
-        written = output_dir / f"activate.{shell[1]}"
+        written = activation_path(output_dir, options.shell, metadata.platform)
         journal.begin(outside=sorted({*output_dir.glob("activate.*"), written}))
         with deferred_interrupts("the update"):
             for dist in gone_dists:
@@ -130,7 +129,8 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             with steps.preparing():
                 pass
             steps.run_all()
-            write_activation_script(output_dir, prefix, options.shell, metadata.platform)
+            manifest = refresh_scripts(pack_dir, prefix, metadata.activation)
+            write_activation_script(output_dir, prefix, options.shell, metadata.platform, manifest)
             result = installed_set(prefix, installed_records(prefix))
             if result != info.target:
                 raise UnpackError(
