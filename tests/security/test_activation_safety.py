@@ -163,12 +163,15 @@ def _assignments(text: str, pattern: str) -> dict[str, str]:
 
 
 def _powershell_string(expression: str) -> str:
-    """Read back a concatenation of PowerShell single-quoted literals (the only form we write)."""
+    """Read back a concatenation of PowerShell single-quoted literals and "`n"/"`r" (what we write)."""
     quotes = "'\u2018\u2019\u201a\u201b"
     value, i = [], 0
     while i < len(expression):
         c = expression[i]
-        if c in quotes:
+        if expression.startswith(('"`n"', '"`r"'), i):
+            value.append("\n" if expression[i + 2] == "n" else "\r")
+            i += 4
+        elif c in quotes:
             i += 1
             while True:
                 if expression[i] in quotes:
@@ -180,7 +183,7 @@ def _powershell_string(expression: str) -> str:
                     break
                 value.append(expression[i])
                 i += 1
-        elif c in " +":
+        elif c in " +()":
             i += 1
         else:
             raise AssertionError(f"unexpected {expression[i:]!r} in a PowerShell value")
@@ -217,6 +220,8 @@ def test_other_shells_hold_the_exact_values(
     run("pixi-unpack", packs["hostile"], "-o", out, "-e", HOSTILE_ENV, "-s", shell)
     text = (out / file).read_bytes().decode("utf-8").replace("\r\n", "\n")
     found = _assignments(text, pattern)
+    if shell == "powershell":  # CRLF line ends must not reach into a value: breaks are "`n"
+        assert "\n" not in found["EVIL"]
     values = {name: read(found[name]) for name in ("EVIL", "CONDA_PREFIX")}  # type: ignore[operator]
     assert values["EVIL"] == HOSTILE and values["CONDA_PREFIX"] == str(out / HOSTILE_ENV)
 

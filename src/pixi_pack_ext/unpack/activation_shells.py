@@ -13,6 +13,7 @@ it); a reference is written as the shell's own variable lookup, never as text th
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,7 +155,17 @@ _PS_QUOTES = "'\u2018\u2019\u201a\u201b"
 
 
 def _ps_literal(text: str) -> str:
-    return "'" + "".join(c + c if c in _PS_QUOTES else c for c in text) + "'"
+    """Single-quoted pieces; a line break is the constant ``"`n"``/``"`r"``, since the script's own
+    line ends (CRLF for PowerShell) would otherwise change a break inside a value."""
+    pieces = []
+    for part in re.split(r"(\r|\n)", text):
+        if part == "\n":
+            pieces.append('"`n"')
+        elif part == "\r":
+            pieces.append('"`r"')
+        elif part or not pieces:
+            pieces.append("'" + "".join(c + c if c in _PS_QUOTES else c for c in part) + "'")
+    return pieces[0] if len(pieces) == 1 else "(" + " + ".join(pieces) + ")"
 
 
 class PowerShell(ShellSyntax):
