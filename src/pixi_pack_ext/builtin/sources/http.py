@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import logging
 import random
 import re
@@ -83,6 +84,25 @@ def _describe(exc: Exception, settings: Settings, attempts: int | None = None) -
     return f"{kind} ({detail})" if detail else kind
 
 
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _status_error(status: int, phrase: str, url: str, shown: str, *, sent: bool) -> DownloadError:
+    """The error for a final HTTP status (not worth a retry); 401/403 say how to give credentials."""
+    if status in (401, 403):
+        host = urlsplit(url).hostname
+        what = "refused the credentials given for it" if sent else "needs credentials"
+        return AuthenticationError(
+            f"{host} {what} (HTTP {status} for {shown}); give credentials for '{host}' with "
+            "--auth-file, RATTLER_AUTH_FILE, ~/.rattler/credentials.json or ~/.netrc"
+        )
+    return DownloadError(f"could not download {shown}: HTTP {status} {phrase}".rstrip())
+
+
 def _basic_auth(username: str, password: str) -> httpx.Auth:
     import httpx
 
@@ -153,6 +173,12 @@ class HttpSession:
                 await self._native.download(request_url, origin, sink)
                 return
             except NativeFailure as exc:
+                if exc.status is not None and exc.status >= 400 and exc.status not in RETRY_STATUS:
+                    # the server's answer is final: asking again through httpx would only request
+                    # the same file from the same candidate twice
+                    raise _status_error(
+                        exc.status, _phrase(exc.status), request_url, shown, sent=False
+                    ) from None
                 log.info("retrying %s after %s", shown, exc)
                 if exc.status in RETRY_STATUS:
                     await asyncio.sleep(0.25 * (1 + random.random()))
@@ -219,13 +245,8 @@ class HttpSession:
         async with client.stream("GET", url, headers=request_headers, auth=auth) as response:
             status = response.status_code
             if status in (401, 403):
-                host = urlsplit(url).hostname
                 sent = auth is not None or "Authorization" in headers or "/t/" in urlsplit(url).path
-                what = "refused the credentials given for it" if sent else "needs credentials"
-                raise AuthenticationError(
-                    f"{host} {what} (HTTP {status} for {shown}); give credentials for '{host}' with "
-                    "--auth-file, RATTLER_AUTH_FILE, ~/.rattler/credentials.json or ~/.netrc"
-                )
+                raise _status_error(status, response.reason_phrase, url, shown, sent=sent)
             if status in RETRY_STATUS:
                 log.info("%s answered HTTP %s; retrying", shown, status)
                 return _retry_after(response) or 0.25 + random.random() * 0.25, f"HTTP {status}"
@@ -233,7 +254,7 @@ class HttpSession:
                 sink.restart()
                 return 0.0, "HTTP 416"
             if status >= 400:
-                raise DownloadError(f"could not download {shown}: HTTP {status} {response.reason_phrase}")
+                raise _status_error(status, response.reason_phrase, url, shown, sent=False)
             if resume_from and (status != 206 or not _range_starts_at(response, resume_from)):
                 sink.restart()  # the server sent the whole file (or another part): start over
                 if status == 206:
