@@ -126,7 +126,8 @@ def test_unknown_host_is_one_error(moved: Callable[..., Path], tmp_path: Path) -
 
 
 def test_wrong_bytes_from_every_mirror(moved: Callable[..., Path], channel_dir: Path, tmp_path: Path) -> None:
-    """Two mirrors and the original all corrupt one file: one error, no pack, nothing cached."""
+    """Two mirrors and the original (listed after them) all corrupt one file: one error naming
+    each, no pack, nothing cached."""
     path = _hello_bin(channel_dir)
     with (
         FaultyServer(channel_dir) as original,
@@ -137,12 +138,14 @@ def test_wrong_bytes_from_every_mirror(moved: Callable[..., Path], channel_dir: 
             server.add_faults(path, Corrupt(), always=True)
         workspace = moved(original.url)
         config = tmp_path / "config.toml"
-        config.write_text(f'[mirrors]\n"{original.url}" = ["{a.url}", "{b.url}"]\n')
+        config.write_text(f'[mirrors]\n"{original.url}" = ["{a.url}", "{b.url}", "{original.url}"]\n')
         cache = tmp_path / "cache"
         result = pack(workspace, tmp_path / "env.tar", "-c", config, "--use-cache", cache, check=False)
         tried = [server.fault_log.count(path) for server in (a, b, original)]
     line = error_line(result)
-    assert "checksum mismatch" in line and "(and 2 mirror(s) gave wrong bytes too)" in line, line
+    assert "from any of its 3 mirrors" in line and line.count("checksum mismatch") == 3, line
+    for server in (a, b, original):
+        assert f"{server.url.rstrip('/')}{path}: checksum mismatch" in line, line
     assert tried == [1, 1, 1]
     assert not (tmp_path / "env.tar").exists() and leftovers(tmp_path) == []
     cached = assert_cache_is_verified(cache, lock_hashes(workspace))

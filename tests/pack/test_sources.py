@@ -105,12 +105,15 @@ def test_mirror_with_wrong_bytes_is_refused_and_the_next_one_used(
     assert_pack_holds_channel_files(tmp_path / "env.tar", channel_dir)
 
 
-def test_original_is_tried_after_the_mirrors(moved, channel_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A dead mirror costs the first file its retries; later files skip it and go to the original."""
+def test_original_listed_among_the_mirrors_is_tried_after_them(
+    moved, channel_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A dead mirror costs the first file its retries; later files skip it and go to the original,
+    which pixi asks only because it is listed among the mirrors."""
     dead = dead_url()
     with ChannelServer(channel_dir) as original:
         ws = moved(original.url)
-        config = mirrors_config(tmp_path / "config.toml", original.url, [dead])
+        config = mirrors_config(tmp_path / "config.toml", original.url, [dead, original.url])
         result = pack_prod(ws, tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1", "-v")
         assert len([p for p in original.log.paths if p.endswith((".conda", ".tar.bz2"))]) == 4
     err = " ".join(result.stderr.decode().split())

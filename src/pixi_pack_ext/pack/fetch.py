@@ -1,7 +1,7 @@
 """Concurrent, verified, cached downloads through the channel-source plugins.
 
 Every file is hashed while it streams and checked against the hash the plan records before it is
-moved into place; mirrors are tried in order before the original URL; a ``--use-cache`` folder in
+moved into place; ``[mirrors]`` replace the original URL, as in pixi; a ``--use-cache`` folder in
 channel layout is consulted first and filled atomically.
 """
 
@@ -399,7 +399,9 @@ def check_hash(item: FetchItem, sha256: str, md5: str) -> str | None:
 
 
 def candidate_urls(url: str, mirrors: dict[str, list[str]]) -> list[str]:
-    """The mirrors for ``url`` (longest matching prefix wins), in order, then ``url`` itself."""
+    """Where to fetch ``url`` from, as pixi does: a ``[mirrors]`` entry (the longest matching
+    prefix wins) *replaces* the original, so the candidates are its mirrors in order, and the
+    original is one of them only when it is listed there; without a matching entry, ``url``."""
     best = ""
     for prefix in mirrors:
         norm = prefix.rstrip("/") + "/"
@@ -409,8 +411,7 @@ def candidate_urls(url: str, mirrors: dict[str, list[str]]) -> list[str]:
         return [url]
     rest = url[len(best) :]
     targets = next(v for k, v in mirrors.items() if k.rstrip("/") + "/" == best)
-    result = [t.rstrip("/") + "/" + rest for t in targets]
-    return [*result, url] if url not in result else result
+    return list(dict.fromkeys(t.rstrip("/") + "/" + rest for t in targets))
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
@@ -671,18 +672,23 @@ class Fetcher:
             raise
 
     async def _download_verified(self, item: FetchItem, temp: Path) -> None:
-        """Try each candidate URL until one yields the right bytes at ``temp``."""
-        failures: list[str] = []
-        last_error: PixiPackError | None = None
-        for url in candidate_urls(item.url, self.settings.mirrors):
+        """Try each candidate URL once until one yields the right bytes at ``temp``; when none
+        does, one error names every URL tried and why it failed."""
+        failures: list[tuple[str, PixiPackError]] = []
+        candidates = candidate_urls(item.url, self.settings.mirrors)
+        if not candidates:
+            raise DownloadError(
+                f"could not fetch {item.label}: the [mirrors] entry for {redact_url(item.url)} lists no "
+                "URL; list at least one mirror (or the original URL itself)"
+            )
+        for url in candidates:
             sink = HashingSink(temp, self.progress.advance_bytes, md5=not item.sha256, writer=self._writer)
             try:
                 session = await self._session_for(url)
                 await session.download(url, sink)
             except PixiPackError as exc:
                 sink.restart()
-                last_error = exc
-                failures.append(str(exc))
+                failures.append((url, exc))
                 log.info("%s", exc)
                 continue
             finally:
@@ -693,19 +699,29 @@ class Fetcher:
             mismatch = check_hash(item, *sink.digests())
             if mismatch is None:
                 return
-            sink_bytes = sink.offset
-            self.progress.advance_bytes(-sink_bytes)
-            last_error = ChecksumError(
-                f"checksum mismatch for {item.label} from {redact_url(url)}: {mismatch}"
-            )
-            failures.append(str(last_error))
-            log.warning("%s", last_error)
-        assert last_error is not None
+            self.progress.advance_bytes(-sink.offset)
+            error = ChecksumError(f"checksum mismatch for {item.label} from {redact_url(url)}: {mismatch}")
+            failures.append((url, error))
+            log.warning("%s", error)
         if len(failures) == 1:
-            raise last_error
-        if isinstance(last_error, ChecksumError) and all("checksum mismatch" in f for f in failures):
-            raise ChecksumError(f"{failures[-1]} (and {len(failures) - 1} mirror(s) gave wrong bytes too)")
-        raise DownloadError(f"could not fetch {item.label} from any source; last error: {failures[-1]}")
+            raise failures[0][1]
+        reasons = "; ".join(f"{redact_url(url)}: {_reason(url, exc)}" for url, exc in failures)
+        message = f"could not fetch {item.label} from any of its {len(failures)} mirrors ({reasons})"
+        if all(isinstance(exc, ChecksumError) for _, exc in failures):
+            raise ChecksumError(message)
+        raise DownloadError(message)
+
+
+def _reason(url: str, exc: PixiPackError) -> str:
+    """Why fetching ``url`` failed, without the URL the message repeats."""
+    text = str(exc)
+    shown = redact_url(url)
+    for prefix in (f"could not download {shown}: ", f"from {shown}: "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    if isinstance(exc, ChecksumError) and f" from {shown}: " in text:
+        return "checksum mismatch, " + text.split(f" from {shown}: ", 1)[1]
+    return text
 
 
 class _TaskGroup:
