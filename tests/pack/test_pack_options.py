@@ -84,6 +84,20 @@ def test_missing_and_malformed_lock(tmp_path: Path) -> None:
     assert not (tmp_path / "out.tar").exists()
 
 
+def test_a_lock_newer_than_we_read_says_to_update(workspace: Path, tmp_path: Path) -> None:
+    """A real lock with its version raised past what rattler reads: the error names both versions
+    and the fix (regenerating with pixi would write the same version)."""
+    text = (workspace / "pixi.lock").read_text()
+    assert text.startswith("version: 7\n")
+    (tmp_path / "pixi.lock").write_text(text.replace("version: 7\n", "version: 99\n", 1))
+    result = run("pixi-pack", tmp_path / "pixi.lock", "-o", tmp_path / "out.tar", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "pixi lock format version 99" in err and "versions 1 to 7" in err, err
+    assert "update pixi-pack-ext" in err, err
+    assert not (tmp_path / "out.tar").exists()
+
+
 def test_output_to_stdout_round_trips_through_stdin(workspace: Path, tmp_path: Path) -> None:
     packed = run("pixi-pack", workspace, "-e", "prod", "-o", "-")
     assert packed.stdout[:512].find(b"channel") >= 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -37,10 +38,41 @@ def find_lock_file(manifest_path: Path) -> Path:
     return lock
 
 
+#: The newest lock format this version reads when rattler does not say (rattler reads every older one).
+NEWEST_KNOWN_VERSION = 7
+_NEWER = re.compile(
+    r"newer lock ?file format version (\d+), but only up to (?:and )?including version (\d+)", re.I
+)
+_VERSION_LINE = re.compile(r"^version:\s*(\d+)\s*$", re.M)
+
+
+def _newer_version(lock_path: Path, message: str) -> tuple[int, int] | None:
+    """(the lock's format version, the newest we read) when the lock is newer than we read."""
+    match = _NEWER.search(message)
+    if match:
+        return int(match.group(1)), int(match.group(2))
+    try:
+        head = lock_path.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        return None
+    found = _VERSION_LINE.search(head)
+    if found and int(found.group(1)) > NEWEST_KNOWN_VERSION:
+        return int(found.group(1)), NEWEST_KNOWN_VERSION
+    return None
+
+
 def _load(lock_path: Path) -> rattler.LockFile:
     try:
         return rattler.LockFile.from_path(lock_path)
     except Exception as exc:  # rattler raises its own exception types for every parse problem
+        newer = _newer_version(lock_path, str(exc))
+        if newer is not None:
+            found, newest = newer
+            raise LockFileError(
+                f"'{lock_path}' is in pixi lock format version {found}; this pixi-pack-ext reads "
+                f"versions 1 to {newest}; update pixi-pack-ext (regenerating the lock with pixi "
+                "writes the same version)"
+            ) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LockFileError(
             f"'{lock_path}' is not a readable pixi lock file ({first_line}); regenerate it with 'pixi lock'"
