@@ -27,7 +27,14 @@ log = logging.getLogger(__name__)
 DEFAULT_DOWNLOADS = 50
 
 #: Keys of pixi's config.toml that pixi-pack-ext reads.
-USED_KEYS = {"mirrors", "s3-options", "concurrency", "tls-no-verify", "authentication-override-file"}
+USED_KEYS = {
+    "mirrors",
+    "s3-options",
+    "concurrency",
+    "tls-no-verify",
+    "authentication-override-file",
+    "run-post-link-scripts",
+}
 #: pixi still reads these older snake_case spellings; so do we.
 SNAKE_CASE_ALIASES = {
     "tls_no_verify": "tls-no-verify",
@@ -47,7 +54,6 @@ PIXI_ONLY_KEYS = {
     "repodata-config",
     "experimental",
     "proxy-config",
-    "run-post-link-scripts",
     "tool-platform",
     "tls-root-certs",
     "build",
@@ -79,6 +85,8 @@ class Settings:
     read_timeout: float = 60.0
     retries: int = 3
     auth: AuthStore = field(default_factory=lambda: AuthStore())
+    #: pixi's ``run-post-link-scripts = "insecure"``: pixi-unpack runs the packages' post-link scripts.
+    run_post_link_scripts: bool = False
     #: Free-form settings for third-party plugins: the raw config table.
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -174,6 +182,14 @@ def load_config(path: Path | None) -> Settings:
             break
     if "tls-no-verify" in data:
         settings.tls_verify = not _expect(data["tls-no-verify"], bool, "tls-no-verify", path, "a boolean")
+    if "run-post-link-scripts" in data:
+        value = data["run-post-link-scripts"]
+        if value not in ("insecure", "false", False):
+            shown = f"'{value}'" if isinstance(value, str) else _toml_type(value)
+            raise ConfigError(
+                f'\'run-post-link-scripts\' in {path} must be "insecure" (run them) or "false", not {shown}'
+            )
+        settings.run_post_link_scripts = value == "insecure"
     if "authentication-override-file" in data:
         override = _expect(
             data["authentication-override-file"], str, "authentication-override-file", path, "a path"

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import rich_click as click
 
 from .. import __version__
+from ..config import load_config
 from ..unpack.activation import SHELLS
 from ..unpack.delta import unpack_or_apply
 from ..unpack.driver import UnpackOptions
 from .common import run_reporting_errors, setup_logging, stderr
+
+T = TypeVar("T")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +55,18 @@ from .common import run_reporting_errors, setup_logging, stderr
 @click.option(
     "--ignore-virtual-packages", is_flag=True, help="Install even if the host lacks glibc/cuda/... versions."
 )
+@click.option(
+    "--run-post-link-scripts",
+    is_flag=True,
+    help="Run the packages' post-link scripts, as conda does (insecure: they run code from the pack).",
+)
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help='A pixi config.toml; pixi-unpack reads run-post-link-scripts = "insecure" from it.',
+)
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.version_option(__version__, "-V", "--version", prog_name="pixi-unpack")
@@ -62,6 +79,8 @@ def unpack_command(
     all_environments: bool,
     force: bool,
     ignore_virtual_packages: bool,
+    run_post_link_scripts: bool,
+    config: Path | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -76,16 +95,28 @@ def unpack_command(
         ignore_virtual_packages=ignore_virtual_packages,
         show_progress=stderr.is_terminal and not quiet,
         environment=environment,
+        run_post_link_scripts=run_post_link_scripts,
     )
+
+    def configured(action: Callable[[UnpackOptions], T]) -> Callable[[], T]:
+        """``action(options)`` once the config file (when given) has had its say."""
+
+        def run() -> T:
+            if config is not None and load_config(config).run_post_link_scripts:
+                options.run_post_link_scripts = True
+            return action(options)
+
+        return run
+
     if all_environments:
         if environment is not None or env_name != "env":
             raise click.UsageError("--all names each folder after its environment; drop --environment and -e")
         from ..unpack.all_environments import unpack_all
 
-        for prefix in run_reporting_errors(lambda: unpack_all(options)):
+        for prefix in run_reporting_errors(configured(unpack_all)):
             if not quiet:
                 stderr.print(f"unpacked the environment into {prefix}")
         return
-    prefix = run_reporting_errors(lambda: unpack_or_apply(options))
+    prefix = run_reporting_errors(configured(unpack_or_apply))
     if not quiet:
         stderr.print(f"unpacked the environment into {prefix}")

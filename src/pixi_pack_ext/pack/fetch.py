@@ -706,10 +706,10 @@ class Fetcher:
         if len(failures) == 1:
             raise failures[0][1]
         reasons = "; ".join(f"{redact_url(url)}: {_reason(url, exc)}" for url, exc in failures)
-        message = f"could not fetch {item.label} from any of its {len(failures)} mirrors ({reasons})"
-        if all(isinstance(exc, ChecksumError) for _, exc in failures):
-            raise ChecksumError(message)
-        raise DownloadError(message)
+        tried = len(failures)
+        if all(isinstance(exc, ChecksumError) for _, exc in failures):  # a subclass of DownloadError
+            raise ChecksumError(f"could not fetch {item.label} from any of its {tried} mirrors ({reasons})")
+        raise DownloadError(f"could not fetch {item.label} from any of its {tried} mirrors ({reasons})")
 
 
 def _reason(url: str, exc: PixiPackError) -> str:

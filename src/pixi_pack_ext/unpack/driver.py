@@ -31,6 +31,7 @@ from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, o
 from ..hashing import hash_file
 from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
+from ..link_scripts import find_link_scripts, run_post_link, warn_not_run
 from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
@@ -60,6 +61,8 @@ class UnpackOptions:
     show_progress: bool = False
     #: Which environment of a pack of several to install (None: the only one).
     environment: str | None = None
+    #: Run the packages' post-link scripts (pixi's ``run-post-link-scripts = "insecure"``).
+    run_post_link_scripts: bool = False
 
 
 def host_platform() -> str:
@@ -244,6 +247,11 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         with deferred_interrupts("the install"):
             with steps.preparing():
                 _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
+            scripts = find_link_scripts(prefix, records, metadata.platform)
+            if options.run_post_link_scripts:
+                run_post_link(prefix, scripts)
+            else:
+                warn_not_run(scripts)
             # The environment holds hard links to (or copies of) the cache's files now: removing
             # the cache's thousands of entries overlaps with the unpack steps instead of following them.
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
@@ -293,7 +301,7 @@ def install_records(
     prefilled: bool = False,
 ) -> None:
     """Install ``records`` into ``prefix`` with rattler (prefix rewriting, noarch python, entry points;
-    no link scripts run); rattler's error is raised as ``failed(error)``.
+    no link scripts run: see ``link_scripts``); rattler's error is raised as ``failed(error)``.
 
     ``alternative_target_prefix`` is the path the environment will live at when that is not ``prefix``.
     ``prefilled``: ``cache_dir`` is private and its packages were just extracted from archives whose
