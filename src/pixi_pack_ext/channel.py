@@ -10,17 +10,37 @@ import json
 from pathlib import Path
 
 from .plan import CondaPackage
+from .redact import public_url
 
 #: Fields of a repodata record that only make sense in a lock or a prefix, not in repodata.json.
-NON_REPODATA_FIELDS = ("fn", "url", "channel")
+NON_REPODATA_FIELDS = ("fn",)
+#: Where a package came from (its lock record's URL and channel). repodata.json has no such fields,
+#: and readers of it (rattler, conda, the Rust pixi-unpack) ignore them; pixi-unpack writes them into
+#: the environment's conda-meta records, as an install from the lock does.
+ORIGIN_FIELDS = ("url", "channel")
 
 
 def repodata_entry(package: CondaPackage) -> dict[str, object]:
-    """The repodata.json record of one package, from its lock record."""
+    """The repodata.json record of one package, from its lock record (its origin without secrets)."""
     data = json.loads(package.record.to_json())
     for key in NON_REPODATA_FIELDS:
         data.pop(key, None)
+    for key in ORIGIN_FIELDS:
+        value = data.pop(key, None)
+        if isinstance(value, str) and value and public_url(value):
+            data[key] = public_url(value)
+    if "channel" in data:
+        data["channel"] = channel_base(str(data["channel"]), str(data.get("subdir", "")))
     return dict(sorted(data.items()))
+
+
+def channel_base(channel: str, subdir: str) -> str:
+    """A channel URL as a lock writes it (``https://host/name/``): conda's records name the
+    subdir's URL (``https://host/name/linux-64``), rattler's the channel's, with a slash."""
+    base = channel.rstrip("/")
+    if subdir and base.endswith("/" + subdir):
+        base = base[: -len(subdir) - 1]
+    return base + "/"
 
 
 def build_repodata(subdir: str, packages: list[CondaPackage]) -> dict[str, object]:

@@ -33,6 +33,19 @@ def redact_url(url: str) -> str:
     return redact(urlunsplit((parts.scheme, netloc, path, parts.query and "***", parts.fragment)))
 
 
+def public_url(url: str) -> str:
+    """``url`` without anything secret, to be written down (a pack's repodata, conda-meta): no user
+    info, no conda token path segment, no query or fragment. ``https://u:pw@host/t/TOKEN/x?sig=1``
+    -> ``https://host/x``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    path = _TOKEN_PATH.sub("/", parts.path)
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
 def redact(text: str) -> str:
     """Mask every registered secret in ``text``, and the credentials of any URL in it."""
     for secret in sorted(_secrets, key=len, reverse=True):

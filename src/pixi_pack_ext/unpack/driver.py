@@ -26,6 +26,7 @@ from rattler import Channel, RepoData
 from rattler.package_cache import PackageCache, ValidationMode
 
 from ..channel import read_repodata
+from ..conda_meta import Origin, read_origin, restore_origins
 from ..environments import peek_selection, select
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hashing import hash_file
@@ -80,12 +81,17 @@ def validate_metadata(metadata: PackMetadata) -> None:
 
 
 def verify_channel(
-    pack_dir: Path, *, check_hashes: bool = True, streamed: set[Path] | None = None
+    pack_dir: Path,
+    *,
+    check_hashes: bool = True,
+    streamed: set[Path] | None = None,
+    origins: dict[str, Origin] | None = None,
 ) -> list[rattler.RepoDataRecord]:
     """Check every package the pack's repodata lists against its sha256 and return install records.
 
     ``check_hashes=False`` checks everything but the bytes (``CachePrefill`` then hashes them while
-    it extracts them); ``streamed`` files were taken straight from the pack, so they need not exist."""
+    it extracts them); ``streamed`` files were taken straight from the pack, so they need not exist.
+    ``origins`` receives each record's original URL and channel, keyed by its (local) install URL."""
     channel_dir = pack_dir / CHANNEL_DIR
     if not channel_dir.is_dir():
         raise InvalidPackError("the pack has no channel/ folder; this is not a pixi-pack pack")
@@ -122,7 +128,12 @@ def verify_channel(
                 parsed = RepoData.from_path(repodata_path).into_repo_data(channel)
             except Exception as exc:  # rattler's parse errors
                 raise InvalidPackError(f"channel/{subdir.name}/repodata.json is malformed: {exc}") from None
-            records.extend(_pin_to_verified_files(parsed, subdir, entries))
+            pinned = _pin_to_verified_files(parsed, subdir, entries)
+            if origins is not None:
+                for record in pinned:
+                    entry = entries[record.file_name]
+                    origins[record.url] = read_origin(entry, subdir.name, record.file_name)
+            records.extend(pinned)
     return records
 
 
@@ -223,7 +234,10 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             selection = select(pack_dir, options.environment, workdir / "selected")
             metadata = selection.metadata
             validate_metadata(metadata)
-            records = selection.keep(verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed))
+            origins: dict[str, Origin] = {}
+            records = selection.keep(
+                verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed, origins=origins)
+            )
             if not options.ignore_virtual_packages:
                 check_virtual_packages(records, metadata.platform, metadata.virtual_packages)
             # Every package's sha256 is checked as it is extracted into rattler's cache (the
@@ -247,6 +261,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         with deferred_interrupts("the install"):
             with steps.preparing():
                 _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
+                restore_origins(prefix, records, origins)
             scripts = find_link_scripts(prefix, records, metadata.platform)
             if options.run_post_link_scripts:
                 run_post_link(prefix, scripts)

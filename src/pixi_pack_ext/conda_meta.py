@@ -1,0 +1,81 @@
+"""The environment's ``conda-meta`` records, as an install from the lock writes them.
+
+rattler installs a pack's packages from the pack's own channel through a package cache that is
+removed afterwards, so the records it writes name a temporary ``file://`` URL and channel and point
+at deleted folders (``extracted_package_dir``, ``link.source``). The pack's repodata keeps each
+package's original URL and channel (``channel.ORIGIN_FIELDS``); they replace the temporary ones,
+and the paths into the removed cache are left out. ``conda list -p env`` then shows the real
+channels, and ``pixi-pack --prefix env`` finds the packages where they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import rattler
+
+from .errors import InvalidPackError
+
+#: Fields of a conda-meta record that name the package cache the install used (gone afterwards).
+CACHE_FIELDS = ("extracted_package_dir", "package_tarball_full_path", "link")
+#: Longest URL or channel accepted from a pack.
+MAX_URL = 4096
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a package of the pack came from, as its repodata says."""
+
+    url: str | None
+    channel: str | None
+
+
+def read_origin(entry: dict[str, object], subdir: str, file_name: str) -> Origin:
+    """The origin fields of one untrusted repodata entry, checked: absent, or a URL of printable
+    characters of bounded length."""
+    values: dict[str, str | None] = {}
+    for key in ("url", "channel"):
+        value = entry.get(key)
+        if value is None:
+            values[key] = None
+            continue
+        if (
+            not isinstance(value, str)
+            or len(value) > MAX_URL
+            or "://" not in value
+            or not value.isprintable()
+        ):
+            shown = repr(value)[:80]
+            raise InvalidPackError(
+                f"channel/{subdir}/repodata.json has an invalid '{key}' for {file_name} ({shown}); "
+                "it must be a URL"
+            )
+        values[key] = value
+    return Origin(url=values["url"], channel=values["channel"])
+
+
+def record_path(prefix: Path, record: rattler.RepoDataRecord) -> Path:
+    """Where rattler wrote the conda-meta record of ``record``."""
+    return prefix / "conda-meta" / f"{record.name.normalized}-{record.version}-{record.build}.json"
+
+
+def restore_origins(prefix: Path, records: list[rattler.RepoDataRecord], origins: dict[str, Origin]) -> None:
+    """Rewrite each record's conda-meta file with its original URL and channel (``origins`` is keyed
+    by the URL the install used) and without the paths into the removed package cache."""
+    for record in records:
+        path = record_path(prefix, record)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        origin = origins.get(record.url)
+        if origin is not None:
+            if origin.url is not None:
+                data["url"] = origin.url
+            if origin.channel is not None:
+                data["channel"] = origin.channel
+        for key in CACHE_FIELDS:
+            data.pop(key, None)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(temp, path)
