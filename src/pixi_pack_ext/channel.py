@@ -31,6 +31,7 @@ def repodata_entry(package: CondaPackage) -> dict[str, object]:
             data[key] = public_url(value)
     if "channel" in data:
         data["channel"] = channel_base(str(data["channel"]), str(data.get("subdir", "")))
+    data.update(package.repodata_extra)
     return dict(sorted(data.items()))
 
 

@@ -24,6 +24,11 @@ class CondaPackage:
     url: str
     local_path: Path | None = None
     note: str = ""
+    #: ``--prefix``: a package cache's extracted folder to rebuild the package from when its
+    #: archive can be had from nowhere (see ``rebuild.py``).
+    rebuild_from: Path | None = None
+    #: More fields for the pack's repodata record (a rebuilt package's original digests).
+    repodata_extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import filecmp
+import hashlib
 import json
 import shutil
 import sys
@@ -158,12 +159,100 @@ def test_package_found_nowhere_is_a_clean_error(installed: InstalledWorld, tmp_p
         record = json.loads(record_path.read_text())
         record["url"] = f"{gone.url}linux-64/{record['fn']}"
         record_path.write_text(json.dumps(record))
+        for path in (prefix / "conda-meta").glob("*.json"):  # no cache holds an extracted folder either
+            other = json.loads(path.read_text())
+            other["extracted_package_dir"] = str(tmp_path / "no-longer-cached" / other["name"])
+            path.write_text(json.dumps(other))
         out = tmp_path / "prefix.tar"
         result = run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path), check=False)
     line = error_line(result)
     assert "HTTP 404" in line and f"libgreet=2.1={archive.name.split('-')[-1].removesuffix('.conda')}" in line
-    assert "only the extracted folder of libgreet" in line and "--use-cache" in line
+    assert "no verified archive or extracted folder of libgreet" in line and "--use-cache" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conda", "gone"]
+
+
+def _tree(root: Path) -> dict[str, bytes | str]:
+    """Every file (its bytes) and link (its target) under ``root``, but conda-meta."""
+    out: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("conda-meta") or (path.is_dir() and not path.is_symlink()):
+            continue
+        out[rel] = str(path.readlink()) if path.is_symlink() else path.read_bytes()
+    return out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the packages are built for linux-64")
+def test_pixi_prefix_without_network_is_rebuilt_from_extracted_folders(
+    installed: InstalledWorld, tmp_path: Path
+) -> None:
+    """rattler's cache holds only extracted folders and the channel is down: each package is rebuilt
+    as a .conda, named in one warning; the pack records the rebuilt files' hashes and keeps the
+    original ones; unpacked, it holds the same files as the pack from the lock."""
+    out = tmp_path / "prefix.tar"
+    result = run("pixi-pack", "--prefix", installed.prefix, "-o", out, env=isolated(tmp_path))
+    err = " ".join(result.stderr.decode().split())
+    assert err.count("rebuilt 4 package(s)") == 1, err
+    for name in ("activate-demo", "greeting-data", "hello-bin", "libgreet"):
+        assert f"{name}=" in err
+    with tarfile.open(installed.lock_pack) as tar:
+        lock_repodata = {
+            m.name: json.loads(tar.extractfile(m).read())  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.name.endswith("repodata.json")
+        }
+    extracted = tmp_path / "pack"
+    with tarfile.open(out) as tar:
+        tar.extractall(extracted, filter="data")
+    for name, original in lock_repodata.items():
+        repodata = json.loads((extracted / name).read_text())
+        original_entries = {**original["packages"], **original["packages.conda"]}
+        assert repodata["packages"] == {}  # every package is rebuilt as .conda
+        for fn, entry in original_entries.items():
+            conda_fn = fn.removesuffix(".tar.bz2").removesuffix(".conda") + ".conda"
+            rebuilt = repodata["packages.conda"][conda_fn]
+            data = (extracted / name).parent.joinpath(conda_fn).read_bytes()
+            assert rebuilt["sha256"] == hashlib.sha256(data).hexdigest() != entry["sha256"]
+            assert rebuilt["size"] == len(data)
+            assert rebuilt["rebuilt_from"] == {
+                "fn": fn,
+                "sha256": entry["sha256"],
+                "md5": entry["md5"],
+                "size": entry["size"],
+            }
+            same = {k: v for k, v in rebuilt.items() if k not in ("sha256", "md5", "size", "rebuilt_from")}
+            assert same == {k: v for k, v in entry.items() if k not in ("sha256", "md5", "size")}
+    trees = []
+    for pack in (installed.lock_pack, out):  # one after the other at one path: prefixes match too
+        run("pixi-unpack", pack, "-o", tmp_path / "unpacked")
+        trees.append(_tree(tmp_path / "unpacked" / "env"))
+        shutil.rmtree(tmp_path / "unpacked")
+    assert trees[0] == trees[1] and "bin/hello" in trees[0]
+
+
+def test_an_edited_extracted_folder_is_not_rebuilt_from(installed: InstalledWorld, tmp_path: Path) -> None:
+    """A file of a cache's extracted folder that no longer matches its package's paths.json stops
+    the rebuild with one error naming the folder: the pack never holds edited files."""
+    prefix = tmp_path / "env"
+    shutil.copytree(installed.prefix, prefix, symlinks=True)
+    cache = tmp_path / "cache"
+    for path in (prefix / "conda-meta").glob("*.json"):
+        record = json.loads(path.read_text())
+        source = Path(record["extracted_package_dir"])
+        shutil.copytree(source, cache / source.name, symlinks=True)
+        record["extracted_package_dir"] = str(cache / source.name)
+        path.write_text(json.dumps(record))
+    edited = next(cache.glob("greeting-data-*")) / "share" / "greeting" / "message.txt"
+    edited.write_text("edited in the cache\n")
+    result = run(
+        "pixi-pack", "--prefix", prefix, "-o", tmp_path / "out.tar", env=isolated(tmp_path), check=False
+    )
+    stderr = result.stderr.decode()
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in stderr and len(lines) == 1, stderr
+    assert "cannot rebuild greeting-data-" in lines[0] and str(edited.parents[2]) in lines[0], lines[0]
+    assert "share/greeting/message.txt' does not match the sha256" in lines[0], lines[0]
+    assert not (tmp_path / "out.tar").exists()
 
 
 def test_archive_with_wrong_bytes_is_not_used(installed: InstalledWorld, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
 from .output_path import check_cache_folder, check_output
 from .pypi_selection import select_wheels
+from .prefix.rebuild import fetch_or_rebuild
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,22 @@ def pack(
     try:
         staging.mkdir()
         fetcher = Fetcher(plugins, settings, cache=cache, progress=progress)
+        items = fetch_items(plan, staging)
+        # --prefix: packages that can be rebuilt from a cache's extracted folder are fetched apart,
+        # so that failing to fetch them rebuilds them instead of ending the run
+        fallback = {staging / p.pack_path: p for p in plan.conda if p.rebuild_from is not None}
         try:
-            asyncio.run(fetcher.fetch_all(fetch_items(plan, staging)))
+            asyncio.run(fetcher.fetch_all([item for item in items if item.dest not in fallback]))
         except DownloadError as exc:
             if not plan.fetch_hint:
                 raise
             raise type(exc)(f"{exc}; {plan.fetch_hint}") from None
+        if fallback:
+            fetch_or_rebuild(
+                [item for item in items if item.dest in fallback],
+                fallback,
+                lambda batch: asyncio.run(Fetcher(plugins, settings, cache=cache).fetch_all(batch)),
+            )
         lay_out(plan, staging)
         if delta is not None:
             delta.write(staging, plan)

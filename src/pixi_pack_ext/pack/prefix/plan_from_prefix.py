@@ -24,6 +24,7 @@ from ...plan import CondaPackage, PackPlan, PypiPackage
 from .edits import changed_files
 from .installed_wheels import find_wheel, installed_dists
 from .package_caches import find_archive, prefix_cache_dirs
+from .rebuild import extracted_folder
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -111,19 +112,13 @@ def repodata_record(record: rattler.PrefixRecord) -> rattler.RepoDataRecord:
 
 
 def _missing_hint(missing: list[rattler.PrefixRecord], cache_dirs: list[Path]) -> str:
-    """Said after a failed download: what was searched, and why extracted folders do not count."""
+    """Said after a failed download: what was searched (packages with an extracted folder in a
+    cache are rebuilt from it instead, so they are not among ``missing``)."""
     names = [f"{r.name.normalized}={r.version}={r.build}" for r in missing]
-    hint = f"no verified archive of {_listing(names)} in the package caches ({_listing([str(d) for d in cache_dirs])})"
-    extracted = [
-        r.name.normalized
-        for r in missing
-        if r.extracted_package_dir and Path(r.extracted_package_dir).is_dir()
-    ]
-    if extracted:
-        hint += (
-            f"; the caches hold only the extracted folder of {_listing(extracted)}, from which the "
-            "original archive cannot be rebuilt"
-        )
+    hint = (
+        f"no verified archive or extracted folder of {_listing(names)} in the package caches "
+        f"({_listing([str(d) for d in cache_dirs])})"
+    )
     return (
         hint + "; put the archives in a --use-cache folder (<subdir>/<file>) or make their channel reachable"
     )
@@ -135,13 +130,18 @@ def _add_conda(plan: PackPlan, prefix: Path, records: list[rattler.PrefixRecord]
         archives = list(pool.map(lambda record: find_archive(record, cache_dirs), records))
     missing: list[rattler.PrefixRecord] = []
     for record, archive in zip(records, archives, strict=True):
-        plan.conda.append(CondaPackage(record=repodata_record(record), url=record.url, local_path=archive))
+        package = CondaPackage(record=repodata_record(record), url=record.url, local_path=archive)
+        plan.conda.append(package)
         if archive is None:
-            missing.append(record)
+            package.rebuild_from = extracted_folder(record, cache_dirs)
+            if package.rebuild_from is None:
+                missing.append(record)
         else:
             log.debug("%s: using %s", record.file_name, archive)
+    fetched = sum(1 for archive in archives if archive is None)
+    if fetched:
+        log.info("%d package(s) are in no local package cache; fetching them", fetched)
     if missing:
-        log.info("%d package(s) are in no local package cache; fetching them", len(missing))
         plan.fetch_hint = _missing_hint(missing, cache_dirs)
 
 
