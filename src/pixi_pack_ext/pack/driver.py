@@ -32,8 +32,8 @@ from .manifest_activation import read_activation
 from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
 from .output_path import check_cache_folder, check_output
-from .pypi_selection import select_wheels
 from .prefix.rebuild import fetch_or_rebuild
+from .pypi_selection import select_wheels
 
 log = logging.getLogger(__name__)
 

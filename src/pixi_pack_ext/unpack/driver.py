@@ -26,18 +26,18 @@ from rattler import Channel, RepoData
 from rattler.package_cache import PackageCache, ValidationMode
 
 from ..channel import read_repodata
-from ..conda_meta import Origin, read_origin, restore_origins
 from ..environments import peek_selection, select
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hashing import hash_file
 from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
-from ..link_scripts import find_link_scripts, run_post_link, warn_not_run
 from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
 from .activation import check_activation_target, install_scripts, write_activation_script
 from .cache_prefill import CachePrefill
+from .conda_meta import Origin, read_origin, restore_origins
+from .link_scripts import find_link_scripts, run_post_link, warn_not_run
 from .package_guard import check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner

@@ -3,7 +3,7 @@
 rattler installs a pack's packages from the pack's own channel through a package cache that is
 removed afterwards, so the records it writes name a temporary ``file://`` URL and channel and point
 at deleted folders (``extracted_package_dir``, ``link.source``). The pack's repodata keeps each
-package's original URL and channel (``channel.ORIGIN_FIELDS``); they replace the temporary ones,
+package's original URL and channel (``pixi_pack_ext.channel.ORIGIN_FIELDS``); they replace the temporary ones,
 and the paths into the removed cache are left out. ``conda list -p env`` then shows the real
 channels, and ``pixi-pack --prefix env`` finds the packages where they came from.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import rattler
 
-from .errors import InvalidPackError
+from ..errors import InvalidPackError
 
 #: Fields of a conda-meta record that name the package cache the install used (gone afterwards).
 CACHE_FIELDS = ("extracted_package_dir", "package_tarball_full_path", "link")

@@ -19,7 +19,7 @@ from typing import Any
 import rattler
 from conftest import needs_linux64, pack_prod, run
 
-from pixi_pack_ext.conda_meta import CACHE_FIELDS
+from pixi_pack_ext.unpack.conda_meta import CACHE_FIELDS
 
 pytestmark = needs_linux64
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import rattler
 
-from .errors import UnpackError
+from ..errors import UnpackError
 
 log = logging.getLogger(__name__)
 
