@@ -18,6 +18,8 @@ NON_REPODATA_FIELDS = ("fn",)
 #: and readers of it (rattler, conda, the Rust pixi-unpack) ignore them; pixi-unpack writes them into
 #: the environment's conda-meta records, as an install from the lock does.
 ORIGIN_FIELDS = ("url", "channel")
+#: Longest origin URL a pack holds.
+MAX_URL = 4096
 
 
 def repodata_entry(package: CondaPackage) -> dict[str, object]:
@@ -27,12 +29,18 @@ def repodata_entry(package: CondaPackage) -> dict[str, object]:
         data.pop(key, None)
     for key in ORIGIN_FIELDS:
         value = data.pop(key, None)
-        if isinstance(value, str) and value and public_url(value):
+        if is_origin_url(value) and is_origin_url(public_url(value)):
             data[key] = public_url(value)
     if "channel" in data:
         data["channel"] = channel_base(str(data["channel"]), str(data.get("subdir", "")))
     data.update(package.repodata_extra)
     return dict(sorted(data.items()))
+
+
+def is_origin_url(value: object) -> bool:
+    """Whether ``value`` can be an origin field: a URL of printable characters, of bounded length
+    (a channel named only by its name, as old conda records do, is left out)."""
+    return isinstance(value, str) and "://" in value and len(value) <= MAX_URL and value.isprintable()
 
 
 def channel_base(channel: str, subdir: str) -> str:

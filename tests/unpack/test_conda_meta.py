@@ -120,3 +120,19 @@ def test_an_invalid_origin_in_the_pack_is_refused(workspace: Path, tmp_path: Pat
         assert result.returncode != 0 and "Traceback" not in err, err
         assert f"invalid 'url' for {file_name}" in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_channel_named_without_a_url_comes_from_the_package_url(workspace: Path, tmp_path: Path) -> None:
+    """Old conda records name a channel by its name only: ``--prefix`` takes the channel from the
+    package's URL (``<channel>/<subdir>/<file>``) instead of failing, and the pack unpacks."""
+    pack_prod(workspace, tmp_path / "first.tar")
+    run("pixi-unpack", tmp_path / "first.tar", "-o", tmp_path / "out")
+    for path in (tmp_path / "out" / "env" / "conda-meta").glob("*.json"):
+        record = json.loads(path.read_text())
+        record["channel"] = "demo-channel"
+        path.write_text(json.dumps(record))
+    run("pixi-pack", "--prefix", tmp_path / "out" / "env", "-o", tmp_path / "second.tar")
+    run("pixi-unpack", tmp_path / "second.tar", "-o", tmp_path / "again")
+    for name, record in conda_meta(tmp_path / "again" / "env").items():
+        assert record["url"].startswith("http://127.0.0.1:"), name
+        assert record["channel"] == record["url"].rsplit("/", 2)[0] + "/", name

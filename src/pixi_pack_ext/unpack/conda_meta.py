@@ -17,12 +17,11 @@ from pathlib import Path
 
 import rattler
 
+from ..channel import is_origin_url
 from ..errors import InvalidPackError
 
 #: Fields of a conda-meta record that name the package cache the install used (gone afterwards).
 CACHE_FIELDS = ("extracted_package_dir", "package_tarball_full_path", "link")
-#: Longest URL or channel accepted from a pack.
-MAX_URL = 4096
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,13 @@ def read_origin(entry: dict[str, object], subdir: str, file_name: str) -> Origin
         if value is None:
             values[key] = None
             continue
-        if (
-            not isinstance(value, str)
-            or len(value) > MAX_URL
-            or "://" not in value
-            or not value.isprintable()
-        ):
+        if not is_origin_url(value):
             shown = repr(value)[:80]
             raise InvalidPackError(
                 f"channel/{subdir}/repodata.json has an invalid '{key}' for {file_name} ({shown}); "
                 "it must be a URL"
             )
+        assert isinstance(value, str)
         values[key] = value
     return Origin(url=values["url"], channel=values["channel"])
 

@@ -108,7 +108,10 @@ def prefix_platform(prefix: Path, records: list[rattler.PrefixRecord], requested
 
 def repodata_record(record: rattler.PrefixRecord) -> rattler.RepoDataRecord:
     """The repodata record a prefix record was installed from, without the prefix-only fields."""
-    return rattler.RepoDataRecord(record, record.file_name, record.url, record.channel or "")
+    channel = record.channel or ""
+    if "://" not in channel:  # old conda records name the channel only ("conda-forge"): its URL's
+        channel = record.url.rsplit("/", 2)[0] + "/"  # the package URL's <channel>/<subdir>/<file>
+    return rattler.RepoDataRecord(record, record.file_name, record.url, channel)
 
 
 def _missing_hint(missing: list[rattler.PrefixRecord], cache_dirs: list[Path]) -> str:
