@@ -5,6 +5,7 @@ unpack and leaves no environment."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def link_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         packs.mkdir()
         for env in envs:
             run("pixi-pack", root / "pixi.lock", "-e", env, "-o", packs / f"{env}.tar")
+        delta = packs / "good-since-plain.tar"
+        run("pixi-pack", root / "pixi.lock", "-e", "good", "--since", packs / "plain.tar", "-o", delta)
     yield packs
 
 
@@ -121,3 +124,20 @@ def test_a_wrong_config_value_is_one_error(link_world: Path, tmp_path: Path) -> 
     assert result.returncode != 0 and "Traceback" not in err, err
     assert "'run-post-link-scripts'" in err and '"insecure"' in err and "a boolean" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("run_them", [False, True])
+def test_a_delta_treats_the_link_scripts_of_what_it_adds_alike(
+    link_world: Path, tmp_path: Path, run_them: bool
+) -> None:
+    """A delta that adds the post-link package: warned about (or run when asked) as in a full
+    unpack, and its conda-meta record names where it came from, not the delta's temporary folder."""
+    run("pixi-unpack", link_world / "plain.tar", "-o", tmp_path)
+    extra = ["--run-post-link-scripts"] if run_them else []
+    result = run("pixi-unpack", link_world / "good-since-plain.tar", "-o", tmp_path, *extra)
+    err = " ".join(result.stderr.decode().split())
+    prefix = tmp_path / "env"
+    assert (prefix / "marker.txt").exists() == run_them
+    assert ("not running the post-link scripts of linker;" in err) != run_them, err
+    record = json.loads(next((prefix / "conda-meta").glob("linker-*.json")).read_text())
+    assert record["url"].startswith("http://127.0.0.1:") and "extracted_package_dir" not in record, record

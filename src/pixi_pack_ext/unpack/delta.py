@@ -39,6 +39,7 @@ from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
 from .activation import activation_path, refresh_scripts, write_activation_script
 from .cache_prefill import CachePrefill
+from .conda_meta import Origin, restore_origins
 from .driver import (
     UnpackOptions,
     _open_pack,
@@ -49,6 +50,7 @@ from .driver import (
     verify_channel,
 )
 from .journal import PrefixJournal, recover
+from .link_scripts import find_link_scripts, run_post_link, warn_not_run
 from .package_guard import check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
@@ -97,7 +99,8 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             pack_dir = _open_pack(fmt, options.pack, workdir / "pack", prefill)
             if parse_delta((pack_dir / METADATA_FILE).read_text(encoding="utf-8")) != (metadata, info):
                 raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
-            shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed)
+            origins: dict[str, Origin] = {}
+            shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed, origins=origins)
             shipped_lines = {record_line(r) for r in shipped}
             kept = [r for r in records if record_line(r) in info.target.lines - shipped_lines]
             _check_complete(info.target, shipped, kept, pack_wheels(pack_dir), prefix, records)
@@ -118,6 +121,12 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             for dist in gone_dists:
                 _remove_dist(prefix, dist)
             _install(wanted, records, prefix, cache_dir, metadata.platform, options.show_progress)
+            restore_origins(prefix, shipped, origins)
+            scripts = find_link_scripts(prefix, shipped, metadata.platform)
+            if options.run_post_link_scripts:
+                run_post_link(prefix, scripts)
+            else:
+                warn_not_run(scripts)
             steps = StepRunner(
                 plugins.unpack_steps,
                 pack_dir=pack_dir,
