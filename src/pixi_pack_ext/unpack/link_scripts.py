@@ -21,6 +21,7 @@ from pathlib import Path
 import rattler
 
 from ..errors import UnpackError
+from .conda_meta import record_path
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,8 @@ def find_link_scripts(prefix: Path, records: list[rattler.RepoDataRecord], platf
 
 def _installed_files(prefix: Path, record: rattler.RepoDataRecord) -> set[str]:
     """The files a package installed, from its conda-meta record (a script is its own only then)."""
-    meta = prefix / "conda-meta" / f"{record.name.normalized}-{record.version}-{record.build}.json"
     try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
+        data = json.loads(record_path(prefix, record).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return set()
     files = data.get("files") if isinstance(data, dict) else None
