@@ -52,6 +52,15 @@ def walk_sorted(root: Path) -> list[Path]:
     return sorted(result, key=lambda p: p.relative_to(root).parts)
 
 
+def pack_order(root: Path) -> list[Path]:
+    """``walk_sorted``, but the manifest and its signature first: a reader of the tar checks the
+    signature before it writes any other member."""
+    from .manifest import SEAL_FILES
+
+    first = [root / name for name in SEAL_FILES if (root / name).is_file()]
+    return first + [p for p in walk_sorted(root) if p not in first]
+
+
 #: Files up to this size are read into the output buffer; bigger ones are copied by the kernel.
 SMALL_FILE = 1 << 16
 
@@ -137,12 +146,12 @@ class _TarOut:
 def write_tar(root: Path, fileobj: IO[bytes]) -> None:
     """Write the folder ``root`` as an uncompressed, deterministic tar stream to ``fileobj``.
 
-    The bytes are those of ``tarfile`` in PAX format (stream mode): each header, the body padded
+    Entries are in ``pack_order``. The bytes are those of ``tarfile`` in PAX format (stream mode): each header, the body padded
     to 512 bytes, two zero blocks, and zeros up to a multiple of 20 blocks. The bodies are copied
     by the kernel where it can (the pack's packages go from the page cache straight to the output).
     """
     out = _TarOut(fileobj)
-    for path in walk_sorted(root):
+    for path in pack_order(root):
         name = path.relative_to(root).as_posix()
         st = path.lstat()
         if stat.S_ISDIR(st.st_mode):
@@ -327,8 +336,11 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
             name = getattr(fileobj, "name", None)
             source_path = Path(name) if raw_fd is not None and isinstance(name, str) else None
             taken: set[str] = set()  # files the listener reads from the tar itself
+            starting = getattr(files, "file_starting", None)
             for member in tar:
                 relative = _check_member(member)
+                if starting is not None and not member.isdir():
+                    starting(relative, member.size)
                 target = os.path.join(root, relative)
                 folder = relative if member.isdir() else relative.rpartition("/")[0]
                 try:

@@ -34,6 +34,7 @@ USED_KEYS = {
     "tls-no-verify",
     "authentication-override-file",
     "run-post-link-scripts",
+    "trusted-keys",
 }
 #: pixi still reads these older snake_case spellings; so do we.
 SNAKE_CASE_ALIASES = {
@@ -87,6 +88,9 @@ class Settings:
     auth: AuthStore = field(default_factory=lambda: AuthStore())
     #: pixi's ``run-post-link-scripts = "insecure"``: pixi-unpack runs the packages' post-link scripts.
     run_post_link_scripts: bool = False
+    #: OpenSSH public keys (``.pub`` paths, relative to the config file, or key text) whose signed
+    #: packs pixi-unpack and ``pixi-pack verify`` accept (``trusted-keys``).
+    trusted_keys: list[str] = field(default_factory=list)
     #: Free-form settings for third-party plugins: the raw config table.
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -195,6 +199,12 @@ def load_config(path: Path | None) -> Settings:
             data["authentication-override-file"], str, "authentication-override-file", path, "a path"
         )
         settings.auth_file = Path(override).expanduser()
+    keys = _expect(data.get("trusted-keys", []), list, "trusted-keys", path, "an array of public key files")
+    for index, value in enumerate(keys):
+        entry = _expect(value, str, f"trusted-keys[{index}]", path, "a path or public key string")
+        if not entry.startswith(("ssh-", "ecdsa-")):
+            entry = str((path.parent / Path(entry).expanduser()).absolute())
+        settings.trusted_keys.append(entry)
     return settings
 
 

@@ -145,6 +145,10 @@ class WriteRequest:
     platform: str
     #: Format settings keyed by ``FormatOption.key``.
     options: dict[str, object] = field(default_factory=dict)
+    #: A format that embeds code run before the pack is read (a self-extracting header's unpacker)
+    #: calls this with the sha256 it checks that code against, before it writes the pack's tar: the
+    #: (signed) manifest in ``staging`` then covers that code too.
+    seal_unpacker: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,11 @@ class PackFiles(Protocol):
 
     def file_ready(self, name: str, path: Path) -> None:
         """The pack's file ``name`` (e.g. ``channel/linux-64/x-1-0.conda``) is complete at ``path``."""
+
+    def file_starting(self, name: str, size: int) -> None:
+        """``name`` (``size`` bytes) is next: raising refuses the pack before the file is written.
+        Optional for formats (the unpacker checks every file again once the pack is open), but a
+        format that calls it lets a signed pack be refused before anything else is written."""
 
     def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> bool:
         """``name`` is about to be written to ``path``, and its bytes are the ``size`` bytes at

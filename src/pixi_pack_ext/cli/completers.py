@@ -15,7 +15,12 @@ from click.core import ParameterSource
 from click.shell_completion import CompletionItem, split_arg_string
 
 #: Words ``pixi-pack`` takes in place of MANIFEST_PATH as subcommands.
-PACK_SUBCOMMANDS = {"plugins": "list the loaded plugins", "completion": "print a shell completion script"}
+PACK_SUBCOMMANDS = {
+    "plugins": "list the loaded plugins",
+    "completion": "print a shell completion script",
+    "verify": "check a pack against its manifest and signature",
+    "sbom": "print a pack's CycloneDX SBOM",
+}
 
 
 def _any_given(ctx: click.Context) -> bool:

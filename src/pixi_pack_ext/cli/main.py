@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Words ``pixi-pack`` takes in place of MANIFEST_PATH as subcommands (see ``subcommand``; the
 #: completers offer the same words, from ``completers.PACK_SUBCOMMANDS``).
-PACK_SUBCOMMANDS = ("plugins", "completion")
+PACK_SUBCOMMANDS = ("plugins", "completion", "verify", "sbom")
 INTERRUPTED_EXIT = 130
 
 
@@ -63,7 +63,7 @@ def subcommand(args: list[str]) -> str | None:
 
 
 def run_pack() -> None:
-    """``pixi-pack`` itself; ``pixi-pack plugins`` and ``pixi-pack completion`` are spelled like subcommands."""
+    """``pixi-pack`` itself; ``plugins``, ``completion``, ``verify`` and ``sbom`` are spelled like subcommands."""
     import contextlib
 
     from ..errors import PixiPackError
@@ -82,6 +82,12 @@ def run_pack() -> None:
         from .completion import completion_command
 
         completion_command(args=args[1:], prog_name="pixi-pack completion")
+        return
+    if command in ("verify", "sbom"):
+        from .verify import sbom_command, verify_command
+
+        click_command = verify_command if command == "verify" else sbom_command
+        click_command(args=args[1:], prog_name=f"pixi-pack {command}")
         return
     from .format_options import add_format_flags
     from .pack import pack_command

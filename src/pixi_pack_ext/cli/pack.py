@@ -108,6 +108,14 @@ click.rich_click.USE_RICH_MARKUP = True
     help="Write a delta pack: only what this earlier pack, pixi.lock or installed environment lacks.",
 )
 @click.option("--concurrent-downloads", type=int, default=None, help="Downloads at a time (default 50).")
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="KEY",
+    help="Sign the pack's manifest with this OpenSSH private key (ed25519); see 'pixi-pack verify'.",
+)
 @click.option("--list-plugins", is_flag=True, help="List the loaded plugins and exit.")
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -132,6 +140,7 @@ def pack_command(
     wheel_dir: tuple[Path, ...],
     since: Path | None,
     concurrent_downloads: int | None,
+    sign_key: Path | None,
     list_plugins: bool,
     verbose: int,
     quiet: bool,
@@ -169,6 +178,7 @@ def pack_command(
         wheel_dirs=list(wheel_dir),
         downloads=concurrent_downloads,
         since=since,
+        sign=sign_key,
         format_options={"pixi_unpack_source": pixi_unpack_source} if pixi_unpack_source else {},
     )
     flags = click.get_current_context().meta.get(META_KEY, {})

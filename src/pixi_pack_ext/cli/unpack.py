@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,7 @@ from ..unpack.activation import SHELLS
 from ..unpack.delta import unpack_or_apply
 from ..unpack.driver import UnpackOptions
 from .common import run_reporting_errors, setup_logging, stderr
+from .keys import trusted_keys
 
 T = TypeVar("T")
 
@@ -61,11 +63,19 @@ T = TypeVar("T")
     help="Run the packages' post-link scripts, as conda does (insecure: they run code from the pack).",
 )
 @click.option(
+    "-k",
+    "--trusted-key",
+    "trusted_key",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Only unpack a pack signed by this OpenSSH public key (.pub; repeatable).",
+)
+@click.option(
     "-c",
     "--config",
     type=click.Path(path_type=Path),
     default=None,
-    help='A pixi config.toml; pixi-unpack reads run-post-link-scripts = "insecure" from it.',
+    help='A pixi config.toml: run-post-link-scripts = "insecure", and trusted-keys (public keys).',
 )
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -80,12 +90,14 @@ def unpack_command(
     force: bool,
     ignore_virtual_packages: bool,
     run_post_link_scripts: bool,
+    trusted_key: tuple[Path, ...],
     config: Path | None,
     verbose: int,
     quiet: bool,
 ) -> None:
     """Unpack PACK_FILE (default ./environment.tar, '-' for standard input, or a pack folder)."""
     setup_logging(verbose, quiet)
+    keys = run_reporting_errors(lambda: trusted_keys(trusted_key, config)) if trusted_key or config else []
     options = UnpackOptions(
         pack=None if str(pack_file) == "-" else pack_file,
         output_directory=output_directory,
@@ -96,6 +108,9 @@ def unpack_command(
         show_progress=stderr.is_terminal and not quiet,
         environment=environment,
         run_post_link_scripts=run_post_link_scripts,
+        trusted_keys=keys,
+        # Set by a self-extracting script's header once ssh-keygen checked the manifest's signature.
+        manifest_sha256=os.environ.get("PIXI_UNPACK_MANIFEST_SHA256") or None,
     )
 
     def configured(action: Callable[[UnpackOptions], T]) -> Callable[[], T]:

@@ -20,9 +20,11 @@ from ..config import AuthStore, Settings, apply_environment, load_config
 from ..errors import DownloadError, PackError, PixiPackError, UsageError
 from ..hookspecs import WriteRequest
 from ..interrupts import held_interrupts
+from ..manifest import build_manifest, seal
 from ..metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
 from ..plan import PackPlan
 from ..plugins import PluginManager, get_plugin_manager
+from ..sshsig import load_private_key
 from ..staging_owner import make_owned_folder
 from .delta import make_delta
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
@@ -34,6 +36,7 @@ from .options import PackOptions
 from .output_path import check_cache_folder, check_output
 from .prefix.rebuild import fetch_or_rebuild
 from .pypi_selection import select_wheels
+from .sbom import write_sbom
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
 
 
 def lay_out(plan: PackPlan, staging: Path) -> None:
-    """Write the pack's index files next to the fetched packages."""
+    """Write the pack's index files and SBOM next to the fetched packages."""
     write_channel_index(staging / CHANNEL_DIR, plan.subdirs(), plan.conda)
     activation = _lay_out_activation(plan, staging)
     (staging / METADATA_FILE).write_text(
@@ -140,6 +143,27 @@ def lay_out(plan: PackPlan, staging: Path) -> None:
     (staging / ENVIRONMENT_FILE).write_text(environment_yml(plan))
     if any(p.is_wheel for p in plan.pypi):
         (staging / PYPI_DIR).mkdir(exist_ok=True)
+    write_sbom(plan, staging)
+
+
+def known_sha256(plan: PackPlan) -> dict[str, str]:
+    """The sha256 of each file the fetcher checked against the lock, by its path in the pack."""
+    known = {p.pack_path: p.sha256 for p in plan.conda if p.sha256}
+    known.update({w.pack_path: w.sha256 for w in plan.pypi if w.is_wheel and w.sha256})
+    return known
+
+
+def seal_pack(plan: PackPlan, staging: Path, key: object | None) -> Callable[[str], None]:
+    """Write the manifest (signed when ``key`` is given) and return how a format adds the sha256
+    of the unpacker it embeds (the manifest is then written, and signed, again)."""
+    manifest = build_manifest(staging, known_sha256(plan))
+    seal(staging, key, manifest)
+
+    def seal_unpacker(sha256: str) -> None:
+        manifest.unpacker_sha256 = sha256
+        seal(staging, key, manifest)
+
+    return seal_unpacker
 
 
 def _open_cache(folder: Path) -> PackageCache:
@@ -177,6 +201,7 @@ def pack(
     plugins = plugins or get_plugin_manager()
     fmt = plugins.format_named(options.format)
     settings = resolve_settings(options)
+    key = load_private_key(options.sign) if options.sign is not None else None  # before any download
     multi = None
     if is_multi(options):
         plan, multi = make_multi_plan(options, plugins, settings, make_plan, fmt.name)
@@ -230,9 +255,15 @@ def pack(
             delta.write(staging, plan)
         if multi is not None:
             multi.write(staging)
+        # Last: the manifest lists the staging folder as the format will write it.
+        seal_unpacker = seal_pack(plan, staging, key)
         fmt.write(
             WriteRequest(
-                staging=staging, output=output, platform=plan.platform, options=options.format_options
+                staging=staging,
+                output=output,
+                platform=plan.platform,
+                options=options.format_options,
+                seal_unpacker=seal_unpacker,
             )
         )
         if replacing:

@@ -33,3 +33,5 @@ class PackOptions:
     #: Every environment and platform of a pack of several (``-e A -e B``, ``-p X -p Y``).
     environments: list[str] = field(default_factory=list)
     platforms: list[str] = field(default_factory=list)
+    #: An OpenSSH private key file: the pack's manifest is signed with it (``--sign``).
+    sign: Path | None = None

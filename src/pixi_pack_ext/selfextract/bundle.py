@@ -48,7 +48,9 @@ DISTRIBUTION = "pixi-pack-ext"
 #: The installed pixi_pack_ext package, whose modules the zipapp carries.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: Runtime dependencies only packing uses (imported where used), left out of the unpacker.
-PACK_ONLY = frozenset({"httpx"})
+#: cryptography (and its per-Python cffi) too: a self-extracting script checks a pack's signature
+#: with the target's ssh-keygen before it runs the unpacker (see executable_header.sh).
+PACK_ONLY = frozenset({"httpx", "cyclonedx-python-lib", "cryptography"})
 #: Parts of this package an unpacker never needs.
 SKIPPED_PARTS = {"__pycache__", "testing"}
 #: Conda platform -> the wheel platform tags whose wheels run there (pip adds older compatible ones).

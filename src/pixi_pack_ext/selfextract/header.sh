@@ -20,6 +20,10 @@ PIXI_PACK_ARCHIVE_SKELETON_SHA256=@ARCHIVE_SKELETON_SHA256@
 PIXI_PACK_UNPACKER=@UNPACKER_KIND@
 PIXI_PACK_PLATFORM=@PLATFORM@
 PIXI_PACK_FILE_SIZE=@FILE_SIZE@
+PIXI_PACK_MANIFEST_OFFSET=@MANIFEST_OFFSET@
+PIXI_PACK_MANIFEST_SIZE=@MANIFEST_SIZE@
+PIXI_PACK_SIGNATURE_OFFSET=@SIGNATURE_OFFSET@
+PIXI_PACK_SIGNATURE_SIZE=@SIGNATURE_SIZE@
 
 set -u
 self=$0
@@ -46,6 +50,8 @@ Options:
   -s, --shell SHELL           Shell of the activation script: bash, zsh, fish, xonsh, powershell, cmd, nushell
   --force                     Replace an existing environment folder and activation script
   --ignore-virtual-packages   Install even if the host lacks glibc/cuda/... versions
+  -k, --trusted-key PUB       Only install if the pack is signed by this OpenSSH public key (repeatable;
+                              checked with ssh-keygen before anything in this file runs)
   -v, --verbose / -q, --quiet More / less output
   -h, --help                  Show this message and exit
 
@@ -55,10 +61,12 @@ EOF
 }
 
 quiet=0
+signed=0
 for arg in "$@"; do
     case $arg in
         -h | --help) usage; exit 0 ;;
         -q | --quiet) quiet=1 ;;
+        -k | --trusted-key | --trusted-key=*) signed=1 ;;
     esac
 done
 
@@ -131,6 +139,82 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+# The sha256 of standard input, with whatever tool this host has.
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum | awk '{print $1}'
+    elif command -v shasum >/dev/null 2>&1; then
+        shasum -a 256 | awk '{print $1}'
+    elif command -v sha256 >/dev/null 2>&1; then
+        sha256 | awk '{print $NF}'
+    elif command -v openssl >/dev/null 2>&1; then
+        openssl dgst -sha256 | awk '{print $NF}'
+    elif python=$(command -v python3 || command -v python); then
+        "$python" -c '
+import hashlib, sys
+h = hashlib.sha256()
+stdin = getattr(sys.stdin, "buffer", sys.stdin)
+for block in iter(lambda: stdin.read(1 << 20), b""):
+    h.update(block)
+print(h.hexdigest())'
+    else
+        return 1
+    fi
+}
+# With -k/--trusted-key, the pack's manifest (the tar's first member) must carry an sshsig by one of
+# the given keys, checked by this host's ssh-keygen before anything from the payload runs. The
+# signed manifest records the sha256 the unpacker is checked against below, and the sha256 of the
+# manifest goes to the unpacker, which checks every file of the pack against it.
+if [ "$signed" = 1 ]; then
+    allowed=$tmp/allowed_signers
+    : >"$allowed"
+    want_key=0
+    for arg in "$@"; do
+        key=
+        if [ "$want_key" = 1 ]; then
+            key=$arg
+            want_key=0
+        else
+            case $arg in
+                -k | --trusted-key) want_key=1 ;;
+                --trusted-key=*) key=${arg#--trusted-key=} ;;
+            esac
+        fi
+        [ -n "$key" ] || continue
+        [ -f "$key" ] || die "trusted key '$key' does not exist; give an OpenSSH public key file (.pub)"
+        { printf 'pixi-pack namespaces="pixi-pack" '; head -n 1 "$key"; } >>"$allowed"
+    done
+    [ "$want_key" = 0 ] || die "-k/--trusted-key needs a public key file"
+    [ "$PIXI_PACK_SIGNATURE_SIZE" -gt 0 ] 2>/dev/null \
+        || die "the pack is not signed; refusing it because a trusted key was given (nothing was run or installed)"
+    command -v ssh-keygen >/dev/null 2>&1 \
+        || die "checking the signature (-k) needs ssh-keygen (OpenSSH 8.1 or newer) on this machine; install it or check the pack with 'pixi-pack verify' elsewhere"
+    tail -c +$((PIXI_PACK_MANIFEST_OFFSET + 1)) "$self" | head -c "$PIXI_PACK_MANIFEST_SIZE" >"$tmp/manifest.json"
+    tail -c +$((PIXI_PACK_SIGNATURE_OFFSET + 1)) "$self" | head -c "$PIXI_PACK_SIGNATURE_SIZE" >"$tmp/manifest.json.sig"
+    found=$(ssh-keygen -Y verify -f "$allowed" -I pixi-pack -n pixi-pack -s "$tmp/manifest.json.sig" \
+        <"$tmp/manifest.json" 2>&1) \
+        || die "the pack's signature does not verify with the trusted key(s): $(printf '%s' "$found" | tail -n 1); nothing was run or installed"
+    say "${found%% with *} ($(printf '%s' "$found" | sed -n 's/.* key //p'))"
+    grep -F -q "\"unpacker-sha256\": \"$PIXI_PACK_UNPACKER_SHA256\"" "$tmp/manifest.json" \
+        || die "the signed manifest does not cover this file's unpacker; nothing was run or installed"
+    PIXI_UNPACK_MANIFEST_SHA256=$(sha256_of <"$tmp/manifest.json") \
+        || die "no sha256 tool found (sha256sum, shasum, sha256 or openssl); cannot check '$self'"
+    export PIXI_UNPACK_MANIFEST_SHA256
+    # The bundled unpacker checks the pack against that sha256 (the keys were used here); an
+    # embedded executable gets the keys too, and one that does not know them refuses to run.
+    if [ "$PIXI_PACK_UNPACKER" = python ]; then
+        for arg in "$@"; do
+            shift
+            if [ "$want_key" = 1 ]; then want_key=0; continue; fi
+            case $arg in
+                -k | --trusted-key) want_key=1; continue ;;
+                --trusted-key=*) continue ;;
+            esac
+            set -- "$@" "$arg"
+        done
+    fi
+fi
+
 # The bundled unpacker, a zipapp ending this file, needs Python >= 3.10 (an older candidate exits 86
 # at once and the next is tried). One Python process checks the unpacker's sha256 and runs it in
 # place; the unpacker checks the pack itself while it reads it.
@@ -184,28 +268,6 @@ fi
 
 # An embedded executable (--pixi-unpack-source): the shell checks both parts itself.
 
-# The sha256 of standard input, with whatever tool this host has.
-sha256_of() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum | awk '{print $1}'
-    elif command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 | awk '{print $1}'
-    elif command -v sha256 >/dev/null 2>&1; then
-        sha256 | awk '{print $NF}'
-    elif command -v openssl >/dev/null 2>&1; then
-        openssl dgst -sha256 | awk '{print $NF}'
-    elif python=$(command -v python3 || command -v python); then
-        "$python" -c '
-import hashlib, sys
-h = hashlib.sha256()
-stdin = getattr(sys.stdin, "buffer", sys.stdin)
-for block in iter(lambda: stdin.read(1 << 20), b""):
-    h.update(block)
-print(h.hexdigest())'
-    else
-        return 1
-    fi
-}
 : | sha256_of >/dev/null \
     || die "no sha256 tool found (sha256sum, shasum, sha256, openssl or python3); cannot verify '$self'"
 

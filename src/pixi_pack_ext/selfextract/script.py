@@ -65,6 +65,9 @@ _FIELDS = (
     "ARCHIVE_SIZE",
     "FILE_SIZE",
 )
+#: Where the manifest and its signature (the tar's first two members) lie in the file, for the
+#: shell to check the signature with ssh-keygen before it runs the unpacker (0: none; ``.sh`` only).
+_SEAL_FIELDS = ("MANIFEST_OFFSET", "MANIFEST_SIZE", "SIGNATURE_OFFSET", "SIGNATURE_SIZE")
 #: Fields a pack from before they existed lacks, and what they were then.
 _DEFAULTS = {"UNPACKER_CHECK_OFFSET": "UNPACKER_OFFSET"}
 _VALUE = re.compile(rb"^\$?PIXI_PACK_([A-Z0-9_]+) ?= ?'?([^'\s]*)'?\r?$", re.MULTILINE)
@@ -191,6 +194,7 @@ def _header_values(
     *, sizes: dict[str, int], sha256: tuple[str, str, str], unpacker: str, platform: str, metadata: str
 ) -> dict[str, str]:
     values = {name: str(sizes[name]) for name in _FIELDS}
+    values.update({name: str(sizes.get(name, 0)) for name in _SEAL_FIELDS})
     values.update(
         UNPACKER_SHA256=sha256[0],
         ARCHIVE_SHA256=sha256[1],
@@ -204,7 +208,7 @@ def _header_values(
 
 def _reserved_header_size(script: str, platform: str, unpacker: str, metadata: str) -> int:
     """Room for the header with the widest values it can hold, rounded up to a whole block."""
-    widest = {name: 10**19 for name in _FIELDS}
+    widest = {name: 10**19 for name in (*_FIELDS, *_SEAL_FIELDS)}
     text = render_header(
         script,
         _header_values(
@@ -246,9 +250,11 @@ def write_self_extracting(
     archive_stream.close()
     archive_size = archive_stream.written
     skeleton = ""
+    seal_places: dict[str, int] = {}
     if script == "sh":
         out.flush()
         skeleton = skeleton_sha256(out, archive_offset, archive_size) or ""
+        seal_places = _seal_places(out, archive_offset)
         out.seek(archive_offset + archive_size)
     unpacker_offset = archive_offset + archive_size
     if script == "ps1":
@@ -275,6 +281,7 @@ def write_self_extracting(
         "ARCHIVE_OFFSET": archive_offset,
         "ARCHIVE_SIZE": archive_size,
         "FILE_SIZE": file_size,
+        **seal_places,
     }
     sha256 = (unpacker_hasher.hexdigest(), archive_hasher.hexdigest(), skeleton)
     header = render_header(
@@ -306,6 +313,21 @@ def write_self_extracting(
         metadata=metadata,
         archive_skeleton_sha256=skeleton or None,
     )
+
+
+def _seal_places(f: IO[bytes], archive_offset: int) -> dict[str, int]:
+    """Where the manifest and its signature lie in ``f`` when they are the tar's first members."""
+    from .manifest import MANIFEST_FILE, SIGNATURE_FILE
+
+    places: dict[str, int] = {}
+    f.seek(archive_offset)
+    with tarfile.open(fileobj=f, mode="r:", tarinfo=BoundedTarInfo) as tar:  # offsets count from 0 of f
+        for field, name in (("MANIFEST", MANIFEST_FILE), ("SIGNATURE", SIGNATURE_FILE)):
+            member = tar.next()
+            if member is None or member.name != name or not member.isfile():
+                break
+            places[f"{field}_OFFSET"], places[f"{field}_SIZE"] = member.offset_data, member.size
+    return places
 
 
 # -- reading --------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from .link_scripts import find_link_scripts, run_post_link, warn_not_run
 from .package_guard import check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
+from .trust import TrustGate
 from .virtual_packages import check_virtual_packages
 
 
@@ -96,7 +97,8 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
     journal: PrefixJournal | None = None
     try:
         with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
-            pack_dir = _open_pack(fmt, options.pack, workdir / "pack", prefill)
+            gate = TrustGate(options.trusted_keys, options.manifest_sha256)
+            pack_dir = _open_pack(fmt, options.pack, workdir / "pack", prefill, gate)
             if parse_delta((pack_dir / METADATA_FILE).read_text(encoding="utf-8")) != (metadata, info):
                 raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
             origins: dict[str, Origin] = {}

@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -33,6 +33,7 @@ from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
 from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
+from ..sshsig import PublicKey
 from ..staging_owner import make_owned_folder
 from .activation import check_activation_target, install_scripts, write_activation_script
 from .cache_prefill import CachePrefill
@@ -41,6 +42,7 @@ from .link_scripts import find_link_scripts, run_post_link, warn_not_run
 from .package_guard import check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
+from .trust import GatedFiles, TrustGate
 from .virtual_packages import check_virtual_packages
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,10 @@ class UnpackOptions:
     environment: str | None = None
     #: Run the packages' post-link scripts (pixi's ``run-post-link-scripts = "insecure"``).
     run_post_link_scripts: bool = False
+    #: OpenSSH public keys: when any is given, only a pack signed by one of them is unpacked.
+    trusted_keys: list[PublicKey] = field(default_factory=list)
+    #: The sha256 of the manifest a self-extracting header checked the signature of (``$PIXI_UNPACK_MANIFEST_SHA256``).
+    manifest_sha256: str | None = None
 
 
 def host_platform() -> str:
@@ -162,12 +168,20 @@ def package_files(records: list[rattler.RepoDataRecord]) -> list[Path]:
     return [Path(url2pathname(urlsplit(r.url).path)) for r in records]
 
 
-def _open_pack(fmt: PackFormat, pack: Path | None, workdir: Path, prefill: CachePrefill) -> Path:
-    """The pack as a folder; packages start extracting as they land when the format reports them."""
+def _open_pack(
+    fmt: PackFormat, pack: Path | None, workdir: Path, prefill: CachePrefill, gate: TrustGate
+) -> Path:
+    """The pack as a folder, its files checked against its manifest (and signature) as they arrive;
+    packages start extracting as they land when the format reports them."""
     assert fmt.open_pack is not None  # format_reading only returns formats that read
     if fmt.reports_files:
-        return fmt.open_pack(pack, workdir, prefill)
-    return fmt.open_pack(pack, workdir)
+        files = GatedFiles(gate, prefill)
+        pack_dir = fmt.open_pack(pack, workdir, files)
+        gate.finish(pack_dir, taken=files.taken)
+        return pack_dir
+    pack_dir = fmt.open_pack(pack, workdir)
+    gate.finish(pack_dir)
+    return pack_dir
 
 
 def _prepare_prefix(prefix: Path, force: bool) -> None:
@@ -230,7 +244,10 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     cache_dir = ram.cache_folder() if ram is not None else workdir / "cache"
     try:
         with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
-            pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill)
+            gate = TrustGate(options.trusted_keys, options.manifest_sha256)
+            pack_dir = _open_pack(fmt, pack, workdir / "pack", prefill, gate)
+            if gate.signed_by is not None:
+                log.info("the pack is signed by trusted key %s", gate.signed_by.fingerprint)
             selection = select(pack_dir, options.environment, workdir / "selected")
             metadata = selection.metadata
             validate_metadata(metadata)

@@ -10,6 +10,7 @@ the layout.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -67,6 +68,9 @@ def write(request: WriteRequest) -> None:
 
                 unpacker, kind = build_unpacker(request.platform, _wheelhouse(request.options)), "python"
                 self_checked = self_checked_size(unpacker)
+            if request.seal_unpacker is not None and not is_windows(request.platform):
+                # The signed manifest covers the unpacker's bytes the header checks before it runs it.
+                request.seal_unpacker(_sha256_from(unpacker, self_checked))
             metadata = (request.staging / METADATA_FILE).read_text(encoding="utf-8")
             with open(part, "w+b") as out:
                 write_self_extracting(
@@ -83,6 +87,16 @@ def write(request: WriteRequest) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
+
+
+def _sha256_from(path: Path, offset: int) -> str:
+    """The sha256 of ``path``'s bytes from ``offset`` on (what the header checks the unpacker against)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def can_read(path: Path | None) -> bool:
