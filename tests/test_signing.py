@@ -12,7 +12,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import pack_prod, run
+from conftest import needs_linux64, pack_prod, run
+from test_executable import needs_system_python
 
 from pixi_pack_ext.archive import write_tar
 from pixi_pack_ext.manifest import MANIFEST_FILE, SIGNATURE_FILE
@@ -64,9 +65,13 @@ def rewrite(pack: Path, out: Path, change: dict[str, bytes | None]) -> Path:
     return out
 
 
-def unpack(pack: Path, target: Path, *keys: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def unpack(
+    pack: Path, target: Path, *keys: Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     flags = [arg for key in keys for arg in ("-k", str(key))]
-    return run("pixi-unpack", "-" if stdin is not None else pack, "-o", target, *flags, input=stdin, check=False)
+    return run(
+        "pixi-unpack", "-" if stdin is not None else pack, "-o", target, *flags, input=stdin, check=False
+    )
 
 
 def refused(result: subprocess.CompletedProcess[bytes], target: Path, message: str) -> None:
@@ -97,7 +102,19 @@ def test_signed_pack_is_reproducible_and_checks_with_ssh_keygen(
     (tmp_path / "m.json.sig").write_bytes(files[SIGNATURE_FILE])
     (tmp_path / "allowed").write_text(f'team namespaces="pixi-pack" {(keys / "team.pub").read_text()}')
     checked = subprocess.run(
-        ["ssh-keygen", "-Y", "verify", "-f", tmp_path / "allowed", "-I", "team", "-n", "pixi-pack", "-s", tmp_path / "m.json.sig"],
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            tmp_path / "allowed",
+            "-I",
+            "team",
+            "-n",
+            "pixi-pack",
+            "-s",
+            tmp_path / "m.json.sig",
+        ],
         input=files[MANIFEST_FILE],
         capture_output=True,
     )
@@ -120,7 +137,9 @@ def test_unsigned_pack_is_refused_with_a_trusted_key(prod_tar: Path, keys: Path,
     refused(unpack(prod_tar, tmp_path / "out", keys / "team.pub"), tmp_path / "out", "the pack is not signed")
 
 
-def test_signature_is_checked_before_the_rest_of_the_stream_is_read(signed: Path, keys: Path, tmp_path: Path) -> None:
+def test_signature_is_checked_before_the_rest_of_the_stream_is_read(
+    signed: Path, keys: Path, tmp_path: Path
+) -> None:
     """Signed by another key, and everything after the signature is garbage: the refusal is the
     signature's, so nothing after it was read (let alone extracted)."""
     data = signed.read_bytes()
@@ -128,27 +147,41 @@ def test_signature_is_checked_before_the_rest_of_the_stream_is_read(signed: Path
         second = tar.getmembers()[1]
     end = second.offset_data + (second.size + 511) // 512 * 512
     garbage = data[:end] + b"\x07" * 4096
-    refused(unpack(signed, tmp_path / "out", keys / "other.pub", stdin=garbage), tmp_path / "out", "signed by key")
+    refused(
+        unpack(signed, tmp_path / "out", keys / "other.pub", stdin=garbage), tmp_path / "out", "signed by key"
+    )
 
 
 def test_signature_of_another_manifest_is_refused(signed: Path, keys: Path, tmp_path: Path) -> None:
     files = members(signed)
     other_manifest = files[MANIFEST_FILE].replace(b'"version": 1', b'"version": 1 ')
     forged = rewrite(
-        signed, tmp_path / "forged.tar", {SIGNATURE_FILE: sign(other_manifest, load_private_key(keys / "team")).encode()}
+        signed,
+        tmp_path / "forged.tar",
+        {SIGNATURE_FILE: sign(other_manifest, load_private_key(keys / "team")).encode()},
     )
-    refused(unpack(forged, tmp_path / "out", keys / "team.pub"), tmp_path / "out", "does not match the pack's")
+    refused(
+        unpack(forged, tmp_path / "out", keys / "team.pub"), tmp_path / "out", "does not match the pack's"
+    )
 
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted-key", "no-key"])
-def test_a_file_added_after_signing_is_refused(signed: Path, keys: Path, tmp_path: Path, trusted: bool) -> None:
+def test_a_file_added_after_signing_is_refused(
+    signed: Path, keys: Path, tmp_path: Path, trusted: bool
+) -> None:
     added = rewrite(signed, tmp_path / "added.tar", {"channel/noarch/evil.txt": b"#!/bin/sh\n"})
     flags = [keys / "team.pub"] if trusted else []
-    refused(unpack(added, tmp_path / "out", *flags), tmp_path / "out", "which its pixi-pack-manifest.json does not list")
+    refused(
+        unpack(added, tmp_path / "out", *flags),
+        tmp_path / "out",
+        "which its pixi-pack-manifest.json does not list",
+    )
 
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted-key", "no-key"])
-def test_a_file_changed_after_signing_is_refused(signed: Path, keys: Path, tmp_path: Path, trusted: bool) -> None:
+def test_a_file_changed_after_signing_is_refused(
+    signed: Path, keys: Path, tmp_path: Path, trusted: bool
+) -> None:
     files = members(signed)
     same_size = files["environment.yml"].replace(b"nodefaults", b"nodefaultX")
     changed = rewrite(signed, tmp_path / "changed.tar", {"environment.yml": same_size})
@@ -214,17 +247,23 @@ def test_pixi_pack_verify(signed: Path, prod_tar: Path, keys: Path, tmp_path: Pa
     assert "not signed" in run("pixi-pack", "verify", prod_tar).stderr.decode()
     bad = run("pixi-pack", "verify", signed, "-k", keys / "other.pub", check=False)
     assert bad.returncode == 1 and f"signed by key {found}" in bad.stderr.decode()
-    tampered = rewrite(signed, tmp_path / "t.tar", {"pixi-pack.json": members(signed)["pixi-pack.json"] + b" "})
+    tampered = rewrite(
+        signed, tmp_path / "t.tar", {"pixi-pack.json": members(signed)["pixi-pack.json"] + b" "}
+    )
     bad = run("pixi-pack", "verify", tampered, "-k", keys / "team.pub", check=False)
     assert bad.returncode == 1 and "'pixi-pack.json' has" in bad.stderr.decode()
 
 
-def test_pack_refuses_a_missing_or_encrypted_key_in_one_line(workspace: Path, keys: Path, tmp_path: Path) -> None:
+def test_pack_refuses_a_missing_or_encrypted_key_in_one_line(
+    workspace: Path, keys: Path, tmp_path: Path
+) -> None:
     result = pack_prod(workspace, tmp_path / "p.tar", "--sign", tmp_path / "nope", check=False)
     assert result.returncode == 2 and b"signing key" in result.stderr and b"Traceback" not in result.stderr
     locked = tmp_path / "locked"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pass phrase", "-f", str(locked)], check=True)
-    result = pack_prod(workspace, tmp_path / "p.tar", "--sign", locked, check=False, env={"PIXI_PACK_SIGNING_PASSPHRASE": ""})
+    result = pack_prod(
+        workspace, tmp_path / "p.tar", "--sign", locked, check=False, env={"PIXI_PACK_SIGNING_PASSPHRASE": ""}
+    )
     assert result.returncode == 2 and b"is encrypted" in result.stderr
     assert not (tmp_path / "p.tar").exists()
 
@@ -241,5 +280,107 @@ def test_unpack_start_up_imports_no_crypto_or_sbom_library() -> None:
 def test_directory_pack_is_checked_in_place(workspace: Path, keys: Path, tmp_path: Path) -> None:
     folder = tmp_path / "packdir"
     pack_prod(workspace, folder, "--directory-only", "--sign", keys / "team")
-    (folder / "environment.yml").write_text((folder / "environment.yml").read_text().replace("nodefaults", "nodefaultX"))
+    (folder / "environment.yml").write_text(
+        (folder / "environment.yml").read_text().replace("nodefaults", "nodefaultX")
+    )
     refused(unpack(folder, tmp_path / "out", keys / "team.pub"), tmp_path / "out", "does not match")
+
+
+@pytest.fixture(scope="module")
+def signed_sh(workspace: Path, keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("signed-sh") / "environment.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable", "-o", out,
+        "--sign", keys / "team", timeout=600)  # fmt: skip
+    return out
+
+
+def run_sh(
+    script: Path, tmp_path: Path, *args: object, path: str = "/usr/bin:/bin"
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "tmpdir").mkdir(exist_ok=True)
+    env = {"PATH": path, "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmpdir"), "LC_ALL": "C"}
+    return subprocess.run(
+        ["sh", script, *map(str, args)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+
+
+@needs_linux64
+@needs_system_python
+def test_self_extracting_script_checks_the_signature_with_ssh_keygen(
+    signed_sh: Path, keys: Path, tmp_path: Path
+) -> None:
+    good = run_sh(signed_sh, tmp_path, "-o", tmp_path / "good", "-k", keys / "team.pub")
+    assert good.returncode == 0, good.stderr
+    assert 'Good "pixi-pack" signature' in good.stderr
+    assert (tmp_path / "good" / "env" / "bin" / "hello").exists()
+    assert run("pixi-pack", "verify", signed_sh, "-k", keys / "team.pub").returncode == 0
+
+    bad = run_sh(signed_sh, tmp_path, "-o", tmp_path / "bad", "--trusted-key", keys / "other.pub")
+    assert bad.returncode == 1 and "does not verify with the trusted key" in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad").exists()
+    assert not list((tmp_path / "tmpdir").iterdir())
+
+
+@needs_linux64
+def test_self_extracting_refusal_runs_nothing_from_the_payload(
+    signed_sh: Path, keys: Path, tmp_path: Path
+) -> None:
+    """No python3 on PATH: a good key passes the check and then needs Python; a wrong key is refused
+    by the header alone (the unpacker never starts)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in (
+        "sh",
+        "wc",
+        "tr",
+        "mktemp",
+        "rm",
+        "uname",
+        "tail",
+        "head",
+        "grep",
+        "sed",
+        "cat",
+        "printf",
+        "ssh-keygen",
+        "sha256sum",
+        "awk",
+    ):
+        found = shutil.which(tool, path="/usr/bin:/bin")
+        if found:
+            (tools / tool).symlink_to(found)
+    bad = run_sh(signed_sh, tmp_path, "-o", tmp_path / "bad", "-k", keys / "other.pub", path=str(tools))
+    assert bad.returncode == 1 and "does not verify with the trusted key" in bad.stderr, bad.stderr
+    good = run_sh(signed_sh, tmp_path, "-o", tmp_path / "good", "-k", keys / "team.pub", path=str(tools))
+    assert good.returncode == 1 and "needs python3" in good.stderr, good.stderr
+    (tools / "ssh-keygen").unlink()
+    missing = run_sh(signed_sh, tmp_path, "-o", tmp_path / "x", "-k", keys / "team.pub", path=str(tools))
+    assert missing.returncode == 1 and "needs ssh-keygen" in missing.stderr, missing.stderr
+
+
+@needs_linux64
+def test_self_extracting_other_key_or_unsigned_is_refused(
+    signed_sh: Path, workspace: Path, keys: Path, tmp_path: Path
+) -> None:
+    """A script signed by another key, and an unsigned one: both refused before the unpacker runs."""
+    other = tmp_path / "other.sh"
+    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable", "-o", other,
+        "--sign", keys / "other", timeout=600)  # fmt: skip
+    bad = run_sh(other, tmp_path, "-o", tmp_path / "bad", "-k", keys / "team.pub")
+    assert bad.returncode == 1 and "does not verify" in bad.stderr
+    unsigned = tmp_path / "unsigned.sh"
+    run(
+        "pixi-pack",
+        workspace,
+        "-e",
+        "prod",
+        "-p",
+        "linux-64",
+        "--create-executable",
+        "-o",
+        unsigned,
+        timeout=600,
+    )
+    bad = run_sh(unsigned, tmp_path, "-o", tmp_path / "bad", "-k", keys / "team.pub")
+    assert bad.returncode == 1 and "the pack is not signed" in bad.stderr
+    assert not (tmp_path / "bad").exists()

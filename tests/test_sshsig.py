@@ -38,7 +38,19 @@ def ssh_verify(folder: Path, pub: Path, message: bytes, signature: str) -> subpr
     allowed.write_text(f'signer namespaces="pixi-pack" {pub.read_text().strip()}\n')
     (folder / "msg.sig").write_text(signature)
     return subprocess.run(
-        ["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", "signer", "-n", "pixi-pack", "-s", str(folder / "msg.sig")],
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(allowed),
+            "-I",
+            "signer",
+            "-n",
+            "pixi-pack",
+            "-s",
+            str(folder / "msg.sig"),
+        ],
         input=message,
         capture_output=True,
     )
@@ -60,7 +72,8 @@ def test_ssh_keygen_signature_verifies_with_ours(tmp_path: Path, kind: str, extr
     key = keygen(tmp_path, kind, extra)
     (tmp_path / "msg").write_bytes(MESSAGE)
     subprocess.run(
-        ["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", "pixi-pack", str(tmp_path / "msg")], check=True
+        ["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", "pixi-pack", str(tmp_path / "msg")],
+        check=True,
     )
     signature = (tmp_path / "msg.sig").read_text()
     trusted = read_public_key(key.with_suffix(".pub"))
@@ -71,7 +84,9 @@ def test_ssh_keygen_signature_verifies_with_ours(tmp_path: Path, kind: str, extr
 
 def test_fingerprint_is_the_one_ssh_keygen_prints(tmp_path: Path) -> None:
     key = keygen(tmp_path, "ed25519", [])
-    printed = subprocess.run(["ssh-keygen", "-lf", str(key.with_suffix(".pub"))], capture_output=True, check=True)
+    printed = subprocess.run(
+        ["ssh-keygen", "-lf", str(key.with_suffix(".pub"))], capture_output=True, check=True
+    )
     assert read_public_key(key.with_suffix(".pub")).fingerprint == printed.stdout.split()[1].decode()
 
 
@@ -85,7 +100,9 @@ def test_unknown_key_and_other_namespace_are_refused_naming_the_key(tmp_path: Pa
     other = read_public_key(keygen(tmp_path, "ed25519", [], "other").with_suffix(".pub"))
     signature = sign(MESSAGE, load_private_key(signer))
     found = read_public_key(signer.with_suffix(".pub")).fingerprint
-    with pytest.raises(SignatureError, match=f"signed by key {found.replace('+', '.')}, which is not a trusted"):
+    with pytest.raises(
+        SignatureError, match=f"signed by key {found.replace('+', '.')}, which is not a trusted"
+    ):
         verify(MESSAGE, signature, [other])
     with pytest.raises(SignatureError, match="namespace 'pixi-pack', not 'git'"):
         verify(MESSAGE, signature, [other], namespace="git")
