@@ -273,6 +273,9 @@ def documented_flags() -> dict[str, set[str]]:
                     command = match[1].replace(" ", "-")
                     if match[2].split()[:1] == ["completion"]:
                         command = "pixi-pack completion"
+                    if command == "pixi-pack" and match[2].split()[:1] in (["verify"], ["sbom"]):
+                        command = f"pixi-pack {match[2].split()[0]}"
+                    found.setdefault(command, set())
                     found[command] |= set(re.findall(r"(?:^|\s)(--?[a-zA-Z][\w-]*)", match[2]))
     return found
 
