@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from .errors import UnsafeArchiveError
+from .metadata import SEAL_FILES
 
 if TYPE_CHECKING:
     from .hookspecs import PackFiles
@@ -55,8 +56,6 @@ def walk_sorted(root: Path) -> list[Path]:
 def pack_order(root: Path) -> list[Path]:
     """``walk_sorted``, but the manifest and its signature first: a reader of the tar checks the
     signature before it writes any other member."""
-    from .manifest import SEAL_FILES
-
     first = [root / name for name in SEAL_FILES if (root / name).is_file()]
     return first + [p for p in walk_sorted(root) if p not in first]
 

@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidPackError
+from .metadata import MANIFEST_FILE, SEAL_FILES, SIGNATURE_FILE
 
-MANIFEST_FILE = "pixi-pack-manifest.json"
-SIGNATURE_FILE = MANIFEST_FILE + ".sig"
-#: Files the manifest does not list (itself and its signature).
-SEAL_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
+__all__ = ["MANIFEST_FILE", "SEAL_FILES", "SIGNATURE_FILE", "FileEntry", "Manifest"]
 MANIFEST_VERSION = 1
 #: The largest manifest read (a pack of 100,000 files has one of about 20 MiB).
 MAX_MANIFEST_SIZE = 64 << 20

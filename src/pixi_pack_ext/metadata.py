@@ -26,6 +26,11 @@ ENVIRONMENT_FILE = "environment.yml"
 CHANNEL_DIR = "channel"
 PYPI_DIR = "pypi"
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+#: Every file of the pack with its size and sha256 (``manifest.py``), and its SSH signature: the
+#: tar's first two members.
+MANIFEST_FILE = "pixi-pack-manifest.json"
+SIGNATURE_FILE = MANIFEST_FILE + ".sig"
+SEAL_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
 
 
 def is_package_member(name: str) -> bool:

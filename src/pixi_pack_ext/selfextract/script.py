@@ -317,7 +317,7 @@ def write_self_extracting(
 
 def _seal_places(f: IO[bytes], archive_offset: int) -> dict[str, int]:
     """Where the manifest and its signature lie in ``f`` when they are the tar's first members."""
-    from .manifest import MANIFEST_FILE, SIGNATURE_FILE
+    from ..manifest import MANIFEST_FILE, SIGNATURE_FILE
 
     places: dict[str, int] = {}
     f.seek(archive_offset)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import pack_prod, run
 
-from pixi_pack_ext.lockfile import read_plan
-from pixi_pack_ext.sbom import sbom_json
+from pixi_pack_ext.pack.lockfile import read_plan
+from pixi_pack_ext.pack.sbom import sbom_json
 
 
 def validate(text: str) -> None:
