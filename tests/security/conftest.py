@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import host_platform, run
 
+from pixi_pack_ext.metadata import SEAL_FILES
+
 from .hostile import Member, read_members, snapshot, write_pack
 
 
@@ -26,8 +28,10 @@ def good_pack(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture
 def members(good_pack: Path) -> list[Member]:
-    """A fresh, editable copy of the good pack's members."""
-    return read_members(good_pack)
+    """A fresh, editable copy of the good pack's members, without its manifest: an attacker drops it
+    (only ``--trusted-key`` makes one required), so every check behind it must hold on its own.
+    Hostile packs that keep a manifest are tested in tests/test_signing.py."""
+    return [m for m in read_members(good_pack) if m.info.name not in SEAL_FILES]
 
 
 @dataclass
