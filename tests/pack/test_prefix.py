@@ -8,7 +8,6 @@ every package must come from a local package cache (conda's ``pkgs/``, ``RATTLER
 from __future__ import annotations
 
 import asyncio
-import filecmp
 import hashlib
 import json
 import shutil
@@ -26,6 +25,35 @@ from pixi_pack_ext.testing.world import ChannelServer
 
 ENV = "prod"
 PLATFORM = "linux-64"
+
+
+def assert_same_pack(pack: Path, lock_pack: Path) -> None:
+    """Both packs hold the same bytes, tar headers included, but for the SBOM (and the manifest's
+    line for it): an installed environment does not know the lock's environment name, nor, once
+    pixi-unpack installed it, the channel its packages came from."""
+    from pixi_pack_ext.metadata import SEAL_FILES
+
+    def read(path: Path) -> tuple[list[tuple[str, int, int]], dict[str, bytes]]:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+            data = {m.name: tar.extractfile(m).read() for m in members if m.isfile()}  # type: ignore[union-attr]
+        skipped = ("sbom.cdx.json", *SEAL_FILES)
+        return [(m.name, m.size, m.mode) for m in members if m.name not in skipped], data
+
+    (layout, files), (lock_layout, lock_files) = read(pack), read(lock_pack)
+    assert layout == lock_layout
+    for name in files.keys() - {"sbom.cdx.json", *SEAL_FILES}:
+        assert files[name] == lock_files[name], name
+    sbom, lock_sbom = json.loads(files["sbom.cdx.json"]), json.loads(lock_files["sbom.cdx.json"])
+
+    def packages(bom: dict[str, list[dict[str, object]]]) -> list[tuple[object, ...]]:
+        return [(c["name"], c["version"], c["hashes"], c.get("licenses")) for c in bom["components"]]
+
+    assert packages(sbom) == packages(lock_sbom)
+    manifest, lock_manifest = json.loads(files[SEAL_FILES[0]]), json.loads(lock_files[SEAL_FILES[0]])
+    manifest["files"].pop("sbom.cdx.json")
+    lock_manifest["files"].pop("sbom.cdx.json")
+    assert manifest == lock_manifest
 
 
 @dataclass(frozen=True)
@@ -111,7 +139,7 @@ def test_conda_style_prefix_packs_identically_to_its_lock(installed: InstalledWo
     prefix = conda_root(installed, tmp_path)
     out = tmp_path / "prefix.tar"
     result = run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
-    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert_same_pack(out, installed.lock_pack)
     assert "changed since installation" not in result.stderr.decode()
     assert f"packed the environment at '{prefix}' into {out}" in result.stderr.decode()
 
@@ -131,7 +159,7 @@ def test_rattler_prefix_takes_archives_from_other_caches(
         shutil.copytree(installed.archives, tmp_path / "rattler" / "pkgs")
         env = isolated(tmp_path, RATTLER_CACHE_DIR=str(tmp_path / "rattler"))
         run("pixi-pack", "--prefix", installed.prefix, "-o", out, env=env)
-    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert_same_pack(out, installed.lock_pack)
 
 
 def test_edited_files_are_reported_and_originals_packed(installed: InstalledWorld, tmp_path: Path) -> None:
@@ -145,7 +173,7 @@ def test_edited_files_are_reported_and_originals_packed(installed: InstalledWorl
     assert "share/greeting/message.txt (greeting-data)" in stderr
     assert "share/libgreet/platform.txt (libgreet, missing)" in stderr
     assert "bin/hello" not in stderr  # rewritten at install (prefix placeholder), not edited
-    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert_same_pack(out, installed.lock_pack)
 
 
 def test_package_found_nowhere_is_a_clean_error(installed: InstalledWorld, tmp_path: Path) -> None:
@@ -262,7 +290,7 @@ def test_archive_with_wrong_bytes_is_not_used(installed: InstalledWorld, tmp_pat
     shutil.copytree(installed.use_cache, cache)
     out = tmp_path / "prefix.tar"
     run("pixi-pack", "--prefix", prefix, "-o", out, "--use-cache", cache, env=isolated(tmp_path))
-    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert_same_pack(out, installed.lock_pack)
 
 
 def _broken_record(prefix: Path, change: str) -> None:
@@ -357,7 +385,7 @@ def test_pypi_package_without_wheel_fails_or_is_skipped(installed: InstalledWorl
         "pixi-pack", "--prefix", prefix, "-o", out, "--ignore-pypi-non-wheel", env=isolated(tmp_path)
     )
     assert "skipping PyPI package(s)" in result.stderr.decode() and "tinywheel==1.0" in result.stderr.decode()
-    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert_same_pack(out, installed.lock_pack)
 
 
 def test_wheel_dir_needs_prefix(workspace: Path, tmp_path: Path) -> None:
@@ -384,7 +412,7 @@ def test_records_written_by_conda_point_at_their_archives(installed: InstalledWo
         record_path.write_text(json.dumps(record, indent=2))
     out = tmp_path / "prefix.tar"
     run("pixi-pack", "--prefix", prefix, "-o", out, env=isolated(tmp_path))
-    assert filecmp.cmp(out, installed.lock_pack, shallow=False)
+    assert_same_pack(out, installed.lock_pack)
 
 
 def test_prefix_with_lock_options_is_refused(tmp_path: Path) -> None:

@@ -26,10 +26,12 @@ from ..sshsig import MAX_SIGNATURE_TEXT, PublicKey, SignatureError, parse, verif
 if TYPE_CHECKING:
     from ..hookspecs import PackFiles
 
-UNSIGNED = (
-    "the pack is not signed (it has no {what}); refusing it because trusted keys were given "
-    "(sign packs with 'pixi-pack --sign KEY')"
-)
+
+def _unsigned(what: str) -> SignatureError:
+    return SignatureError(
+        f"the pack is not signed (it has no {what}); refusing it because trusted keys were given "
+        "(sign packs with 'pixi-pack --sign KEY')"
+    )
 
 
 class TrustGate:
@@ -67,7 +69,7 @@ class TrustGate:
                     raise InvalidPackError(f"{MANIFEST_FILE} declares {size} bytes; refusing the pack")
                 return
             if self.trusted or self.pinned:
-                raise SignatureError(UNSIGNED.format(what=MANIFEST_FILE))
+                raise _unsigned(MANIFEST_FILE)
             self._state = "open"
         elif self._state == "signature":
             if name == SIGNATURE_FILE:
@@ -76,8 +78,8 @@ class TrustGate:
                 return
             self._close_signature(None)
         if self._state == "open":
-            if name in (MANIFEST_FILE, SIGNATURE_FILE):
-                raise InvalidPackError(f"{name} is not at the start of the pack; refusing the pack")
+            # A manifest that does not lead the pack is not one: what came before it was not checked.
+            # (Without trusted keys that is no weaker than a pack with no manifest at all.)
             return
         assert self.manifest is not None
         entry = self.manifest.files.get(name)
@@ -134,7 +136,7 @@ class TrustGate:
         self._state = "files"
         if data is None:
             if self.trusted:
-                raise SignatureError(UNSIGNED.format(what=SIGNATURE_FILE))
+                raise _unsigned(SIGNATURE_FILE)
             return
         if self.trusted:
             self.signed_by = verify(
