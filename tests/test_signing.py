@@ -384,3 +384,28 @@ def test_self_extracting_other_key_or_unsigned_is_refused(
     bad = run_sh(unsigned, tmp_path, "-o", tmp_path / "bad", "-k", keys / "team.pub")
     assert bad.returncode == 1 and "the pack is not signed" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_verify_refuses_a_script_whose_unpacker_was_replaced(
+    signed_sh: Path, keys: Path, tmp_path: Path
+) -> None:
+    """The signed manifest names the unpacker's sha256: a changed unpacker fails ``pixi-pack verify``
+    even when the header's own sha256 is changed to match it."""
+    from pixi_pack_ext.selfextract.script import read_layout, region_sha256
+
+    layout = read_layout(signed_sh)
+    assert layout is not None and layout.unpacker_sha256 is not None
+    data = bytearray(signed_sh.read_bytes())
+    end = layout.unpacker_offset + layout.unpacker_size
+    data[end - 100] ^= 0xFF  # inside the zip's central directory, in the part the header checks
+    changed = tmp_path / "changed.sh"
+    changed.write_bytes(bytes(data))
+    with open(changed, "rb") as f:
+        new_sha = region_sha256(f, layout.unpacker_check_offset, end - layout.unpacker_check_offset)
+    assert new_sha is not None
+    changed.write_bytes(bytes(data).replace(layout.unpacker_sha256.encode(), new_sha.encode()))
+    bad = run("pixi-pack", "verify", changed, "-k", keys / "team.pub", check=False)
+    assert bad.returncode == 1 and "is not the one pixi-pack-manifest.json lists" in bad.stderr.decode()
+    script = run_sh(changed, tmp_path, "-o", tmp_path / "out", "-k", keys / "team.pub")
+    assert script.returncode == 1 and "does not cover this file's unpacker" in script.stderr, script.stderr
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,17 @@ def test_a_private_key_given_as_trusted_key_is_refused(tmp_path: Path) -> None:
     key = keygen(tmp_path, "ed25519", [])
     with pytest.raises(UsageError, match="is a private key; give its public half"):
         read_public_key(key)
+
+
+def test_without_cryptography_a_trusted_key_is_a_one_line_error(tmp_path: Path) -> None:
+    """The self-extracting scripts' bundled unpacker has no cryptography: -k there is the script's."""
+    pub = keygen(tmp_path, "ed25519", []).with_suffix(".pub")
+    code = (
+        "import sys; sys.modules['cryptography'] = None; sys.argv = ['pixi-unpack', 'x.tar', '-k', sys.argv[1]];"
+        "from pixi_pack_ext.cli.main import pixi_unpack; pixi_unpack()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(pub)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "needs the 'cryptography' package" in result.stderr and "Traceback" not in result.stderr

@@ -42,6 +42,18 @@ class SignatureError(InvalidPackError):
     """A signature that is malformed, from an untrusted key, or does not match what it signs."""
 
 
+def require_cryptography() -> None:
+    """Signatures need ``cryptography``; the self-extracting scripts' bundled unpacker leaves it
+    out (the script checks signatures with ``ssh-keygen`` instead)."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "checking or making signatures needs the 'cryptography' package, which this pixi-unpack "
+            "lacks; check the pack with 'pixi-pack verify --trusted-key' (or 'sh environment.sh -k')"
+        ) from None
+
+
 # -- the SSH wire framing ---------------------------------------------------------------------------
 
 
@@ -138,6 +150,7 @@ class PublicKey:
 
 def parse_public_key(text: str, source: str) -> PublicKey:
     """One OpenSSH public key (``ssh-ed25519 AAAA... comment``); ``source`` names it in errors."""
+    require_cryptography()
     from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
     fields = text.strip().split()
@@ -181,6 +194,7 @@ def read_public_key(value: str | Path) -> PublicKey:
 def load_private_key(path: Path) -> object:
     """The private key of an OpenSSH key file; an encrypted one needs its passphrase from
     ``$PIXI_PACK_SIGNING_PASSPHRASE`` or, on a terminal, a prompt."""
+    require_cryptography()
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
     try:
