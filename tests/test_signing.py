@@ -403,7 +403,9 @@ def test_verify_refuses_a_script_whose_unpacker_was_replaced(
     with open(changed, "rb") as f:
         new_sha = region_sha256(f, layout.unpacker_check_offset, end - layout.unpacker_check_offset)
     assert new_sha is not None
-    changed.write_bytes(bytes(data).replace(layout.unpacker_sha256.encode(), new_sha.encode()))
+    changed.write_bytes(
+        bytes(data).replace(layout.unpacker_sha256.encode(), new_sha.encode(), 1)
+    )  # the header
     bad = run("pixi-pack", "verify", changed, "-k", keys / "team.pub", check=False)
     assert bad.returncode == 1 and "is not the one pixi-pack-manifest.json lists" in bad.stderr.decode()
     script = run_sh(changed, tmp_path, "-o", tmp_path / "out", "-k", keys / "team.pub")
