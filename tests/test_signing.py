@@ -411,3 +411,18 @@ def test_verify_refuses_a_script_whose_unpacker_was_replaced(
     script = run_sh(changed, tmp_path, "-o", tmp_path / "out", "-k", keys / "team.pub")
     assert script.returncode == 1 and "does not cover this file's unpacker" in script.stderr, script.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('trusted-keys = "team.pub"\n', "'trusted-keys' in"),
+        ("trusted-keys = [1]\n", "'trusted-keys[0]' in"),
+        ('trusted-keys = ["missing.pub"]\n', "missing.pub' does not exist"),
+        ('trusted-keys = ["ssh-ed25519 AAAAnot-base64"]\n', "is not a usable OpenSSH public key"),
+    ],
+)
+def test_bad_trusted_keys_config_is_one_line(signed: Path, tmp_path: Path, config: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(config)
+    result = run("pixi-unpack", signed, "-o", tmp_path / "out", "-c", tmp_path / "config.toml", check=False)
+    refused(result, tmp_path / "out", message)

@@ -139,5 +139,5 @@ def unpack_half_a_pack(pack_file: Path, out: Path, **popen: Any) -> subprocess.P
     data = pack_file.read_bytes()
     process.stdin.write(data[: len(data) // 2])
     process.stdin.flush()
-    assert wait_until(lambda: any(out.glob(".pixi-unpack-*/pack/channel")))
+    assert wait_until(lambda: any(out.glob(".pixi-unpack-*/pack/*")))  # the manifest, then channel/
     return process
