@@ -84,3 +84,16 @@ def test_sbom_of_a_pack_without_one_is_a_one_line_error(tmp_path: Path, workspac
     result = run("pixi-pack", "sbom", folder, check=False)
     assert result.returncode == 1 and b"carries no sbom.cdx.json" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sbom_of_a_pack_of_several_environments_names_them_all(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "both.tar"
+    run("pixi-pack", workspace, "-e", "default", "-e", "prod", "-p", "linux-64", "-o", out)
+    text = run("pixi-pack", "sbom", out).stdout.decode()
+    validate(text)
+    bom = json.loads(text)
+    props = [(p["name"], p["value"]) for p in bom["metadata"]["properties"]]
+    assert ("pixi:environment", "default") in props and ("pixi:environment", "prod") in props
+    assert bom["metadata"]["component"]["name"] == "default, prod"
+    names = {c["name"] for c in bom["components"]}
+    assert {"hello-bin", "libgreet"} <= names

@@ -255,6 +255,9 @@ def pack(
             delta.write(staging, plan)
         if multi is not None:
             multi.write(staging)
+            write_sbom(
+                plan, staging, {name: sorted(by_platform) for name, by_platform in multi.targets.items()}
+            )
         # Last: the manifest lists the staging folder as the format will write it.
         seal_unpacker = seal_pack(plan, staging, key)
         fmt.write(

@@ -79,8 +79,11 @@ def _sha256(value: str | None) -> list[dict[str, str]]:
     return [{"alg": "SHA-256", "content": value}] if value else []
 
 
-def sbom_json(plan: PackPlan, wheel_sha256: dict[str, str]) -> str:
-    """The CycloneDX 1.6 JSON of ``plan``; ``wheel_sha256`` gives each wheel's sha256 by file name.
+def sbom_json(
+    plan: PackPlan, wheel_sha256: dict[str, str], targets: dict[str, list[str]] | None = None
+) -> str:
+    """The CycloneDX 1.6 JSON of ``plan``; ``wheel_sha256`` gives each wheel's sha256 by file name,
+    ``targets`` the platforms of each environment of a pack of several (default: the plan's).
 
     The document is assembled here (purls by packageurl-python, licences by cyclonedx-python-lib's
     factory) rather than through the library's object model, whose dependency bookkeeping takes
@@ -90,7 +93,10 @@ def sbom_json(plan: PackPlan, wheel_sha256: dict[str, str]) -> str:
 
     licence_cache: dict[str, list[dict[str, object]]] = {}
     components: list[dict[str, object]] = []
-    identity: list[str] = [plan.environment, plan.platform]
+    targets = targets or {plan.environment: [plan.platform]}
+    names = ", ".join(targets)
+    platforms = sorted({p for ps in targets.values() for p in ps})
+    identity: list[str] = [f"{name}={','.join(ps)}" for name, ps in targets.items()]
     for package in sorted(plan.conda, key=lambda p: p.pack_path):
         record = package.record
         channel = _channel(str(record.channel or ""))
@@ -130,19 +136,19 @@ def sbom_json(plan: PackPlan, wheel_sha256: dict[str, str]) -> str:
         identity.append(f"{purl.to_string()} {wheel.file_name} {sha256}")
 
     serial = uuid.uuid5(_SERIAL_NAMESPACE, hashlib.sha256("\n".join(identity).encode()).hexdigest())
-    environment_ref = f"pixi-environment:{plan.environment}"
+    environment_ref = f"pixi-environment:{names}"
     metadata: dict[str, object] = {
         "tools": {"components": [{"type": "application", "name": "pixi-pack-ext", "version": __version__}]},
         "component": {
             "bom-ref": environment_ref,
             "type": "application",
-            "name": plan.environment,
-            "description": f"pixi environment '{plan.environment}' for {plan.platform}, packed by pixi-pack-ext",
-            "properties": [{"name": "pixi:platform", "value": plan.platform}],
+            "name": names,
+            "description": f"pixi environment(s) {names} for {', '.join(platforms)}, packed by pixi-pack-ext",
+            "properties": [{"name": "pixi:platform", "value": p} for p in platforms],
         },
         "properties": [
-            {"name": "pixi:environment", "value": plan.environment},
-            {"name": "pixi:platform", "value": plan.platform},
+            *({"name": "pixi:environment", "value": name} for name in targets),
+            *({"name": "pixi:platform", "value": p} for p in platforms),
         ],
     }
     timestamp = _timestamp()
@@ -163,7 +169,7 @@ def sbom_json(plan: PackPlan, wheel_sha256: dict[str, str]) -> str:
     return json.dumps(bom, indent=1, sort_keys=True) + "\n"
 
 
-def write_sbom(plan: PackPlan, staging: Path) -> None:
+def write_sbom(plan: PackPlan, staging: Path, targets: dict[str, list[str]] | None = None) -> None:
     """Write ``sbom.cdx.json`` into the pack folder (after the wheels were fetched into it)."""
     from ..manifest import sha256_file
 
@@ -172,4 +178,4 @@ def write_sbom(plan: PackPlan, staging: Path) -> None:
         for w in plan.pypi
         if w.is_wheel and not w.sha256 and (staging / w.pack_path).is_file()
     }
-    (staging / SBOM_FILE).write_text(sbom_json(plan, wheel_sha256), encoding="utf-8")
+    (staging / SBOM_FILE).write_text(sbom_json(plan, wheel_sha256, targets), encoding="utf-8")
