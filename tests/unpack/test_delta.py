@@ -293,8 +293,10 @@ def test_delta_updates_the_pypi_packages(py_world: PythonWorld, tmp_path: Path) 
     run("pixi-pack", new_ws, "-p", "linux-64", "--since", full, "-o", delta)
     assert [n for n in _names(delta) if not n.endswith("repodata.json")] == [
         "environment.yml",
+        "pixi-pack-manifest.json",
         "pixi-pack.json",
         f"pypi/{py_world.wheels['greet-local'].name}",
+        "sbom.cdx.json",
     ]
     out = tmp_path / "out"
     run("pixi-unpack", full, "-o", out)
@@ -329,6 +331,7 @@ def test_a_delta_that_does_not_make_its_target_is_refused(
     data["delta"]["target-packages"] = lines
     data["delta"]["target"] = PackageSet.of(lines).digest
     (folder / "pixi-pack.json").write_text(json.dumps(data))
+    (folder / "pixi-pack-manifest.json").unlink()  # else the manifest refuses the changed file first
     out = _unpacked_base(prod_tar, tmp_path)
     before = _tree(out)
     refused = run("pixi-unpack", folder, "-o", out, check=False)

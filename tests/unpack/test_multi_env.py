@@ -96,6 +96,7 @@ def test_an_environment_listing_a_missing_package_is_refused(workspace: Path, tm
     data = json.loads((folder / "pixi-pack.json").read_text())
     data["environments"]["prod"]["linux-64"]["conda"].append("channel/linux-64/ghost-1.0-h0_0.conda")
     (folder / "pixi-pack.json").write_text(json.dumps(data))
+    (folder / "pixi-pack-manifest.json").unlink()  # else the manifest refuses the changed file first
     refused = run("pixi-unpack", folder, "--environment", "prod", "-o", tmp_path / "o", check=False)
     assert refused.returncode != 0
     assert "lists packages of environment 'prod' that the channel lacks" in refused.stderr.decode()
