@@ -78,10 +78,12 @@ def test_wheels_packed_installed_and_runnable(py_world: PythonWorld, tmp_path: P
 
     out = tmp_path / "target"
     out.mkdir()
-    run("pixi-unpack", pack, cwd=out)
+    run("pixi-unpack", pack, "--compile-bytecode", cwd=out)
     env = out / "env"
     python = env / "bin" / "python"
     site = env / "lib" / f"python{py_world.python.short_version}" / "site-packages"
+    tag = f"cpython-{py_world.python.short_version.replace('.', '')}"
+    assert (site / "greet_cli" / "__pycache__" / f"__init__.{tag}.pyc").is_file()  # before any import
 
     probe = subprocess.run(
         [
@@ -105,8 +107,6 @@ def test_wheels_packed_installed_and_runnable(py_world: PythonWorld, tmp_path: P
     assert (dist_info / "INSTALLER").read_text().strip() == "pixi-pack-ext"
     record = (dist_info / "RECORD").read_text()
     assert "greet_cli/__init__.py,sha256=" in record and "../../../bin/greet,sha256=" in record
-    tag = f"cpython-{py_world.python.short_version.replace('.', '')}"
-    assert (site / "greet_cli" / "__pycache__" / f"__init__.{tag}.pyc").is_file()
 
 
 def test_wheel_with_wrong_sha256_is_refused(py_world: PythonWorld, tmp_path: Path) -> None:

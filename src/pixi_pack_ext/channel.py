@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .plan import CondaPackage
 from .redact import public_url
+from .untrusted import MAX_REPODATA_JSON, UntrustedDataError, load_json, read_limited
 
 #: Fields of a repodata record that only make sense in a lock or a prefix, not in repodata.json.
 NON_REPODATA_FIELDS = ("fn",)
@@ -77,15 +78,13 @@ def write_channel_index(channel_dir: Path, subdirs: list[str], packages: list[Co
         (folder / "repodata.json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
-def read_repodata(path: Path) -> dict[str, dict[str, object]]:
-    """File name -> record for one subdir's repodata.json (both package tables)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError("repodata.json is not a JSON object")
-    records: dict[str, dict[str, object]] = {}
-    for table in ("packages", "packages.conda"):
-        entries = data.get(table) or {}
-        if not isinstance(entries, dict):
-            raise ValueError(f"'{table}' in repodata.json is not an object")
-        records.update(entries)
-    return records
+def read_repodata(path: Path) -> object:
+    """One subdir's ``repodata.json`` from a pack, parsed (bounded in size and depth: it is
+    untrusted); ``untrusted.repodata_document`` checks what it says."""
+    source = f"channel/{path.parent.name}/repodata.json"
+    data = read_limited(path, source, max_bytes=MAX_REPODATA_JSON)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UntrustedDataError(f"{source} is malformed: it is not UTF-8 text") from None
+    return load_json(text, source, max_bytes=MAX_REPODATA_JSON)

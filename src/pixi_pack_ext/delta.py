@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from . import __version__
+from . import __version__, untrusted
 from .activation_data import ACTIVATION_FIELD, parse_activation
 from .errors import InvalidPackError
 from .metadata import METADATA_FILE, PackMetadata
@@ -57,18 +57,15 @@ class DeltaInfo:
 def is_delta(text: str) -> bool:
     """Whether ``pixi-pack.json``'s text is a delta pack's (anything unreadable is not)."""
     try:
-        data = json.loads(text)
-    except ValueError:
-        return False
+        data = untrusted.load_json(text, METADATA_FILE)
+    except untrusted.UntrustedDataError:
+        return False  # parse_metadata says what is wrong with it
     return isinstance(data, dict) and "delta" in data
 
 
 def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, DeltaInfo]:
     """A delta pack's metadata, each field checked (the pack is untrusted)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise InvalidPackError(f"{source} is not valid JSON; this is not a valid pack") from None
+    data = untrusted.load_json(text, source)
     if not isinstance(data, dict) or data.get("version") != DELTA_FORMAT_VERSION:
         raise InvalidPackError(f"{source} of a delta pack must say version '{DELTA_FORMAT_VERSION}'")
     platform = data.get("platform")
@@ -79,6 +76,9 @@ def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, D
         raise InvalidPackError(
             f"{source} has a 'virtual-packages' that is not a list of '__name=version' strings"
         )
+    untrusted.pack_platform(platform, source)
+    for entry in virtual:
+        untrusted.virtual_package_entry(entry, source)
     delta = data.get("delta")
     if not isinstance(delta, dict):
         raise InvalidPackError(f"{source} has a 'delta' that is not an object")

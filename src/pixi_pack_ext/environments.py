@@ -22,7 +22,7 @@ from pathlib import Path
 
 import rattler
 
-from . import __version__
+from . import __version__, untrusted
 from .errors import InvalidPackError, UsageError
 from .metadata import METADATA_FILE, PYPI_DIR, PackMetadata, parse_metadata, read_metadata
 
@@ -68,9 +68,9 @@ def _strings(value: object, what: str) -> tuple[str, ...]:
 def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
     """The environments of a multi-environment pack's ``pixi-pack.json``; None for any other pack."""
     try:
-        data = json.loads(text)
-    except ValueError:
-        return None
+        data = untrusted.load_json(text, METADATA_FILE)
+    except untrusted.UntrustedDataError:
+        return None  # parse_metadata says what is wrong with it
     if not isinstance(data, dict) or "environments" not in data:
         return None
     if data.get("version") != MULTI_FORMAT_VERSION:
@@ -83,13 +83,17 @@ def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
     result: dict[str, dict[str, Target]] = {}
     for name, per in environments.items():
         if not _PLAIN.fullmatch(name) or not isinstance(per, dict):
-            raise InvalidPackError(f"{METADATA_FILE} has an environment '{name}' that is not a plain name")
+            raise InvalidPackError(
+                f"{METADATA_FILE} has an environment {untrusted.shown(name)} that is not a plain name"
+            )
+        untrusted.safe_component(name, METADATA_FILE, "environment", windows=True)  # --all: a folder name
         result[name] = {}
         for platform, entry in per.items():
             if not _PLAIN.fullmatch(platform) or not isinstance(entry, dict):
                 raise InvalidPackError(
-                    f"{METADATA_FILE} has a platform '{platform}' of '{name}' that is not valid"
+                    f"{METADATA_FILE} has a platform {untrusted.shown(platform)} of '{name}' that is not valid"
                 )
+            untrusted.pack_platform(platform, METADATA_FILE)
             target = Target(
                 conda=_strings(entry.get("conda", []), f"{name}.{platform}.conda"),
                 pypi=_strings(entry.get("pypi", []), f"{name}.{platform}.pypi"),
@@ -101,6 +105,8 @@ def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
                 raise InvalidPackError(
                     f"{METADATA_FILE} has virtual packages of '{name}' that are not '__name=...'"
                 )
+            for entry_text in target.virtual_packages:
+                untrusted.virtual_package_entry(entry_text, METADATA_FILE)
             result[name][platform] = target
     return result
 
@@ -162,7 +168,7 @@ def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
     """The chosen environment of the opened pack. For a multi-environment pack, the steps get a
     folder of their own holding only its wheels (hard links to the pack's)."""
     path = pack_dir / METADATA_FILE
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text = untrusted.read_limited(path, METADATA_FILE).decode("utf-8", "replace") if path.is_file() else ""
     environments = parse_environments(text)
     if environments is None:
         if name is not None:
@@ -174,6 +180,7 @@ def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
     (scratch / PYPI_DIR).mkdir()
     for wheel in target.pypi:
         file_name = wheel.removeprefix(f"{PYPI_DIR}/")
+        untrusted.wheel_file_name(file_name, METADATA_FILE)  # one plain name, on Windows too
         if (
             "/" in file_name
             or not file_name.endswith(".whl")

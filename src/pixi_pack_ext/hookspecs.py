@@ -261,6 +261,9 @@ class UnpackContext:
     records: tuple[RepoDataRecord, ...] = ()
     #: A folder of the step's own, removed after the unpack: what ``prepare`` made for ``run``.
     scratch: Path | None = None
+    #: Whether the user asked for bytecode (``--compile-bytecode``): compiling runs the environment's
+    #: python, code from the pack, so it never happens unless asked.
+    compile_bytecode: bool = False
 
 
 @dataclass(frozen=True)

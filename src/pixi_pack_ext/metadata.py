@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import PACK_FORMAT_VERSION, __version__
+from . import PACK_FORMAT_VERSION, __version__, untrusted
 from .activation_data import ACTIVATION_FIELD, PackActivation, parse_activation
 from .errors import InvalidPackError
 
@@ -82,10 +82,7 @@ def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
     """Parse ``pixi-pack.json``; anything malformed is an ``InvalidPackError`` naming what is wrong."""
     if not text.strip():
         raise InvalidPackError(f"{source} is empty; this is not a valid pack")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise InvalidPackError(f"{source} is not valid JSON; this is not a valid pack") from None
+    data = untrusted.load_json(text, source)
     if not isinstance(data, dict):
         raise InvalidPackError(f"{source} must be a JSON object")
     version = data.get("version")
@@ -98,20 +95,25 @@ def parse_metadata(text: str, source: str = METADATA_FILE) -> PackMetadata:
         )
     if version != PACK_FORMAT_VERSION:
         raise InvalidPackError(
-            f"pack format version '{version}' is not supported (this pixi-unpack reads version "
-            f"'{PACK_FORMAT_VERSION}'); unpack it with the tool version that made it"
+            f"pack format version {untrusted.shown(version)} is not supported (this pixi-unpack reads "
+            f"version '{PACK_FORMAT_VERSION}'); unpack it with the tool version that made it"
         )
     platform = data.get("platform")
     if not isinstance(platform, str) or not platform:
         raise InvalidPackError(f"{source} has no string 'platform'")
+    untrusted.pack_platform(platform, source)
     made_by = data.get("pixi-pack-version")
     if made_by is not None and not isinstance(made_by, str):
         raise InvalidPackError(f"{source} has a non-string 'pixi-pack-version'")
+    if made_by is not None and (len(made_by) > untrusted.MAX_FIELD or untrusted.component_problem(made_by)):
+        raise untrusted.refuse(source, "pixi-pack-version", made_by, "is not a plain version")
     virtual = data.get("virtual-packages", [])
     if not isinstance(virtual, list) or not all(isinstance(v, str) and v.startswith("__") for v in virtual):
         raise InvalidPackError(
             f"{source} has a 'virtual-packages' that is not a list of '__name=version' strings"
         )
+    for entry in virtual:
+        untrusted.virtual_package_entry(entry, source)
     activation = data.get(ACTIVATION_FIELD)
     return PackMetadata(
         version=version,
@@ -131,7 +133,7 @@ def pack_wheels(pack_dir: Path) -> list[Path]:
 def read_metadata(pack_dir: Path) -> PackMetadata:
     path = pack_dir / METADATA_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = untrusted.read_limited(path, METADATA_FILE).decode("utf-8")
     except FileNotFoundError:
         raise InvalidPackError(f"the pack has no {METADATA_FILE}; this is not a pixi-pack pack") from None
     except UnicodeDecodeError:

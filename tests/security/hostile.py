@@ -158,12 +158,13 @@ def make_package(
     members: list[Member],
     fmt: str,
     files_list: list[str] | None = None,
+    info_members: tuple[Member, ...] = (),
 ) -> tuple[str, bytes]:
     """(file name, bytes) of a package with this index.json, paths.json and payload members;
     ``paths=None`` leaves paths.json out, as old packages do, and ``files_list`` is their
-    ``info/files``."""
+    ``info/files``; ``info_members`` are more files of ``info/`` (``info/link.json``)."""
     stem = f"{index['name']}-{index['version']}-{index['build']}"
-    info = [file_member("info/index.json", json.dumps(index).encode())]
+    info = [file_member("info/index.json", json.dumps(index).encode()), *info_members]
     if paths is not None:
         info.append(file_member("info/paths.json", json.dumps({"paths_version": 1, "paths": paths}).encode()))
     if files_list is not None:

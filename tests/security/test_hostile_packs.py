@@ -152,7 +152,10 @@ METADATA_CASES: dict[str, tuple[bytes | None, str]] = {
     "unknown version": (b'{"version": "2", "platform": "linux-64"}', "version '2' is not supported"),
     "no platform": (b'{"version": "1"}', "no string 'platform'"),
     "another platform": (b'{"version": "1", "platform": "win-64"}', "made for win-64"),
-    "unknown platform": (b'{"version": "1", "platform": "amiga-68k"}', "made for amiga-68k"),
+    "unknown platform": (
+        b'{"version": "1", "platform": "amiga-68k"}',
+        "'amiga-68k' is not a platform rattler knows",
+    ),
 }
 
 
@@ -211,7 +214,7 @@ REPODATA_CASES: dict[str, tuple[Callable[[list[Member]], None], str]] = {
     "listed file missing": (_missing_package, "is listed in repodata.json but missing"),
     "file with another hash": (_other_hash, "is corrupt: expected sha256"),
     "repodata not JSON": (_repodata_not_json, "repodata.json is malformed"),
-    "file name with a folder": (_unsafe_file_name, "unsafe file name"),
+    "file name with a folder": (_unsafe_file_name, "contains a path separator"),
     "record claiming another subdir": (_record_with_other_subdir, "subdir"),
     "record without sha256": (_no_sha256, "no sha256"),
 }

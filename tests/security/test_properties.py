@@ -7,21 +7,25 @@ import contextlib
 import hashlib
 import io
 import json
+import ntpath
 import os
+import posixpath
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from pixi_pack_ext import untrusted
 from pixi_pack_ext.archive import safe_extract
 from pixi_pack_ext.errors import InvalidPackError, PixiPackError, UnsafeArchiveError
 from pixi_pack_ext.metadata import parse_metadata
 from pixi_pack_ext.pack.lockfile import read_plan
 from pixi_pack_ext.unpack.driver import verify_channel
 from pixi_pack_ext.unpack.package_guard import PackageContents, check_contents
+from pixi_pack_ext.untrusted import UntrustedDataError
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")),
@@ -258,3 +262,178 @@ def test_guard_agrees_with_the_file_system(package: PackageContents) -> None:
             assert real == prefix.resolve() or prefix.resolve() in real.parents, (name, real)
         everything = {p for p in Path(scratch).rglob("*")}
         assert all(p == prefix or prefix in p.parents or p in prefix.parents for p in everything)
+
+
+# --------------------------------------------------------------------------------------------------
+# The untrusted-data gate: whatever it accepts is a single safe path component (or a path that
+# stays below its root), on POSIX and on Windows
+# --------------------------------------------------------------------------------------------------
+
+HOSTILE_TEXT = st.lists(
+    st.sampled_from(
+        ["a", "Z", "0", ".", "..", "/", "\\", ":", "\0", "\n", " ", "-", "_", "+", "é", "ﬀ", "C:"]
+    )
+    | st.characters(),
+    max_size=8,
+).map("".join)
+ROOT = "/r/o/o/t"
+
+
+def _stays_below(root: str, path: str, windows: bool) -> bool:
+    """Below ``root`` as POSIX joins it, and (for a Windows environment) as Windows does."""
+    posix = posixpath.normpath(posixpath.join(root, path.replace("\\", "/")))
+    if not posix.startswith(root + "/"):
+        return False
+    return not windows or ntpath.normpath(ntpath.join("D:\\r\\o\\o\\t", path)).startswith("D:\\r\\o\\o\\t\\")
+
+
+@SETTINGS
+@given(HOSTILE_TEXT, st.booleans())
+@example(".", False)
+@example("..", True)
+@example("C:x", True)
+@example("nul.txt", True)
+@example("a" * 256, False)
+def test_an_accepted_component_is_one_safe_component(value: str, windows: bool) -> None:
+    try:
+        accepted = untrusted.safe_component(value, "a package", "name", windows=windows)
+    except UntrustedDataError as exc:
+        assert "\n" not in str(exc) and "\0" not in str(exc)
+        return
+    assert accepted == value and accepted not in ("", ".", "..")
+    assert not any(c in accepted for c in "/\\\0")
+    assert len(accepted.encode("utf-8", "surrogatepass")) <= untrusted.MAX_COMPONENT
+    assert _stays_below(ROOT, accepted, windows)
+    assert posixpath.dirname(posixpath.join(ROOT, accepted)) == ROOT
+    if windows:
+        assert ":" not in accepted and PureWindowsPath("D:/root", accepted).parent == PureWindowsPath(
+            "D:/root"
+        )
+
+
+@SETTINGS
+@given(st.lists(HOSTILE_TEXT, min_size=1, max_size=4).map("/".join), st.booleans())
+@example("a/../../b", False)
+@example("a\\..\\..\\b", True)
+@example("/etc/passwd", False)
+@example("C:\\Windows", True)
+@example("a/C:b", True)
+def test_an_accepted_relative_path_stays_below_its_root(value: str, windows: bool) -> None:
+    try:
+        relative = untrusted.safe_relative_path(value, "a package", "path", windows=windows)
+    except UntrustedDataError:
+        return
+    assert _stays_below(ROOT, relative, windows)
+    assert untrusted.as_path_under(Path(ROOT), relative).is_relative_to(ROOT)
+
+
+IDENTITY_TEXT = st.text(st.sampled_from(list("aZ09._-+!/\\\0 é")), min_size=0, max_size=8)
+
+
+@SETTINGS
+@given(IDENTITY_TEXT, IDENTITY_TEXT, IDENTITY_TEXT, st.sampled_from([".conda", ".tar.bz2"]))
+def test_an_accepted_record_names_a_plain_cache_folder_and_its_own_file(
+    name: str, version: str, build: str, extension: str
+) -> None:
+    file_name = f"{name}-{version}-{build}{extension}"
+    entry = {"name": name, "version": version, "build": build, "build_number": 0, "sha256": "0" * 64}
+    table = untrusted.TABLES[extension]
+    try:
+        record = untrusted.repodata_record(file_name, table, entry, "noarch")
+    except UntrustedDataError as exc:
+        assert "\n" not in str(exc)
+        return
+    folder = untrusted.cache_folder_name(record["name"], record["version"], record["build"])
+    assert untrusted.component_problem(folder) is None and not folder.startswith(".")
+    assert posixpath.dirname(posixpath.join(ROOT, folder)) == ROOT
+    assert file_name == f"{record['name']}-{record['version']}-{record['build']}{extension}"
+
+
+REAL_NAMES = [
+    "_libgcc_mutex",
+    "_openmp_mutex",
+    "python-dateutil",
+    "r-base",
+    "libstdcxx-ng",
+    "zope.interface",
+    "ca-certificates",
+    "python_abi",
+    "font-ttf-dejavu-sans-mono",
+    "c-ares",
+    "x264",
+    "Pillow",
+]
+REAL_VERSIONS = [
+    "2023.7.22",
+    "1.26.4",
+    "3.11.7",
+    "0.1.0rc1",
+    "1.0.0.post1",
+    "2!1.0",
+    "1.2.3+local",
+    "9e",
+    "20230802.1",
+    "1.0_1",
+    "4.0.0.dev0",
+    "2.1.5.1",
+]
+REAL_BUILDS = [
+    "conda_forge",
+    "h7f98852_4",
+    "pyhd8ed1ab_0",
+    "py311h06a4308_0",
+    "2_gnu",
+    "0",
+    "py_0",
+    "cuda112py39h1234567_0",
+    "h4616a5c_0",
+    "hb0f4dca_0",
+    "1_cp311",
+    "py311hd3d4f6b_0_cpython",
+]
+
+
+@pytest.mark.parametrize(
+    "name, version, build", list(zip(REAL_NAMES, REAL_VERSIONS, REAL_BUILDS, strict=True))
+)
+def test_real_package_identities_are_accepted(name: str, version: str, build: str) -> None:
+    for extension, table in untrusted.TABLES.items():
+        entry = {"name": name, "version": version, "build": build, "build_number": 0, "sha256": "a" * 64}
+        record = untrusted.repodata_record(f"{name}-{version}-{build}{extension}", table, entry, "linux-64")
+        assert (record["name"], record["version"], record["build"]) == (name, version, build)
+
+
+@SETTINGS
+@given(st.dictionaries(HOSTILE_TEXT, HOSTILE_TEXT | st.integers() | st.none(), max_size=4))
+def test_accepted_environment_variables_are_shell_names_without_nul(variables: dict[str, object]) -> None:
+    try:
+        accepted = untrusted.env_vars(
+            json.dumps(variables).encode(), "package x: etc/conda/env_vars.d/x.json"
+        )
+    except UntrustedDataError as exc:
+        assert "\n" not in str(exc)
+        return
+    for key, value in accepted.items():
+        assert key and (key[0].isascii() and (key[0].isalpha() or key[0] == "_"))
+        assert all(c.isascii() and (c.isalnum() or c == "_") for c in key) and "=" not in key
+        assert "\0" not in value
+
+
+def test_a_rust_panic_becomes_our_error_and_an_interrupt_passes() -> None:
+    """rattler's panics arrive as pyo3's PanicException, a BaseException: one line, not a crash."""
+
+    class PanicException(BaseException):  # the name pyo3 gives it; not importable without a panic
+        pass
+
+    untrusted.reraise_interrupts(PanicException("boom"))  # returns: the caller makes it one line
+    untrusted.reraise_interrupts(ValueError("bad"))
+    for interrupt in (KeyboardInterrupt(), SystemExit(1)):
+        with pytest.raises(type(interrupt)):
+            untrusted.reraise_interrupts(interrupt)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(["a", "B", ".", "..", "", "/", "\\", "é"]), max_size=8).map("".join))
+def test_the_quick_path_split_is_the_plain_one(path: str) -> None:
+    """``split_path`` skips its filter for plain paths; it must give what the filter gives."""
+    assert untrusted.split_path(path) == [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]

@@ -130,7 +130,20 @@ def test_help_installs_nothing(executable: Path, tmp_path: Path) -> None:
     assert (
         "--output-directory" in result.stdout and "--env-name" in result.stdout and "--shell" in result.stdout
     )
+    assert "--compile-bytecode" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmpdir"]
+
+
+@needs_linux64
+@needs_system_python
+def test_the_bundled_unpacker_takes_compile_bytecode(executable: Path, tmp_path: Path) -> None:
+    """The option reaches the bundled pixi-unpack (the demo has no wheels: nothing is compiled)."""
+    env = clean_env(tmp_path)
+    result = run_script(
+        "sh", executable, "-o", tmp_path / "target", "--compile-bytecode", env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "target" / "env" / "conda-meta").is_dir()
 
 
 def test_the_executable_is_executable_and_self_describing(executable: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -146,7 +147,7 @@ def _site(context: UnpackContext) -> Path:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a POSIX environment layout")
 def test_wheels_installed_while_staging_are_moved_into_place(py_world: PythonWorld, tmp_path: Path) -> None:
-    context = _wheel_context(py_world, tmp_path, "bin/python")
+    context = dataclasses.replace(_wheel_context(py_world, tmp_path, "bin/python"), compile_bytecode=True)
     stage_wheels(context)
     assert context.scratch is not None
     staged = context.scratch / STAGED_PREFIX
@@ -171,3 +172,13 @@ def test_wheels_are_installed_again_when_the_staged_interpreter_is_not_there(
     script = context.prefix / "bin" / "greet"
     assert script.read_text().splitlines()[0] == f"#!{context.prefix / 'bin' / 'python3'}"
     assert (_site(context) / "greet_cli" / "__init__.py").is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a POSIX environment layout")
+def test_no_bytecode_is_compiled_unless_asked(py_world: PythonWorld, tmp_path: Path) -> None:
+    """Compiling runs the environment's python (code from the pack): only with --compile-bytecode."""
+    context = _wheel_context(py_world, tmp_path, "bin/python")
+    stage_wheels(context)
+    install_wheels(context)
+    assert (_site(context) / "greet_cli" / "__init__.py").is_file()
+    assert not list(context.prefix.rglob("*.pyc"))

@@ -28,6 +28,7 @@ from ..interrupts import ignore_interrupts
 from ..pack.fetch import Progress
 from ..redact import RedactingFilter, redact
 from ..status import STATUS_LOGGER
+from ..untrusted import printable
 
 T = TypeVar("T")
 
@@ -105,10 +106,10 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
         ignore_interrupts()
         return result
     except PixiPackError as exc:
-        # escape: a message may hold brackets ("[mirrors]") that rich would take for markup
-        stderr.print(
-            f"[bold red]error:[/] {escape(redact(str(exc)))}", soft_wrap=True, markup=True, emoji=False
-        )
+        # escape: a message may hold brackets ("[mirrors]") that rich would take for markup, and
+        # names from a pack, whose control characters must not reach the terminal
+        message = escape(printable(redact(str(exc))))
+        stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, emoji=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("[bold red]interrupted[/]; nothing was left half-written")

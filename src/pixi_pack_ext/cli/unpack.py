@@ -77,6 +77,12 @@ T = TypeVar("T")
     default=None,
     help='A pixi config.toml: run-post-link-scripts = "insecure", and trusted-keys (public keys).',
 )
+@click.option(
+    "--compile-bytecode",
+    is_flag=True,
+    help="Compile the PyPI wheels' .py files to bytecode with the environment's python "
+    "(runs the packed python; off by default: then nothing from the pack runs during the unpack).",
+)
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.version_option(__version__, "-V", "--version", prog_name="pixi-unpack")
@@ -92,6 +98,7 @@ def unpack_command(
     run_post_link_scripts: bool,
     trusted_key: tuple[Path, ...],
     config: Path | None,
+    compile_bytecode: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -105,6 +112,7 @@ def unpack_command(
         shell=shell,
         force=force,
         ignore_virtual_packages=ignore_virtual_packages,
+        compile_bytecode=compile_bytecode,
         show_progress=stderr.is_terminal and not quiet,
         environment=environment,
         run_post_link_scripts=run_post_link_scripts,

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import untrusted
 from ..activation_data import ACTIVATION_DIR, PackActivation, script_member
 from ..channel import write_channel_index
 from ..config import AuthStore, Settings, apply_environment, load_config
@@ -96,6 +97,15 @@ def check_plan_names(plan: PackPlan) -> None:
             raise PackError(
                 f"refusing to pack {package.spec}: its file name '{package.file_name}' is not a plain name"
             )
+        # What pixi-unpack will accept of the pack's repodata: refused here, not after the packing
+        record = package.record
+        untrusted.package_identity(
+            record.name.source,
+            str(record.version),
+            str(record.build),
+            package.file_name,
+            f"package {package.spec}",
+        )
     for wheel in plan.pypi:
         if wheel.is_wheel and not _plain_name(wheel.file_name):
             raise PackError(

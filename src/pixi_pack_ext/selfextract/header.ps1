@@ -43,6 +43,7 @@ Options:
   -s, --shell SHELL           Shell of the activation script: bash, zsh, fish, xonsh, powershell, cmd, nushell
   --force                     Replace an existing environment folder and activation script
   --ignore-virtual-packages   Install even if the host lacks glibc/cuda/... versions
+  --compile-bytecode          Compile the PyPI wheels' bytecode (runs the packed python)
   -v, --verbose / -q, --quiet More / less output
   -h, --help                  Show this message and exit
 

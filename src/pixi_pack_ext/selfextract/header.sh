@@ -52,6 +52,7 @@ Options:
   --ignore-virtual-packages   Install even if the host lacks glibc/cuda/... versions
   -k, --trusted-key PUB       Only install if the pack is signed by this OpenSSH public key (repeatable;
                               checked with ssh-keygen before anything in this file runs)
+  --compile-bytecode          Compile the PyPI wheels' bytecode (runs the packed python)
   -v, --verbose / -q, --quiet More / less output
   -h, --help                  Show this message and exit
 

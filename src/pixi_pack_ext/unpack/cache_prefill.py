@@ -51,6 +51,8 @@ from ..archive import copy_range
 from ..errors import InvalidPackError, UnsafeArchiveError
 from ..hashing import hash_file
 from ..metadata import is_package_member
+from ..untrusted import Component, reraise_interrupts
+from ..untrusted import cache_folder_name as untrusted_cache_folder
 from .package_guard import PackageContents, list_members, read_extracted_contents, scan_package
 from .ram_staging import RamStaging
 
@@ -81,9 +83,11 @@ def default_concurrency() -> int:
     return min(MAX_CONCURRENCY, cores + 1)
 
 
-def cache_folder_name(record: rattler.RepoDataRecord) -> str:
-    """The folder rattler's package cache keeps an extracted package in."""
-    return f"{record.name.normalized}-{record.version}-{record.build}"
+def cache_folder_name(record: rattler.RepoDataRecord) -> Component:
+    """The folder rattler's package cache keeps an extracted package in: one plain component (the
+    record's name, version and build were checked by ``untrusted``; this checks the result again,
+    so a record can never move a staged folder anywhere but into the cache)."""
+    return untrusted_cache_folder(record.name.normalized, str(record.version), str(record.build))
 
 
 @dataclass
@@ -374,7 +378,8 @@ async def _extract(client: Client, url: str, folder: Path) -> str | None:
     try:
         sha256, _md5 = await download_and_extract(client, url, folder)
         return sha256.hex()
-    except Exception as exc:
+    except BaseException as exc:  # rattler's errors, or a panic in its extractor: rattler decides later
+        reraise_interrupts(exc)
         log.debug("could not extract %s ahead of the install: %s", url, exc)
         return None
 

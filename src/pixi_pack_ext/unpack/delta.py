@@ -37,6 +37,7 @@ from ..package_set import (
 )
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
+from ..untrusted import read_limited
 from .activation import activation_path, refresh_scripts, write_activation_script
 from .cache_prefill import CachePrefill
 from .conda_meta import Origin, restore_origins
@@ -99,7 +100,8 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
         with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
             gate = TrustGate(options.trusted_keys, options.manifest_sha256)
             pack_dir = _open_pack(fmt, options.pack, workdir / "pack", prefill, gate)
-            if parse_delta((pack_dir / METADATA_FILE).read_text(encoding="utf-8")) != (metadata, info):
+            text = read_limited(pack_dir / METADATA_FILE, METADATA_FILE).decode("utf-8", "replace")
+            if parse_delta(text) != (metadata, info):
                 raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
             origins: dict[str, Origin] = {}
             shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed, origins=origins)
@@ -109,7 +111,7 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             if not options.ignore_virtual_packages:
                 check_virtual_packages(shipped, metadata.platform, metadata.virtual_packages)
             contents = prefill.finish(shipped, package_files(shipped), options.pack)
-        check_contents(contents)
+        check_contents(contents, metadata.platform)
         wanted = [*shipped, *(_repodata_record(r) for r in kept)]
         gone_dists = [
             d
@@ -136,6 +138,7 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
                 platform=metadata.platform,
                 records=wanted,
                 scratch_root=workdir / "steps",
+                compile_bytecode=options.compile_bytecode,
             )
             with steps.preparing():
                 pass

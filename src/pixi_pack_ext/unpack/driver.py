@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ import rattler
 from rattler import Channel, RepoData
 from rattler.package_cache import PackageCache, ValidationMode
 
+from .. import untrusted
 from ..channel import read_repodata
 from ..environments import peek_selection, select
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
@@ -70,6 +73,8 @@ class UnpackOptions:
     trusted_keys: list[PublicKey] = field(default_factory=list)
     #: The sha256 of the manifest a self-extracting header checked the signature of (``$PIXI_UNPACK_MANIFEST_SHA256``).
     manifest_sha256: str | None = None
+    #: Compile the wheels' bytecode with the environment's python (runs code from the pack).
+    compile_bytecode: bool = False
 
 
 def host_platform() -> str:
@@ -95,8 +100,11 @@ def verify_channel(
 ) -> list[rattler.RepoDataRecord]:
     """Check every package the pack's repodata lists against its sha256 and return install records.
 
-    ``check_hashes=False`` checks everything but the bytes (``CachePrefill`` then hashes them while
-    it extracts them); ``streamed`` files were taken straight from the pack, so they need not exist.
+    Each record is checked by ``untrusted.repodata_record`` first (its name, version and build
+    become folder names; its file must be named after them), and rattler reads only the checked
+    fields. ``check_hashes=False`` checks everything but the bytes (``CachePrefill`` then hashes
+    them while it extracts them); ``streamed`` files were taken straight from the pack, so they
+    need not exist.
     ``origins`` receives each record's original URL and channel, keyed by its (local) install URL."""
     channel_dir = pack_dir / CHANNEL_DIR
     if not channel_dir.is_dir():
@@ -104,43 +112,49 @@ def verify_channel(
     channel = Channel(channel_dir.resolve().as_uri() + "/")
     records: list[rattler.RepoDataRecord] = []
     for subdir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
+        folder = untrusted.subdir(subdir.name, f"the pack's folder channel/{subdir.name}")
         repodata_path = subdir / "repodata.json"
         if not repodata_path.is_file():
-            raise InvalidPackError(f"the pack's channel/{subdir.name} has no repodata.json")
-        try:
-            entries = read_repodata(repodata_path)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidPackError(f"channel/{subdir.name}/repodata.json is malformed: {exc}") from None
+            raise InvalidPackError(f"the pack's channel/{folder} has no repodata.json")
+        document = read_repodata(repodata_path)
+        tables = untrusted.repodata_document(document, folder)
+        entries = {name: record for table in tables.values() for name, record in table.items()}
         for file_name, entry in entries.items():
-            if "/" in file_name or "\\" in file_name or file_name in ("", ".", ".."):
-                raise InvalidPackError(
-                    f"channel/{subdir.name}/repodata.json lists an unsafe file name '{file_name}'"
-                )
             path = subdir / file_name
             if not path.is_file() and Path(os.path.abspath(path)) not in (streamed or set()):
-                raise InvalidPackError(
-                    f"channel/{subdir.name}/{file_name} is listed in repodata.json but missing"
-                )
-            expected = entry.get("sha256") if isinstance(entry, dict) else None
-            if not isinstance(expected, str):
-                raise InvalidPackError(f"channel/{subdir.name}/repodata.json has no sha256 for {file_name}")
+                raise InvalidPackError(f"channel/{folder}/{file_name} is listed in repodata.json but missing")
+            expected = entry["sha256"]
             actual = hash_file(path, md5=False)[0] if check_hashes else expected
             if actual != expected:
                 raise InvalidPackError(
-                    f"channel/{subdir.name}/{file_name} is corrupt: expected sha256 {expected}, got {actual}"
+                    f"channel/{folder}/{file_name} is corrupt: expected sha256 {expected}, got {actual}"
                 )
         if entries:
-            try:
-                parsed = RepoData.from_path(repodata_path).into_repo_data(channel)
-            except Exception as exc:  # rattler's parse errors
-                raise InvalidPackError(f"channel/{subdir.name}/repodata.json is malformed: {exc}") from None
-            pinned = _pin_to_verified_files(parsed, subdir, entries)
+            pinned = _pin_to_verified_files(_parse_checked(tables, folder, channel), subdir, entries)
             if origins is not None:
+                raw = untrusted.raw_entries(document)
                 for record in pinned:
-                    entry = entries[record.file_name]
-                    origins[record.url] = read_origin(entry, subdir.name, record.file_name)
+                    origins[record.url] = read_origin(raw[record.file_name], folder, record.file_name)
             records.extend(pinned)
     return records
+
+
+def _parse_checked(
+    tables: dict[str, dict[str, dict[str, object]]], folder: str, channel: Channel
+) -> list[rattler.RepoDataRecord]:
+    """rattler's records of the checked fields only (written to a private file for its parser);
+    an error or a panic in rattler is one line."""
+    document = {"info": {"subdir": folder}, **tables, "repodata_version": 1}
+    with tempfile.TemporaryDirectory(prefix="pixi-unpack-repodata-") as scratch:
+        path = Path(scratch) / "repodata.json"
+        path.write_text(json.dumps(document), encoding="utf-8")
+        try:
+            return RepoData.from_path(path).into_repo_data(channel)
+        except BaseException as exc:  # rattler's parse errors; a Rust panic is a BaseException
+            untrusted.reraise_interrupts(exc)
+            raise InvalidPackError(
+                f"channel/{folder}/repodata.json is malformed: {one_line_reason(exc)}"
+            ) from None
 
 
 def _pin_to_verified_files(
@@ -159,7 +173,7 @@ def _pin_to_verified_files(
                 f"channel/{subdir.name}/repodata.json says '{record.file_name}' is for subdir "
                 f"'{record.subdir}'; a pack keeps each package in its own subdir's folder"
             )
-        record.url = (folder / record.file_name).as_uri()  # file names are checked: no '/' or '..'
+        record.url = (folder / record.file_name).as_uri()  # file names are checked: one component
     return records
 
 
@@ -261,7 +275,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             # install then only links) while the guard reads its archive; a wrong hash wins over
             # a guard refusal, and nothing reaches the environment before both have passed.
             contents = prefill.finish(records, package_files(records), pack)
-        check_contents(contents)
+        check_contents(contents, metadata.platform)
         if prefix.exists():
             shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
         prefix_created = True
@@ -274,6 +288,7 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             platform=metadata.platform,
             records=records,
             scratch_root=workdir / "steps",
+            compile_bytecode=options.compile_bytecode,
         )
         with deferred_interrupts("the install"):
             with steps.preparing():
@@ -327,7 +342,7 @@ def install_records(
     cache_dir: Path,
     platform: str,
     *,
-    failed: Callable[[Exception], PixiPackError],
+    failed: Callable[[BaseException], PixiPackError],
     show_progress: bool = False,
     alternative_target_prefix: str | None = None,
     prefilled: bool = False,
@@ -355,7 +370,8 @@ def install_records(
                 package_cache=package_cache,
             )
         )
-    except Exception as exc:  # rattler's install errors, in one line with their root cause
+    except BaseException as exc:  # rattler's install errors (or a panic), in one line with their cause
+        untrusted.reraise_interrupts(exc)
         raise failed(exc) from None
     # rattler marks prefixes as cache folders; an environment is not one (backup tools would skip it).
     with contextlib.suppress(FileNotFoundError):

@@ -20,25 +20,40 @@ from rattler.package import PathsJson
 from rattler.package_streaming import PackageArchive
 
 from ..errors import UnsafeArchiveError
+from ..untrusted import (
+    alias_key,
+    env_vars,
+    is_windows,
+    link_json_entry_points,
+    path_problem,
+    read_limited,
+    reraise_interrupts,
+    shown,
+    split_path,
+    unique_names,
+)
 
 #: More symlink hops than this while resolving one path is a loop (Linux's own limit).
 MAX_LINK_HOPS = 40
 
 
-def unsafe_reason(path: str) -> str | None:
+def unsafe_reason(path: str, *, windows: bool = False) -> str | None:
     """Why ``path`` (relative to the prefix) cannot be installed, or None when it is fine."""
-    if not path or "\0" in path:
-        return "an empty or NUL-containing path"
-    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
-        return "an absolute path"
-    if ".." in _parts(path):
-        return "a '..' component"
-    return None
+    return path_problem(path, windows=windows)
 
 
 def _parts(path: str) -> list[str]:
     """Components of a package path; ``\\`` separates too (it does on Windows hosts)."""
-    return [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    return split_path(path)
+
+
+#: Where a package's environment variables live (``conda env config vars``), read by activation.
+ENV_VARS_DIR: tuple[str, ...] = ("etc", "conda", "env_vars.d")
+
+
+def _is_env_vars_file(name: str) -> bool:
+    parts = [alias_key(p) for p in split_path(name)]
+    return len(parts) == 4 and tuple(parts[:3]) == ENV_VARS_DIR and parts[3].endswith(".json")
 
 
 @dataclass
@@ -52,6 +67,10 @@ class PackageContents:
     hardlinks: dict[str, str] = field(default_factory=dict)
     #: Where ``paths`` came from: paths.json, or info/files in packages made before it existed.
     paths_source: str = "info/paths.json"
+    #: ``info/link.json`` (noarch python entry points become files in the prefix), as read.
+    link_json: bytes | None = None
+    #: ``etc/conda/env_vars.d/*.json`` files (variables activation sets), by member name, as read.
+    env_vars: dict[str, bytes] = field(default_factory=dict)
 
 
 async def read_contents(path: Path) -> PackageContents:
@@ -68,9 +87,12 @@ async def read_contents(path: Path) -> PackageContents:
                 contents.symlinks[entry.name] = target
             elif entry.is_hardlink and target is not None:
                 contents.hardlinks[entry.name] = target
-            elif entry.name in ("info/paths.json", "info/files") and entry.is_file:
+            elif entry.name in ("info/paths.json", "info/files", "info/link.json") and entry.is_file:
                 metadata[entry.name] = await entry.read()
+            elif entry.is_file and _is_env_vars_file(entry.name):
+                contents.env_vars[entry.name] = await entry.read()
     _set_listed_paths(contents, metadata.get("info/paths.json"), metadata.get("info/files"))
+    contents.link_json = metadata.get("info/link.json")
     return contents
 
 
@@ -80,7 +102,8 @@ def _set_listed_paths(contents: PackageContents, paths_json: bytes | None, files
         try:
             parsed = PathsJson.from_str(paths_json.decode("utf-8"))
             contents.paths = [str(p.relative_path) for p in parsed.paths]
-        except Exception:  # unreadable: rattler refuses the package itself; members are checked
+        except BaseException as exc:  # unreadable: rattler refuses the package itself; members are checked
+            reraise_interrupts(exc)
             contents.paths = []
     elif files is not None:
         text = files.decode("utf-8", "surrogateescape")
@@ -99,7 +122,8 @@ async def list_members(path: Path) -> list[str]:
     try:
         archive = await PackageArchive.from_path(path)
         info, pkg = await asyncio.gather(archive.list_files("info"), archive.list_files("pkg"))
-    except Exception as exc:  # rattler's read errors: a hostile name or a broken archive
+    except BaseException as exc:  # rattler's read errors (or a panic): a hostile name or a broken archive
+        reraise_interrupts(exc)
         raise _unreadable(path.name, exc) from None
     return info + pkg
 
@@ -140,6 +164,9 @@ def read_extracted_contents(folder: Path, name: str, listed: list[str] | None = 
         paths_json.read_bytes() if paths_json.is_file() else None,
         files.read_bytes() if files.is_file() else None,
     )
+    link_json = info / "link.json"
+    if link_json.is_file() and not link_json.is_symlink():
+        contents.link_json = read_small(link_json)
     pending = [("", str(folder))]
     while pending:
         prefix, directory = pending.pop()
@@ -153,6 +180,8 @@ def read_extracted_contents(folder: Path, name: str, listed: list[str] | None = 
                     pending.append((member + "/", entry.path))
                 else:
                     contents.members.append(member)
+                    if _is_env_vars_file(member):
+                        contents.env_vars[member] = read_small(Path(entry.path))
     if listed is not None:
         extracted = {"/".join(_parts(m)) for m in contents.members}
         for member in listed:
@@ -164,26 +193,36 @@ def read_extracted_contents(folder: Path, name: str, listed: list[str] | None = 
     return contents
 
 
+def read_small(path: Path) -> bytes:
+    """A package metadata file, read only when it is a regular file small enough to be a real one."""
+    return read_limited(path, path.name)
+
+
 async def scan_package(path: Path) -> PackageContents:
     """``read_contents``, with a broken archive refused in one line."""
     try:
         return await read_contents(path)
     except UnsafeArchiveError:
         raise
-    except Exception as exc:  # rattler's read errors: the archive itself is broken
+    except BaseException as exc:  # rattler's read errors (or a panic): the archive itself is broken
+        reraise_interrupts(exc)
         raise _unreadable(path.name, exc) from None
 
 
-def _unreadable(name: str, exc: Exception) -> UnsafeArchiveError:
+def _unreadable(name: str, exc: BaseException) -> UnsafeArchiveError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return UnsafeArchiveError(f"refusing package {name}: it is not a readable package archive ({first})")
 
 
 class _Tree:
-    """The symlinks of every package together, to resolve paths the way the file system would."""
+    """The symlinks of every package together, to resolve paths the way the file system would.
+
+    Names are compared as a case-insensitive, normalizing file system (macOS, Windows) would
+    compare them (``alias_key``): there ``a/X`` goes through a link named ``a/x``. On a
+    case-sensitive file system that only makes the guard stricter."""
 
     def __init__(self, packages: list[PackageContents]) -> None:
-        declared = [(tuple(_parts(name)), target) for p in packages for name, target in p.symlinks.items()]
+        declared = [(_keys(name), alias_key(target)) for p in packages for name, target in p.symlinks.items()]
         self.links: dict[tuple[str, ...], str] = dict(declared)
         # A link declared below another link ("a/c" with "a -> b") physically sits at "b/c": key
         # each link by where it really lands, resolving its folder through the links found so far.
@@ -197,7 +236,8 @@ class _Tree:
             self.links = physical
 
     def resolve(self, parts: list[str]) -> tuple[str, ...] | None:
-        """The path inside the prefix that ``parts`` ends at, or None when it leaves the prefix."""
+        """The path inside the prefix that ``parts`` (alias keys: ``_keys``) ends at, or None when
+        it leaves the prefix."""
         resolved: list[str] = []
         pending = list(reversed(parts))
         hops = 0
@@ -211,7 +251,7 @@ class _Tree:
                 resolved.pop()
                 continue
             resolved.append(name)
-            target = self.links.get(tuple(resolved))
+            target = self.links.get(tuple(resolved)) if self.links else None
             if target is None:
                 continue
             hops += 1
@@ -220,6 +260,11 @@ class _Tree:
             resolved.pop()
             pending.extend(reversed(target.replace("\\", "/").split("/")))
         return tuple(resolved)
+
+
+def _keys(name: str) -> tuple[str, ...]:
+    """A path's components as alias keys (``alias_key`` of the whole path: one call per path)."""
+    return tuple(_parts(alias_key(name)))
 
 
 def _climbs_out(parts: list[str]) -> bool:
@@ -235,38 +280,85 @@ def _climbs_out(parts: list[str]) -> bool:
     return False
 
 
-def check_contents(packages: list[PackageContents]) -> None:
-    """Raise ``UnsafeArchiveError`` for the first path or link of any package that escapes."""
+#: The prefix's own bookkeeping, which rattler writes: no package may put files there.
+RESERVED_TOP = ("conda-meta",)
+
+
+def check_contents(packages: list[PackageContents], platform: str = "") -> None:
+    """Raise ``UnsafeArchiveError`` for the first path or link of any package that escapes, writes
+    into the prefix's ``conda-meta``, names an unsafe entry point or sets an unusable variable.
+
+    ``platform`` is the environment's: a Windows one also refuses names Windows reads otherwise."""
+    windows = is_windows(platform)
     for package in packages:
         for kind, names in ((package.paths_source, package.paths), ("the archive", package.members)):
             for name in names:
-                reason = unsafe_reason(name)
+                reason = unsafe_reason(name, windows=windows)
                 if reason is not None:
                     raise UnsafeArchiveError(
-                        f"refusing package {package.name}: {kind} lists '{name}', {reason}"
+                        f"refusing package {package.name}: {kind} lists {shown(name)}, {reason}"
                     )
+        for name in package.paths:
+            if "conda-meta" in alias_key(name) and _keys(name)[0] in RESERVED_TOP:
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: {package.paths_source} lists {shown(name)}, "
+                    "inside the environment's conda-meta (rattler's records of what is installed)"
+                )
         for name, target in package.hardlinks.items():
-            reason = unsafe_reason(target)
+            reason = unsafe_reason(target, windows=windows)
             if reason is not None:
                 raise UnsafeArchiveError(
-                    f"refusing package {package.name}: hard link '{name}' points to '{target}', {reason}"
+                    f"refusing package {package.name}: hard link {shown(name)} points to "
+                    f"{shown(target)}, {reason}"
                 )
+        _check_package_metadata(package, windows)
     tree = _Tree(packages)
     for package in packages:
         for name, target in package.symlinks.items():
-            parts = _parts(name)
+            parts = list(_keys(name))
             absolute = unsafe_reason(target) == "an absolute path"
-            followed = [*parts[:-1], *target.replace("\\", "/").split("/")]
+            followed = [*parts[:-1], *alias_key(target).replace("\\", "/").split("/")]
             # Also as written: a declared link can fail to be made (a folder already there), and the
             # links below it then sit in that real folder, not where the link would have taken them.
-            if absolute or _climbs_out(followed) or tree.resolve(followed) is None:
+            if absolute or "\0" in target or _climbs_out(followed) or tree.resolve(followed) is None:
                 raise UnsafeArchiveError(
-                    f"refusing package {package.name}: symlink '{name}' -> '{target}' points outside "
-                    "the environment (or loops)"
+                    f"refusing package {package.name}: symlink {shown(name)} -> {shown(target)} points "
+                    "outside the environment (or loops)"
+                )
+            folder = tree.resolve(parts[:-1])
+            where = (*folder, parts[-1]) if folder is not None and parts else ()
+            if where and (ENV_VARS_DIR[: len(where)] == where or where[:3] == ENV_VARS_DIR):
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: symlink {shown(name)} -> {shown(target)} would "
+                    "make activation read environment variables that were never checked"
                 )
         for name in package.paths:
-            if tree.resolve(_parts(name)) is None:
+            keys = _keys(name)
+            resolved = tree.resolve(list(keys))
+            if resolved is None:
                 raise UnsafeArchiveError(
-                    f"refusing package {package.name}: '{name}' would be written through a symlink "
+                    f"refusing package {package.name}: {shown(name)} would be written through a symlink "
                     "that leaves the environment"
                 )
+            if resolved[:3] == ENV_VARS_DIR and resolved != keys:
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: {shown(name)} would land in etc/conda/env_vars.d "
+                    "through a symlink, where activation reads it unchecked"
+                )
+            if resolved[:1] and resolved[0] in RESERVED_TOP:
+                raise UnsafeArchiveError(
+                    f"refusing package {package.name}: {shown(name)} would be written into the "
+                    "environment's conda-meta through a symlink"
+                )
+
+
+def _check_package_metadata(package: PackageContents, windows: bool) -> None:
+    """Entry points (files rattler makes in ``bin/``) and environment variables (set by activation)."""
+    what = f"package {package.name}"
+    if package.link_json is not None:
+        link_json_entry_points(package.link_json, what, windows=windows)
+    names: list[str] = []
+    for member, data in sorted(package.env_vars.items()):
+        names.extend(env_vars(data, f"{what}: {member}"))
+    if windows:  # Windows' variable names ignore case
+        unique_names(names, what, "variable name")

@@ -29,6 +29,7 @@ class StepRunner:
         platform: str,
         records: list[rattler.RepoDataRecord],
         scratch_root: Path,
+        compile_bytecode: bool = False,
     ) -> None:
         self.steps = [
             (
@@ -39,6 +40,7 @@ class StepRunner:
                     platform=platform,
                     records=tuple(records),
                     scratch=scratch_root / str(index),  # step names are free text: not a path
+                    compile_bytecode=compile_bytecode,
                 ),
             )
             for index, step in enumerate(steps)

@@ -8,6 +8,7 @@ from pathlib import Path
 from ...errors import PackError
 from ...hookspecs import PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
+from ...untrusted import read_limited
 
 
 def write(request: WriteRequest) -> None:
@@ -32,8 +33,8 @@ def open_pack(path: Path | None, workdir: Path) -> Path:
 
 
 def peek_metadata(path: Path) -> str | None:
-    try:
-        return (path / METADATA_FILE).read_text(encoding="utf-8")
+    try:  # bounded, never a FIFO or a device: the folder is anyone's
+        return read_limited(path / METADATA_FILE, METADATA_FILE).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 
