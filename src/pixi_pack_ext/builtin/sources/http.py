@@ -25,6 +25,7 @@ from ...errors import AuthenticationError, DownloadError
 from ...hookspecs import ChannelSource, DownloadSink, hookimpl
 from ...redact import redact, redact_url, register_secret
 from .native_http import NativeDownloader, NativeFailure
+from .pacing import AnswerPacer, answer_closes, closes_connections
 
 if TYPE_CHECKING:  # imported where used: pixi-unpack, which never downloads, does without httpx
     import httpx
@@ -122,7 +123,12 @@ class HttpSession:
         self.settings = settings
         self._client: httpx.AsyncClient | None = None
         self._unreachable: dict[str, str] = {}
-        self._native = NativeDownloader(settings) if NativeDownloader.usable(settings) else None
+        native = NativeDownloader.usable(settings)
+        # rattler's downloader does not show answers' headers: a HEAD request tells the pacer
+        # whether an origin closes its connections (httpx's answers tell it themselves)
+        probe = (lambda url: closes_connections(url, settings.read_timeout)) if native else None
+        self._pacer = AnswerPacer(settings.downloads, probe)
+        self._native = NativeDownloader(settings, self._pacer) if native else None
         for secret in settings.auth.secrets():
             register_secret(secret)
 
@@ -242,7 +248,15 @@ class HttpSession:
         if resume_from:
             request_headers["Range"] = f"bytes={resume_from}-"
         client = self._httpx()
-        async with client.stream("GET", url, headers=request_headers, auth=auth) as response:
+        origin = _origin(url)
+        async with (
+            self._pacer.request(origin) as answered,
+            client.stream("GET", url, headers=request_headers, auth=auth) as response,
+        ):
+            self._pacer.learn(
+                origin, answer_closes(response.http_version, response.headers.get("connection"))
+            )
+            answered()
             status = response.status_code
             if status in (401, 403):
                 sent = auth is not None or "Authorization" in headers or "/t/" in urlsplit(url).path

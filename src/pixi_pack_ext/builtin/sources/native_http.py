@@ -10,17 +10,22 @@ httpx for the rest of the run. Whatever it wrote before a failure stays in the s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from pathlib import Path
 
 from ...config import Settings
 from ...hookspecs import DownloadSink
+from .pacing import AnswerPacer
 
 #: Proxy settings: requests then go the way httpx takes them (rattler's client honours
 #: ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` like httpx does).
 PROXY_ENVIRONMENT = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 _STATUS = re.compile(r"\((\d{3}) ")
+#: The first and the longest pause between looks at whether an answer has begun (seconds).
+ANSWER_POLL = (0.001, 0.05)
 
 
 class NativeFailure(Exception):
@@ -34,10 +39,11 @@ class NativeFailure(Exception):
 class NativeDownloader:
     """One rattler client for a run, and the origins it has given up on."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pacer: AnswerPacer | None = None) -> None:
         from rattler.networking import Client
 
         self._client = Client()
+        self._pacer = pacer or AnswerPacer(settings.downloads)
         self._read_timeout = settings.read_timeout
         self._given_up: set[str] = set()
 
@@ -65,10 +71,28 @@ class NativeDownloader:
         from rattler.package_streaming import download_to_path
 
         async def write_file(path: Path) -> None:
-            await download_to_path(self._client, url, path)
+            # rattler creates the file when the answer begins: the request then stops counting
+            # against the origin's pacing (a placeholder left there goes first)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            task = asyncio.ensure_future(download_to_path(self._client, url, path))
+            try:
+                pause = ANSWER_POLL[0]
+                while not task.done() and not os.path.lexists(path):
+                    await asyncio.wait({task}, timeout=pause)
+                    pause = min(2 * pause, ANSWER_POLL[1])
+                if os.path.lexists(path):
+                    answered()
+                await task
+            except BaseException:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
 
         try:
-            await sink.receive_file(write_file, idle_timeout=self._read_timeout)
+            # waiting for room is not part of the stall timeout: the sink starts its clock after
+            async with self._pacer.request(origin, url) as answered:
+                await sink.receive_file(write_file, idle_timeout=self._read_timeout)
         except Exception as exc:  # rattler raises plain RuntimeError/OSError with a message
             match = _STATUS.search(str(exc)) if "HTTP status" in str(exc) else None
             if match is None:

@@ -1,0 +1,102 @@
+"""Requests waiting for their answer are paced per origin, so a server with Python's listen backlog
+of 5 (``python -m http.server``) never has handshakes dropped by a burst of new connections."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pixi_pack_ext.builtin.sources.pacing import BASE, answer_closes
+from pixi_pack_ext.config import Settings
+from pixi_pack_ext.pack.fetch import Fetcher, FetchItem
+from pixi_pack_ext.plugins import PluginManager
+from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler
+
+FILES = 60
+
+
+class _Waiting:
+    """How many requests the server holds before answering, at most."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+
+class _SlowToAnswer(_QuietHandler):
+    """Answers each request 2 ms after reading it, as a busy server would (an HTTP/1.0 server:
+    one connection per file)."""
+
+    waiting: _Waiting
+
+    def do_GET(self) -> None:
+        with self.waiting.lock:
+            self.waiting.now += 1
+            self.waiting.most = max(self.waiting.most, self.waiting.now)
+        time.sleep(0.002)
+        with self.waiting.lock:
+            self.waiting.now -= 1
+        super().do_GET()
+
+
+def _serve_files(root: Path) -> list[tuple[str, str]]:
+    names = []
+    for i in range(FILES):
+        data = f"file {i}\n".encode() * 50
+        (root / f"f{i:03d}.bin").write_bytes(data)
+        names.append((f"f{i:03d}.bin", hashlib.sha256(data).hexdigest()))
+    return names
+
+
+def _fetch_all(tmp_path: Path, handler: type[_SlowToAnswer]) -> _Waiting:
+    """Download FILES files from a server with ``handler``, 50 at a time; how many waited at once."""
+    served = tmp_path / "served"
+    served.mkdir()
+    names = _serve_files(served)
+    waiting = _Waiting()
+    with ChannelServer(served, handler=type("Handler", (handler,), {"waiting": waiting})) as server:
+        items = [
+            FetchItem(label=name, url=server.url + name, dest=tmp_path / "out" / name, sha256=digest)
+            for name, digest in names
+        ]
+        fetcher = Fetcher(PluginManager(autoload=False), Settings(downloads=50))
+        asyncio.run(fetcher.fetch_all(items))
+    for name, _ in names:
+        assert (tmp_path / "out" / name).read_bytes() == (served / name).read_bytes()
+    return waiting
+
+
+def test_a_server_that_closes_each_connection_never_has_many_requests_waiting(tmp_path: Path) -> None:
+    # without pacing, all 50 downloads wait at the server at once
+    waiting = _fetch_all(tmp_path, _SlowToAnswer)
+    assert waiting.most <= BASE, f"{waiting.most} requests waited for an answer at once"
+
+
+class _KeepsConnections(_SlowToAnswer):
+    protocol_version = "HTTP/1.1"
+
+
+def test_a_server_that_keeps_connections_open_gets_the_full_concurrency(tmp_path: Path) -> None:
+    waiting = _fetch_all(tmp_path, _KeepsConnections)
+    assert waiting.most > BASE, f"only {waiting.most} requests waited at once: the pacing held it back"
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "closes"),
+    [
+        ("HTTP/1.0", None, True),
+        ("HTTP/1.0", "keep-alive", False),
+        ("HTTP/1.1", None, False),
+        ("HTTP/1.1", "Close", True),
+        ("HTTP/1.1", "Upgrade, close", True),
+        ("HTTP/2", None, False),
+    ],
+)
+def test_what_answers_say_about_their_connection(version: str, connection: str | None, closes: bool) -> None:
+    assert answer_closes(version, connection) is closes
