@@ -3,24 +3,29 @@
 Built-in plugins are listed by module name below and registered exactly like third-party ones; the
 rest of the core only asks the manager. ``PIXI_PACK_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points
 (built-ins still load), like ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+
+The list of entry points is kept between runs (``startup_cache``, keyed by what is installed):
+``importlib.metadata`` is imported and asked only when something was installed, upgraded or
+removed since the last run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, startup_cache
 from .errors import PluginError, UsageError
 from .hookspecs import ChannelSource, Injector, PackFormat, UnpackStep
 
@@ -103,8 +108,8 @@ class PluginManager:
             )
 
     def _load_entry_points(self) -> None:
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist else "unknown distribution"
+        for ep in _entry_points():
+            dist = ep.dist
             if self._pm.has_plugin(ep.name):
                 log.warning(
                     "plugin '%s' from %s has the name of plugin '%s' from %s; it is skipped",
@@ -130,8 +135,8 @@ class PluginManager:
             except PluginError as exc:
                 log.warning("%s; it is skipped", exc)
                 continue
-            if ep.dist is not None:
-                self._versions[ep.name] = ep.dist.version
+            if ep.version:
+                self._versions[ep.name] = ep.version
 
     # -- what plugins provide -------------------------------------------------------------------
 
@@ -267,6 +272,50 @@ class PluginManager:
     def check(self) -> None:
         """Raise ``PluginError`` when two plugins declare the same name (or a source scheme)."""
         _ = self.sources, self.injectors, self.formats, self.unpack_steps
+
+
+@dataclass(frozen=True)
+class _EntryPoint:
+    """One entry point of the group: what ``importlib.metadata`` says of it, kept as plain text."""
+
+    name: str
+    value: str
+    dist: str
+    version: str
+
+    def load(self) -> object:
+        """The object ``module:attr`` names (extras in brackets are ignored, as by importlib)."""
+        module_name, _, attrs = self.value.partition("[")[0].partition(":")
+        found: object = importlib.import_module(module_name.strip())
+        for attr in filter(None, attrs.strip().split(".")):
+            found = getattr(found, attr)
+        return found
+
+
+def _entry_points() -> list[_EntryPoint]:
+    """The group's entry points, sorted by name: kept from an earlier run while nothing installed
+    has changed, else from ``importlib.metadata``."""
+    key = startup_cache.installation_key()
+    kept = startup_cache.read("entry-points", key)
+    if kept is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            return [_EntryPoint(*fields) for fields in json.loads(kept)]
+    from importlib.metadata import entry_points
+
+    found = sorted(
+        (
+            _EntryPoint(
+                ep.name,
+                ep.value,
+                ep.dist.name if ep.dist else "unknown distribution",
+                ep.dist.version if ep.dist else "",
+            )
+            for ep in entry_points(group=ENTRY_POINT_GROUP)
+        ),
+        key=lambda e: e.name,
+    )
+    startup_cache.keep("entry-points", key, json.dumps([[e.name, e.value, e.dist, e.version] for e in found]))
+    return found
 
 
 _manager: PluginManager | None = None
