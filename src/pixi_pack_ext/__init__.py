@@ -13,11 +13,17 @@ needs in ``pixi_pack_ext.format_toolkit``; a test of a plugin finds an offline c
 
 from __future__ import annotations
 
-# Not typing's, nor importlib.metadata at import time: those two take longer to import than the
+# Not typing's, nor importlib.metadata: those two take longer to import than the
 # rest of the start of a console script, and a Ctrl-C then would end in a traceback from them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+#: The distribution's version, as pyproject.toml declares it (tests/test_startup.py checks that both
+#: agree). Written out rather than read from the installed metadata: importing
+#: ``importlib.metadata`` and searching the installed distributions cost more than the rest of a
+#: ``pixi-pack --version``.
+__version__ = "0.1.0"
 
 #: The pack layout version written to and accepted from ``pixi-pack.json``.
 PACK_FORMAT_VERSION = "1"
@@ -103,19 +109,7 @@ __all__ = [
 ]
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pixi-pack-ext")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0.0.0"
-
-
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        globals()[name] = value = _version()
-        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -127,7 +121,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS, "__version__"})
+    return sorted({*globals(), *_EXPORTS})
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see

@@ -1,4 +1,8 @@
-"""What both commands share: logging set-up, the progress bar, and turning errors into one line."""
+"""What both commands share: logging set-up, the progress bar, and turning errors into one line.
+
+rich is imported when something is shown with it (a log record, an error, the progress bar, the
+closing line), not when a command starts: a quiet run that goes well never needs it.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,59 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
-
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgress
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import PixiPackError
 from ..interrupts import ignore_interrupts
-from ..pack.fetch import Progress
 from ..redact import RedactingFilter, redact
 from ..status import STATUS_LOGGER
 from ..untrusted import printable
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..pack.fetch import Progress
+
 T = TypeVar("T")
 
-stderr = Console(stderr=True, highlight=False)
+
+class _LazyConsole:
+    """The rich console on standard error, made on first use."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+stderr = _LazyConsole()
+
+
+class _LazyRichHandler(logging.Handler):
+    """Hands records to a ``RichHandler`` on ``stderr``, made when the first record comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handler: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._handler is None:
+            from rich.logging import RichHandler
+
+            self._handler = RichHandler(
+                console=stderr.console, show_time=False, show_path=False, markup=False
+            )
+        self._handler.handle(record)
 
 
 class _StatusHandler(logging.Handler):
@@ -45,7 +75,7 @@ class _StatusHandler(logging.Handler):
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Warnings by default, info with -v, debug with -vv, errors only with -q; secrets always masked."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    handler = _LazyRichHandler()
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -106,6 +136,8 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
         ignore_interrupts()
         return result
     except PixiPackError as exc:
+        from rich.markup import escape
+
         # escape: a message may hold brackets ("[mirrors]") that rich would take for markup, and
         # names from a pack, whose control characters must not reach the terminal
         message = escape(printable(redact(str(exc))))
@@ -116,61 +148,12 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
         sys.exit(130)
 
 
-class RichDownloadProgress(Progress):
-    """Bytes, rate and file count on a terminal.
-
-    Counts are gathered here and handed to rich at most every ``UPDATE_EVERY`` seconds (and on
-    stop): the fetcher reports every chunk and every file, and going through rich's locked task
-    update for each cost a few percent of a pack of a thousand small packages.
-    """
-
-    UPDATE_EVERY = 0.1
-
-    def __init__(self) -> None:
-        self._progress = RichProgress(
-            TextColumn("[bold]downloading"),
-            BarColumn(),
-            TextColumn("{task.fields[files]} files"),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-            refresh_per_second=5,
-        )
-        self._bytes: TaskID | None = None
-        self._files = 0
-        self._pending = 0
-        self._next_update = 0.0
-
-    def start(self, total_files: int, total_bytes: int | None) -> None:
-        self._progress.start()
-        self._total_files = total_files
-        self._bytes = self._progress.add_task("packages", total=total_bytes, files=f"0/{total_files}")
-
-    def advance_bytes(self, n: int) -> None:
-        self._pending += n
-        self._maybe_update()
-
-    def file_done(self, label: str) -> None:
-        self._files += 1
-        self._maybe_update()
-
-    def _maybe_update(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._bytes is None or (now < self._next_update and not force):
-            return
-        self._next_update = now + self.UPDATE_EVERY
-        pending, self._pending = self._pending, 0
-        self._progress.update(self._bytes, advance=pending, files=f"{self._files}/{self._total_files}")
-
-    def stop(self) -> None:
-        self._maybe_update(force=True)
-        self._progress.stop()
-
-
 def progress_for(quiet: bool) -> Progress:
     """A rich bar on an interactive terminal, silence otherwise (logs say what happened)."""
+    from ..pack.fetch import Progress
+
     if quiet or not stderr.is_terminal:
         return Progress()
+    from .progress import RichDownloadProgress
+
     return RichDownloadProgress()

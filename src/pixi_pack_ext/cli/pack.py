@@ -7,13 +7,9 @@ from pathlib import Path
 import rich_click as click
 
 from .. import __version__
-from ..pack.driver import pack
-from ..pack.options import PackOptions
-from ..plugins import get_plugin_manager
 from .common import progress_for, run_reporting_errors, setup_logging, stderr
 from .completers import complete_environment, complete_manifest, complete_platform
 from .format_options import META_KEY, format_options_for
-from .plugin_list import list_plugins as print_plugin_list
 
 click.rich_click.USE_RICH_MARKUP = True
 
@@ -149,8 +145,15 @@ def pack_command(
 
     MANIFEST_PATH is a pixi.toml, a pyproject.toml or the workspace folder (default: the current folder).
     """
+    # imported here, not at the top: --help and usage errors need none of them
+    from ..pack.driver import pack
+    from ..pack.options import PackOptions
+    from ..plugins import get_plugin_manager
+
     setup_logging(verbose, quiet)
     if list_plugins:
+        from .plugin_list import list_plugins as print_plugin_list
+
         run_reporting_errors(print_plugin_list)
         return
     chosen = [

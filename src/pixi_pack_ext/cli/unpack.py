@@ -12,8 +12,6 @@ import rich_click as click
 from .. import __version__
 from ..config import load_config
 from ..unpack.activation import SHELLS
-from ..unpack.delta import unpack_or_apply
-from ..unpack.driver import UnpackOptions
 from .common import run_reporting_errors, setup_logging, stderr
 from .keys import trusted_keys
 
@@ -103,6 +101,9 @@ def unpack_command(
     quiet: bool,
 ) -> None:
     """Unpack PACK_FILE (default ./environment.tar, '-' for standard input, or a pack folder)."""
+    from ..unpack.delta import unpack_or_apply  # here, not at the top: --help needs neither
+    from ..unpack.driver import UnpackOptions
+
     setup_logging(verbose, quiet)
     keys = run_reporting_errors(lambda: trusted_keys(trusted_key, config)) if trusted_key or config else []
     options = UnpackOptions(
