@@ -39,11 +39,67 @@ SECTIONS = ("pack", "warm", "unpack", "conda-pack", "sfx", "rss", "delta")
 
 
 class SendfileHandler(_QuietHandler):
-    """Serve file bodies with ``sendfile`` so the server is never what limits a loopback download."""
+    """Serve file bodies with ``sendfile`` so the server is never what limits a loopback download;
+    HTTP/1.1, so connections are kept open between requests (the keep-alive server)."""
+
+    protocol_version = "HTTP/1.1"
 
     def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
         self.wfile.flush()
         self.connection.sendfile(source)
+
+
+class StdlibServer:
+    """``python -m http.server`` in a child process: HTTP/1.0 (a new connection for every file),
+    the standard library's listen backlog of 5 and its copy loop, as a channel folder is often
+    served on a private network."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> StdlibServer:
+        for _ in range(20):  # a free port can be taken between the look and the bind: try another
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "http.server",
+                    "-b",
+                    "127.0.0.1",
+                    str(self.port),
+                    "-d",
+                    self.directory,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while self._process.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            self._stop()
+        raise RuntimeError("python -m http.server did not start")
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait()
+            self._process = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
 
 
 @dataclass
@@ -105,9 +161,16 @@ class Bench:
     # -- pack ----------------------------------------------------------------------------------------
 
     def pack_cold(
-        self, world: World, server: ChannelServer, ws: Path, floor: bool = True
-    ) -> tuple[Series, Path]:
-        """Cold pack vs ``curl --parallel`` of the same URLs plus ``tar -cf``; keeps one pack for unpacking."""
+        self,
+        world: World,
+        server: ChannelServer | StdlibServer,
+        ws: Path,
+        floor: bool = True,
+        what: str = "cold pack, keep-alive server",
+        keep: bool = True,
+    ) -> tuple[Series, Path | None]:
+        """Cold pack vs ``curl --parallel`` of the same URLs plus ``tar -cf`` from the same server;
+        keeps one pack for unpacking (``keep``)."""
         files = world.package_files()
         curl_config = self.scratch / "curl.cfg"
         lines = []
@@ -146,16 +209,24 @@ class Bench:
         self.add(
             Row(
                 world.workload.name,
-                "cold pack (loopback HTTP)",
+                what,
                 result["ours"],
-                "curl --parallel + tar -cf",
+                "curl --parallel + tar -cf, same server",
                 result.get("floor"),
                 1.3 if floor else None,
             )
         )
-        keep = self.scratch / f"{world.workload.name}-environment.tar"
-        run_once([PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "-o", keep, "-q"])
-        return result["ours"], keep
+        if not keep:
+            return result["ours"], None
+        kept = self.scratch / f"{world.workload.name}-environment.tar"
+        run_once([PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "-o", kept, "-q"])
+        return result["ours"], kept
+
+    def pack_cold_stdlib(self, world: World) -> None:
+        """The cold pack again, from ``python -m http.server`` (``StdlibServer``)."""
+        with StdlibServer(world.serve) as server:
+            ws = world.workspace(self.fresh(f"{world.workload.name}-ws-stdlib"), server.url)
+            self.pack_cold(world, server, ws, what="cold pack, HTTP/1.0 stdlib server", keep=False)
 
     def pack_warm(self, world: World, server: ChannelServer, ws: Path) -> None:
         """Warm-cache pack: no package requests, and close to ``tar -cf`` of the cached files."""
@@ -573,6 +644,7 @@ def main() -> None:
             with ChannelServer(world.serve, handler=SendfileHandler) as server:
                 ws = world.workspace(bench.fresh(f"{name}-ws"), server.url)
                 ours_pack, pack = bench.pack_cold(world, server, ws, floor="pack" in sections)
+                assert pack is not None
                 if "warm" in sections:
                     bench.pack_warm(world, server, ws)
                 ours_unpack = bench.unpack(world, pack, floor="unpack" in sections)
@@ -598,6 +670,8 @@ def main() -> None:
                             )
                         )
                 bench.drop(pack)
+            if name == "S" and "pack" in sections:
+                bench.pack_cold_stdlib(world)
         if "T200" in worlds:
             scale: dict[str, dict[str, Series]] = {}
             for name in ("T200", "T1000"):
@@ -605,11 +679,13 @@ def main() -> None:
                 with ChannelServer(world.serve, handler=SendfileHandler) as server:
                     ws = world.workspace(bench.fresh(f"{name}-ws"), server.url)
                     pack_series, pack = bench.pack_cold(world, server, ws)
+                    assert pack is not None
                     unpack_series = bench.unpack(world, pack)
                     scale[name] = {"pack": pack_series, "unpack": unpack_series}
                     if name == "T1000":
                         bench.progress_cost(world, ws, pack)
                     bench.drop(pack)
+                bench.pack_cold_stdlib(world)
             for label in ("pack", "unpack"):
                 bench.add(
                     Row(
