@@ -156,4 +156,4 @@ def progress_for(quiet: bool) -> Progress:
         return Progress()
     from .progress import RichDownloadProgress
 
-    return RichDownloadProgress()
+    return RichDownloadProgress(stderr.console)

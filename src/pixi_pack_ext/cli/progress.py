@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -15,7 +16,6 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 
 from ..pack.fetch import Progress
-from .common import stderr
 
 
 class RichDownloadProgress(Progress):
@@ -28,7 +28,7 @@ class RichDownloadProgress(Progress):
 
     UPDATE_EVERY = 0.1
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console) -> None:
         self._progress = RichProgress(
             TextColumn("[bold]downloading"),
             BarColumn(),
@@ -36,7 +36,7 @@ class RichDownloadProgress(Progress):
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=stderr.console,
+            console=console,
             transient=True,
             refresh_per_second=5,
         )
