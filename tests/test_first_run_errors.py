@@ -200,13 +200,18 @@ def test_early_ctrl_c_is_one_line(command: str, tmp_path: Path) -> None:
 
     Before the console script reaches our entry point a Ctrl-C is the interpreter's own business
     (Python may print its own traceback from its start-up modules); from there on, loading the
-    command, its libraries and the plugins, it is one line and exit code 130.
+    command, its libraries and the plugins, it is one line and exit code 130. (``-q --version``:
+    a bare ``--version`` is answered before the command is loaded.)
     """
     env = {**os.environ, "NO_COLOR": "1"}
     interrupted = 0
     for step in range(16):
         process = subprocess.Popen(
-            [cli(command), "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+            [cli(command), "-q", "--version"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
         )
         time.sleep(0.025 * step)
         process.send_signal(signal.SIGINT)

@@ -29,10 +29,14 @@ HELP = (["--help"], ["-h"])
 VERSION = (["--version"], ["-V"])
 
 
-def _run_guarded(command: Callable[[], None]) -> None:
-    """Run ``command`` through ``exit_without_teardown`` (which turns a Ctrl-C into one line and
-    130); a Ctrl-C while that loads (rich, ...) ends the process the same way."""
+def _run_guarded(prog: str, command: Callable[[], None]) -> None:
+    """Answer at once what needs nothing loaded (``_answered_at_once``), else run ``command``
+    through ``exit_without_teardown`` (which turns a Ctrl-C into one line and 130); a Ctrl-C
+    while either loads (rich, ...) ends the process the same way."""
     try:
+        if _answered_at_once(prog):
+            return
+        command = _with_help_kept(prog, command)
         from .common import exit_without_teardown
     except KeyboardInterrupt:
         try:
@@ -45,14 +49,12 @@ def _run_guarded(command: Callable[[], None]) -> None:
 
 def pixi_pack() -> None:
     """The ``pixi-pack`` console script."""
-    if not _answered_at_once("pixi-pack"):
-        _run_guarded(_with_help_kept("pixi-pack", run_pack))
+    _run_guarded("pixi-pack", run_pack)
 
 
 def pixi_unpack() -> None:
     """The ``pixi-unpack`` console script."""
-    if not _answered_at_once("pixi-unpack"):
-        _run_guarded(_with_help_kept("pixi-unpack", run_unpack))
+    _run_guarded("pixi-unpack", run_unpack)
 
 
 def _answered_at_once(prog: str) -> bool:
