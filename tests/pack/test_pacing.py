@@ -30,7 +30,7 @@ class _Waiting:
 
 
 class _SlowToAnswer(_QuietHandler):
-    """Answers each request 2 ms after reading it, as a busy server would (an HTTP/1.0 server:
+    """Answers each request 20 ms after reading it, as a busy server would (an HTTP/1.0 server:
     one connection per file)."""
 
     waiting: _Waiting
@@ -39,7 +39,7 @@ class _SlowToAnswer(_QuietHandler):
         with self.waiting.lock:
             self.waiting.now += 1
             self.waiting.most = max(self.waiting.most, self.waiting.now)
-        time.sleep(0.002)
+        time.sleep(0.02)
         with self.waiting.lock:
             self.waiting.now -= 1
         super().do_GET()
@@ -73,9 +73,10 @@ def _fetch_all(tmp_path: Path, handler: type[_SlowToAnswer]) -> _Waiting:
 
 
 def test_a_server_that_closes_each_connection_never_has_many_requests_waiting(tmp_path: Path) -> None:
-    # without pacing, all 50 downloads wait at the server at once
+    # without pacing, all 50 downloads wait at the server at once; with it, BASE, and up to twice
+    # that while the probe that tells whether the server closes connections is out
     waiting = _fetch_all(tmp_path, _SlowToAnswer)
-    assert waiting.most <= BASE, f"{waiting.most} requests waited for an answer at once"
+    assert waiting.most <= 2 * BASE, f"{waiting.most} requests waited for an answer at once"
 
 
 class _KeepsConnections(_SlowToAnswer):

@@ -12,7 +12,9 @@ A request whose answer has begun was accepted, so bounding the requests still wa
 answer bounds what can sit in that queue. The bound is ``BASE`` (fits a backlog of 5; browsers open
 six connections per host over HTTP/1.x) until the origin has answered and is known to keep its
 connections open; from then on only the run's download limit applies. An origin that closes its
-connections keeps the bound for the whole run.
+connections keeps the bound for the whole run. While that is not known yet (the probe is out),
+each answer that begins widens the bound by one, up to twice ``BASE``: a pack of many small files
+from a keep-alive server does not wait for the probe with six requests at a time.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ class _Origin:
     #: Whether the origin closes each connection after its answer; None while not known.
     closes: bool | None = None
     answered: bool = False
+    #: Answers that have begun (while ``closes`` is unknown, each one widens the window).
+    answers: int = 0
     queue: list[asyncio.Future[None]] = field(default_factory=list)
 
     def window(self, limit: int) -> int:
         if self.closes is False and self.answered:
             return limit
+        if self.closes is None:  # while the probe is out: one more for each answer, up to twice
+            return min(limit, BASE + self.answers, 2 * BASE)
         return min(BASE, limit)
 
     def wake(self, limit: int) -> None:
@@ -128,8 +134,9 @@ class AnswerPacer:
                 state.wake(self._limit)
 
         def answered() -> None:
-            if not freed and not state.answered:
+            if not freed:
                 state.answered = True
+                state.answers += 1
             free()
 
         try:
