@@ -16,6 +16,9 @@ import os
 import sys
 import zlib
 
+#: False: nothing is read or kept (the bundled unpacker of a self-extracting pack writes nothing to
+#: the user's cache but what ``PIXI_UNPACK_CACHE_DIR`` allows, and what it has installed never changes).
+ENABLED = True
 #: Texts kept at most per kind (one per combination of inputs; the oldest go first).
 KEEP = 16
 #: Names in a ``sys.path`` folder whose change can change what is installed or importable.
@@ -74,6 +77,8 @@ _SEPARATOR = "\n\0\n"
 
 def read(kind: str, key: str) -> str | None:
     """The text kept under ``key``, or None."""
+    if not ENABLED:
+        return None
     try:
         with open(_path_for(kind, key), encoding="utf-8") as f:
             kept = f.read()
@@ -86,6 +91,8 @@ def read(kind: str, key: str) -> str | None:
 def keep(kind: str, key: str, text: str) -> None:
     """Keep ``text`` under ``key`` (whole or not at all; a failure to write is only a lost
     shortcut), and drop the oldest texts of ``kind`` beyond ``KEEP``."""
+    if not ENABLED:
+        return
     path = _path_for(kind, key)
     folder = os.path.dirname(path)
     temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")

@@ -330,6 +330,7 @@ def _failed(archive: str, folder: str, problem: Exception) -> int:
 def _run(native: Native) -> int:
     """pixi-unpack's command line, once every library is in place and checked; its exit code."""
     try:
+        from pixi_pack_ext import startup_cache
         from pixi_pack_ext.cli.common import exit_code
         from pixi_pack_ext.cli.main import run_unpack as run
     except ImportError:
@@ -340,6 +341,7 @@ def _run(native: Native) -> int:
     problem = native.problem()
     if problem is not None:
         return _failed(native.archive, native.folder, problem)
+    startup_cache.ENABLED = False  # the user's cache holds the libraries only, as they allow
     try:
         run()
     except SystemExit as exc:
