@@ -41,6 +41,11 @@ class _LazyConsole:
             self._console = Console(stderr=True, highlight=False)
         return self._console
 
+    @property
+    def made(self) -> bool:
+        """Whether the console (and rich) has been loaded."""
+        return self._console is not None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)
 
@@ -116,7 +121,10 @@ def exit_without_teardown(command: Callable[[], object]) -> NoReturn:
         code = exit_code(exc)
     except KeyboardInterrupt:  # before the work started (option parsing, loading plugins)
         with contextlib.suppress(Exception):
-            stderr.print("[bold red]interrupted[/]")
+            if stderr.made:
+                stderr.print("[bold red]interrupted[/]")
+            else:  # not rich: importing it now could be what is interrupted next
+                sys.stderr.write("interrupted\n")
         code = 130
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
