@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PackError
-from ..redact import redact_url
+from ..redact import public_url
 
 if TYPE_CHECKING:
     from ..plan import PackPlan
@@ -38,11 +38,11 @@ def _pypi_name(name: str) -> str:
 
 
 def _channel(url: str) -> str:
-    """The channel as the SBOM names it: credentials masked, and none for a local folder (a
+    """The channel as the SBOM names it: without credentials or tokens, and none for a local folder (a
     ``file://`` channel names a path on the packing machine, no source a reader can look up)."""
     if not url or url.startswith("file:") or "://" not in url:
         return ""
-    return redact_url(url).rstrip("/")
+    return public_url(url).rstrip("/")
 
 
 def _timestamp() -> datetime.datetime | None:
