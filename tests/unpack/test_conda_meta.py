@@ -109,6 +109,7 @@ def test_an_invalid_origin_in_the_pack_is_refused(workspace: Path, tmp_path: Pat
     installed (it would be written into the environment's records)."""
     pack = tmp_path / "pack"
     pack_prod(workspace, pack, "--directory-only")
+    (pack / "pixi-pack-manifest.json").unlink()  # an attacker drops it; else it refuses the edit first
     repodata_path = next(pack.glob("channel/linux-64/repodata.json"))
     repodata = json.loads(repodata_path.read_text())
     file_name, entry = next(iter(repodata["packages.conda"].items()))

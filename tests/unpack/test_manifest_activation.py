@@ -270,6 +270,7 @@ def _hostile_metadata(pack: Path, target: Path, activation: object) -> Path:
     from security.hostile import find, read_members, set_data, write_pack
 
     members = read_members(pack)
+    members.remove(find(members, "pixi-pack-manifest.json"))  # an attacker drops it; else it refuses first
     metadata = json.loads(find(members, "pixi-pack.json").data or b"")
     metadata["activation"] = activation
     set_data(members, "pixi-pack.json", json.dumps(metadata).encode())
