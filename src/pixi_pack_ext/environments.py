@@ -27,7 +27,11 @@ from .errors import InvalidPackError, UsageError
 from .metadata import METADATA_FILE, PYPI_DIR, PackMetadata, parse_metadata, read_metadata
 
 MULTI_FORMAT_VERSION = "2"
-_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: pixi's rule for environment names (lowercase letters, digits, dashes), bounded: ``--all`` makes
+#: a folder and an ``activate-NAME`` script of each, so a name must never be a path, a hidden
+#: name or another environment's activation script (``activate.sh``).
+_ENV_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
         raise InvalidPackError(f"{METADATA_FILE} has an 'environments' that is not a non-empty object")
     result: dict[str, dict[str, Target]] = {}
     for name, per in environments.items():
-        if not _PLAIN.fullmatch(name) or not isinstance(per, dict):
+        if not _ENV_NAME.fullmatch(name) or not isinstance(per, dict):
             raise InvalidPackError(
-                f"{METADATA_FILE} has an environment {untrusted.shown(name)} that is not a plain name"
+                f"{METADATA_FILE} has an environment {untrusted.shown(name)} that is not a plain name "
+                "(lowercase letters, digits and dashes, at most 64)"
             )
         untrusted.safe_component(name, METADATA_FILE, "environment", windows=True)  # --all: a folder name
         result[name] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -111,7 +112,7 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             if not options.ignore_virtual_packages:
                 check_virtual_packages(shipped, metadata.platform, metadata.virtual_packages)
             contents = prefill.finish(shipped, package_files(shipped), options.pack)
-        check_contents(contents, metadata.platform)
+        check_contents(contents, metadata.platform, present=_symlinks(prefix))
         wanted = [*shipped, *(_repodata_record(r) for r in kept)]
         gone_dists = [
             d
@@ -168,6 +169,19 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             _remove_cache(workdir / "cache", ram)
             shutil.rmtree(workdir)
     return prefix
+
+
+def _symlinks(prefix: Path) -> dict[str, str]:
+    """The symlinks already in the environment (relative path -> target), links not followed: the
+    new packages' files must not be written through one that leaves it (a user's link to /opt, or
+    a kept package's link that the new ones climb out of)."""
+    found = {}
+    for root, dirs, names in os.walk(prefix):
+        for name in [*dirs, *names]:
+            path = Path(root) / name
+            if path.is_symlink():
+                found[path.relative_to(prefix).as_posix()] = os.readlink(path)
+    return found
 
 
 def _check_complete(
@@ -227,6 +241,12 @@ def _install(
         (prefix / "CACHEDIR.TAG").unlink()
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is in ``root`` once the links of its folders are followed (the folder of a
+    RECORD line can be a symlink to outside the environment); ``path`` itself is not followed."""
+    return path != root and Path(os.path.realpath(path.parent)).is_relative_to(root)
+
+
 def _remove_dist(prefix: Path, dist: PypiDist) -> None:
     """Remove a PyPI package's files (its ``RECORD``, paths inside the prefix only) and folders left empty."""
     site = dist.dist_info.parent.resolve()
@@ -239,13 +259,15 @@ def _remove_dist(prefix: Path, dist: PypiDist) -> None:
         if not relative:
             continue
         path = Path(os.path.normpath(site / relative))
-        if not path.is_relative_to(root) or path == root:
+        if not _inside(path, root):
             continue  # a RECORD is data: never remove outside the environment
         if path.is_file() or path.is_symlink():
             path.unlink()
             folders.add(path.parent)
             cache = path.parent / "__pycache__"
-            for compiled in cache.glob(f"{path.stem}.*.pyc") if path.suffix == ".py" else []:
+            if path.suffix != ".py" or not _inside(cache / "x", root):
+                continue
+            for compiled in cache.glob(f"{glob.escape(path.stem)}.*.pyc"):
                 compiled.unlink()
                 folders.add(cache)
     shutil.rmtree(dist.dist_info, ignore_errors=True)

@@ -221,8 +221,11 @@ class _Tree:
     compare them (``alias_key``): there ``a/X`` goes through a link named ``a/x``. On a
     case-sensitive file system that only makes the guard stricter."""
 
-    def __init__(self, packages: list[PackageContents]) -> None:
-        declared = [(_keys(name), alias_key(target)) for p in packages for name, target in p.symlinks.items()]
+    def __init__(self, packages: list[PackageContents], present: dict[str, str] | None = None) -> None:
+        declared = [(_keys(name), alias_key(target)) for name, target in (present or {}).items()]
+        declared += [
+            (_keys(name), alias_key(target)) for p in packages for name, target in p.symlinks.items()
+        ]
         self.links: dict[tuple[str, ...], str] = dict(declared)
         # A link declared below another link ("a/c" with "a -> b") physically sits at "b/c": key
         # each link by where it really lands, resolving its folder through the links found so far.
@@ -284,11 +287,15 @@ def _climbs_out(parts: list[str]) -> bool:
 RESERVED_TOP = ("conda-meta",)
 
 
-def check_contents(packages: list[PackageContents], platform: str = "") -> None:
+def check_contents(
+    packages: list[PackageContents], platform: str = "", present: dict[str, str] | None = None
+) -> None:
     """Raise ``UnsafeArchiveError`` for the first path or link of any package that escapes, writes
     into the prefix's ``conda-meta``, names an unsafe entry point or sets an unusable variable.
 
-    ``platform`` is the environment's: a Windows one also refuses names Windows reads otherwise."""
+    ``platform`` is the environment's: a Windows one also refuses names Windows reads otherwise.
+    ``present``: the symlinks already in the prefix (path -> target) when packages are added to an
+    installed environment; a path written through one of them must stay in the prefix too."""
     windows = is_windows(platform)
     for package in packages:
         for kind, names in ((package.paths_source, package.paths), ("the archive", package.members)):
@@ -312,7 +319,7 @@ def check_contents(packages: list[PackageContents], platform: str = "") -> None:
                     f"{shown(target)}, {reason}"
                 )
         _check_package_metadata(package, windows)
-    tree = _Tree(packages)
+    tree = _Tree(packages, present)
     for package in packages:
         for name, target in package.symlinks.items():
             parts = list(_keys(name))

@@ -1,0 +1,184 @@
+"""Hostile packs against delta packs, packs of several environments and the unpacker's journal.
+
+Each test writes a real pack (rewritten from the demo's real pack), runs the real ``pixi-unpack``
+and checks what a user would: one error line, a non-zero exit, no traceback, and nothing changed
+outside the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import run
+
+from pixi_pack_ext.package_set import installed_records, installed_set
+
+from .hostile import (
+    Member,
+    add_package,
+    error_line,
+    file_member,
+    find,
+    index_json,
+    make_package,
+    path_entry,
+    read_members,
+    set_data,
+    snapshot,
+    write_pack,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Packs of several environments
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multi_pack(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pack = tmp_path_factory.mktemp("multi") / "multi.tar"
+    run("pixi-pack", workspace, "-e", "default", "-e", "prod", "-p", "linux-64", "-o", pack)
+    return pack
+
+
+def _metadata(members: list[Member]) -> dict[str, object]:
+    return json.loads(find(members, "pixi-pack.json").data or b"{}")
+
+
+def _unpack(
+    tmp_path: Path, members: list[Member], *extra: str
+) -> tuple[subprocess.CompletedProcess[bytes], set[str]]:
+    """Unpack the members into tmp_path/run/out; what changed under tmp_path outside run/out."""
+    pack = write_pack(tmp_path / "hostile.tar", members)
+    (tmp_path / "run").mkdir(exist_ok=True)
+    before = snapshot(tmp_path)
+    result = run("pixi-unpack", pack, "-o", tmp_path / "run" / "out", *extra, check=False)
+    after = snapshot(tmp_path)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    return result, {k for k in changed if not k.startswith("run")}
+
+
+def test_deeply_nested_environments_are_one_line(multi_pack: Path, tmp_path: Path) -> None:
+    members = read_members(multi_pack)
+    set_data(
+        members,
+        "pixi-pack.json",
+        b'{"version": "2", "environments": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    )
+    for extra in ((), ("--all",)):
+        result, changed = _unpack(tmp_path, members, *extra)
+        line = error_line(result)
+        assert "pixi-pack.json" in line
+        assert not changed
+
+
+def test_deeply_nested_delta_is_one_line(multi_pack: Path, tmp_path: Path) -> None:
+    members = read_members(multi_pack)
+    set_data(
+        members, "pixi-pack.json", b'{"version": "2", "delta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    )
+    result, changed = _unpack(tmp_path, members)
+    assert "pixi-pack.json" in error_line(result)
+    assert not changed
+
+
+def test_all_with_hostile_environment_names(multi_pack: Path, tmp_path: Path) -> None:
+    """Names that are activation scripts of other environments, or too long for a folder."""
+    members = read_members(multi_pack)
+    data = _metadata(members)
+    environments = data["environments"]
+    assert isinstance(environments, dict)
+    prod = environments.pop("prod")
+    for name in ("activate.sh", "x" * 300, "Env", ".hidden"):
+        environments[name] = prod
+        set_data(members, "pixi-pack.json", json.dumps(data).encode())
+        result, changed = _unpack(tmp_path, members, "--all")
+        assert "not a plain name" in error_line(result)
+        assert not changed and not (tmp_path / "run" / "out").exists()
+        del environments[name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Delta packs, hand-made against an installed demo environment
+# --------------------------------------------------------------------------------------------------
+
+
+def _installed(good_pack: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run" / "out"
+    run("pixi-unpack", good_pack, "-o", out)
+    return out
+
+
+def _delta(
+    good_pack: Path, env: Path, add: list[tuple[str, bytes, dict[str, object]]], drop_pypi: bool = False
+) -> list[Member]:
+    """A delta pack whose base is ``env`` as installed and which ships (only) the packages ``add``."""
+    members = [m for m in read_members(good_pack) if not m.info.name.endswith((".conda", ".tar.bz2"))]
+    for member in members:
+        if member.info.name.endswith("repodata.json"):
+            set_data(
+                members,
+                member.info.name,
+                json.dumps({"info": {}, "packages": {}, "packages.conda": {}}).encode(),
+            )
+    base = installed_set(env, installed_records(env))
+    target = set(base.lines)
+    if drop_pypi:
+        target = {line for line in target if not line.startswith("pypi ")}
+    for file_name, data, index in add:
+        add_package(members, file_name, data, index)
+        import hashlib
+
+        target.add(
+            f"conda {index['name']}={index['version']}={index['build']} {hashlib.sha256(data).hexdigest()}"
+        )
+    from pixi_pack_ext.package_set import PackageSet
+
+    new = PackageSet.of(target)
+    metadata = _metadata(members)
+    delta = {
+        "version": "2",
+        "platform": metadata["platform"],
+        "delta": {
+            "base": base.digest,
+            "target": new.digest,
+            "base-packages": base.sorted(),
+            "target-packages": new.sorted(),
+        },
+    }
+    set_data(members, "pixi-pack.json", json.dumps(delta).encode())
+    return members
+
+
+def test_delta_writing_through_a_symlink_of_the_environment(good_pack: Path, tmp_path: Path) -> None:
+    out = _installed(good_pack, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (out / "env" / "share" / "data").symlink_to(outside)  # the user's own link out of the environment
+    name, data = make_package(
+        index_json("evil"), [path_entry("share/data/pwned")], [file_member("share/data/pwned")], "conda"
+    )
+    members = _delta(good_pack, out / "env", [(name, data, index_json("evil"))])
+    result, changed = _unpack(tmp_path, members)
+    assert "symlink" in error_line(result)
+    assert not changed and not any(outside.iterdir())
+
+
+def test_delta_climbing_out_through_a_kept_symlink(good_pack: Path, tmp_path: Path) -> None:
+    """A kept package's link to the prefix itself, and a new link that climbs one step above it."""
+    out = _installed(good_pack, tmp_path)
+    (out / "env" / "share" / "deep").mkdir()
+    (out / "env" / "share" / "deep" / "top").symlink_to("../..")  # inside: the prefix itself
+    index = index_json("evil")
+    paths = [path_entry("up", softlink=True), path_entry("up/pwned")]
+    from .hostile import link_member
+
+    name, data = make_package(
+        index, paths, [link_member("up", "share/deep/top/.."), file_member("up/pwned")], "conda"
+    )
+    members = _delta(good_pack, out / "env", [(name, data, index)])
+    result, changed = _unpack(tmp_path, members)
+    assert "symlink" in error_line(result)
+    assert not changed and not (out / "pwned").exists()
