@@ -8,6 +8,7 @@ outside the output folder.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -182,3 +183,56 @@ def test_delta_climbing_out_through_a_kept_symlink(good_pack: Path, tmp_path: Pa
     result, changed = _unpack(tmp_path, members)
     assert "symlink" in error_line(result)
     assert not changed and not (out / "pwned").exists()
+
+
+def test_delta_removing_a_pypi_package_through_a_symlinked_folder(good_pack: Path, tmp_path: Path) -> None:
+    """A removed PyPI package's RECORD names a file below a folder that is a link to outside."""
+    out = _installed(good_pack, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me\n")
+    site = out / "env" / "lib" / "python3.11" / "site-packages"
+    dist = site / "foo-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n")
+    (dist / "RECORD").write_text("data/victim,,\nfoo-1.0.dist-info/METADATA,,\nfoo-1.0.dist-info/RECORD,,\n")
+    (site / "data").symlink_to(outside)
+    members = _delta(good_pack, out / "env", [], drop_pypi=True)
+    result, changed = _unpack(tmp_path, members)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (outside / "victim").read_text() == "keep me\n"
+    assert not changed and not dist.exists()
+
+
+def _plant_journal(folder: Path, snapshot_data: object) -> None:
+    folder.mkdir()
+    (folder / "owner.pid").write_text(f"999999999 {os.readlink('/proc/self/ns/pid')}\n")  # a dead run
+    (folder / "files").mkdir()
+    (folder / "snapshot.json").write_text(json.dumps(snapshot_data))
+    (folder / "COMPLETE").write_text("")
+
+
+@pytest.mark.parametrize("how", ["outside-paths", "symlinked", "malformed"])
+def test_a_planted_journal_is_refused(good_pack: Path, tmp_path: Path, how: str) -> None:
+    """A journal left next to the environment is data: it may not name paths outside it."""
+    out = _installed(good_pack, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    name, data = make_package(
+        index_json("extra"), [path_entry("share/extra")], [file_member("share/extra")], "conda"
+    )
+    members = _delta(good_pack, out / "env", [(name, data, index_json("extra"))])
+    evil = {"folders": [], "files": {}, "outside": {}, "all-outside": [str(victim)]}
+    journal = out / ".env.pixi-unpack-journal"
+    if how == "outside-paths":
+        _plant_journal(journal, evil)
+    elif how == "symlinked":
+        _plant_journal(tmp_path / "elsewhere", evil)
+        journal.symlink_to(tmp_path / "elsewhere")
+    else:
+        _plant_journal(journal, {"folders": "x"})
+    env_before = snapshot(out / "env")
+    result, changed = _unpack(tmp_path, members)
+    assert "journal" in error_line(result)
+    assert victim.read_text() == "keep me\n"
+    assert not changed and snapshot(out / "env") == env_before

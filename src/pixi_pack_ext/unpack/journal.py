@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import shutil
+import stat
 from pathlib import Path
+from typing import Any
 
 from ..errors import UnpackError, UsageError
 from ..staging_owner import OWNER_FILE, _pid_namespace, _running, owner_line
@@ -113,9 +115,63 @@ class PrefixJournal:
         """The update is done: drop the journal."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def _snapshot(self) -> dict[str, Any]:
+        """The journal's snapshot, every path checked: a journal left on disk is data another
+        process could have written, so it may only name paths in the environment and its
+        activation scripts, never through a symlink."""
+        problem = f"the journal '{self.folder}' of an interrupted update cannot be used"
+        try:
+            st = self.folder.lstat()
+            if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+                raise UnpackError(
+                    f"{problem}: it is not a folder this user made; remove it and check '{self.prefix}'"
+                )
+            snapshot = json.loads((self.folder / SNAPSHOT).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            raise UnpackError(
+                f"{problem}: its {SNAPSHOT} cannot be read; remove it and check '{self.prefix}'"
+            ) from None
+        try:
+            files, folders = snapshot["files"], snapshot["folders"]
+            outside, all_outside = snapshot["outside"], snapshot["all-outside"]
+            ok = (
+                isinstance(files, dict)
+                and all(
+                    isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)
+                    for v in files.values()
+                )
+                and isinstance(folders, list)
+                and all(_relative_ok(p) for p in [*files, *folders])
+                and isinstance(all_outside, list)
+                and isinstance(outside, dict)
+                and all(self._activation_script(p) for p in [*all_outside, *outside.values()])
+                and all(isinstance(k, str) and k.isdigit() for k in outside)
+                and set(outside.values()) <= set(all_outside)
+            )
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise UnpackError(
+                f"{problem}: its {SNAPSHOT} names paths outside '{self.prefix}'; remove it and check the environment"
+            )
+        return snapshot
+
+    def _activation_script(self, path: object) -> bool:
+        return (
+            isinstance(path, str)
+            and Path(path).parent == self.prefix.parent
+            and Path(path).name.startswith("activate.")
+            and "\0" not in path
+        )
+
+    def _restorable(self, relative: str) -> bool:
+        """Whether putting ``relative`` back stays in the environment (its folders are no links)."""
+        root = os.path.realpath(self.prefix)
+        return Path(os.path.realpath((self.prefix / relative).parent)).is_relative_to(root)
+
     def rollback(self) -> None:
         """Put the environment back as ``begin`` found it, then drop the journal."""
-        snapshot = json.loads((self.folder / SNAPSHOT).read_text())
+        snapshot = self._snapshot()
         before_files: dict[str, list[int]] = snapshot["files"]
         before_folders = set(snapshot["folders"])
         _, now = _walk(self.prefix) if self.prefix.is_dir() else ([], {})
@@ -138,9 +194,13 @@ class PrefixJournal:
                 unrestorable.append(relative)  # written into in place: the journal's link changed too
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            if not self._restorable(relative):
+                unrestorable.append(relative)  # a folder on its way became a link out of the prefix
+                continue
             os.replace(self.folder / FILES / str(index), target)
         for relative in sorted(before_folders):
-            (self.prefix / relative).mkdir(parents=True, exist_ok=True)
+            if self._restorable(relative):
+                (self.prefix / relative).mkdir(parents=True, exist_ok=True)
         for path in snapshot["all-outside"]:
             Path(path).unlink(missing_ok=True)
         for index, path in snapshot["outside"].items():
@@ -152,10 +212,22 @@ class PrefixJournal:
             )
 
 
+def _relative_ok(path: object) -> bool:
+    """A path of the snapshot: relative, normalized, no ``..``, no NUL."""
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and "\0" not in path
+        and not os.path.isabs(path)
+        and not Path(path).drive
+        and ".." not in path.split("/")
+    )
+
+
 def recover(prefix: Path) -> bool:
     """Roll back the update a killed run left unfinished in ``prefix``; True when there was one."""
     journal = PrefixJournal(prefix)
-    if not journal.folder.is_dir():
+    if not journal.folder.is_dir() and not journal.folder.is_symlink():
         return False
     try:
         pid, _, namespace = (journal.folder / OWNER_FILE).read_text().strip().partition(" ")
@@ -164,9 +236,14 @@ def recover(prefix: Path) -> bool:
         running = False  # the owner file is written first: without one, the run died at once
     if running:
         raise UsageError(f"another pixi-unpack is updating '{prefix}' ({journal.folder} exists); wait for it")
-    if (journal.folder / COMPLETE).is_file():
+    snapshot_ok = journal._snapshot() if (journal.folder / COMPLETE).is_file() else None
+    if snapshot_ok is not None:
         log.warning("an earlier update of %s was interrupted; restoring the environment first", prefix)
         journal.rollback()
+    elif journal.folder.is_symlink():
+        raise UnpackError(
+            f"'{journal.folder}' is a symlink, not the journal of an update; remove it and check '{prefix}'"
+        )
     else:
         shutil.rmtree(journal.folder, ignore_errors=True)
     return True
