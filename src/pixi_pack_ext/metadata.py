@@ -31,6 +31,15 @@ PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 MANIFEST_FILE = "pixi-pack-manifest.json"
 SIGNATURE_FILE = MANIFEST_FILE + ".sig"
 SEAL_FILES = (MANIFEST_FILE, SIGNATURE_FILE)
+#: The largest ``pixi-pack.json`` read (the bound of every small JSON file of a pack): a delta's
+#: package lines or the file lists of many environments and platforms run past 64 KiB.
+METADATA_MAX_BYTES = untrusted.MAX_SMALL_JSON
+
+
+def metadata_too_large() -> InvalidPackError:
+    return InvalidPackError(
+        f"refusing {METADATA_FILE}: it has more than the {METADATA_MAX_BYTES} bytes a pack's file may have"
+    )
 
 
 def is_package_member(name: str) -> bool:

@@ -236,3 +236,26 @@ def test_a_planted_journal_is_refused(good_pack: Path, tmp_path: Path, how: str)
     assert "journal" in error_line(result)
     assert victim.read_text() == "keep me\n"
     assert not changed and snapshot(out / "env") == env_before
+
+
+def test_a_large_list_of_environments_is_read_whole(multi_pack: Path, tmp_path: Path) -> None:
+    """A pixi-pack.json over 64 KiB (many environments and platforms) is not cut short, and one
+    beyond the bound is refused in one line before anything is written."""
+    members = read_members(multi_pack)
+    data = _metadata(members)
+    environments = data["environments"]
+    assert isinstance(environments, dict)
+    for i in range(40):
+        environments[f"pad-{i}"] = {
+            "linux-64": {"conda": [f"channel/linux-64/p{j}-1-0.conda" for j in range(100)]}
+        }
+    set_data(members, "pixi-pack.json", json.dumps(data).encode())
+    assert len(find(members, "pixi-pack.json").data or b"") > 1 << 17
+    result, changed = _unpack(tmp_path, members, "--environment", "prod")
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "run/out/env/conda-meta").is_dir() and not changed
+
+    set_data(members, "pixi-pack.json", b'{"version": "2", "pad": "' + b"x" * (64 << 20) + b'"}')
+    result, changed = _unpack(tmp_path, members, "-e", "other")
+    assert "pixi-pack.json" in error_line(result)
+    assert not changed and not (tmp_path / "run/out/other").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 from ...archive import BoundedTarInfo, safe_extract, write_tar
 from ...errors import InvalidPackError
 from ...hookspecs import PackFiles, PackFormat, WriteRequest, hookimpl
-from ...metadata import METADATA_FILE
+from ...metadata import METADATA_FILE, METADATA_MAX_BYTES, metadata_too_large
 
 
 def write(request: WriteRequest) -> None:
@@ -66,8 +66,10 @@ def peek_metadata(path: Path) -> str | None:
                     source = tar.extractfile(member)
                     if source is None:
                         return None
+                    if member.size > METADATA_MAX_BYTES:
+                        raise metadata_too_large()
                     try:
-                        return source.read(1 << 16).decode("utf-8")
+                        return source.read(METADATA_MAX_BYTES).decode("utf-8")
                     except UnicodeDecodeError:
                         raise InvalidPackError(
                             f"{METADATA_FILE} is not UTF-8 text; this is not a valid pack"
