@@ -259,3 +259,52 @@ def test_a_large_list_of_environments_is_read_whole(multi_pack: Path, tmp_path: 
     result, changed = _unpack(tmp_path, members, "-e", "other")
     assert "pixi-pack.json" in error_line(result)
     assert not changed and not (tmp_path / "run/out/other").exists()
+
+
+def test_delta_removing_a_record_that_names_files_outside(good_pack: Path, tmp_path: Path) -> None:
+    """An installed record (planted, or shipped by an earlier pack) whose files leave the prefix:
+    the delta that removes its package must not unlink them."""
+    out = _installed(good_pack, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    meta = out / "env" / "conda-meta"
+    record = json.loads(next(meta.glob("*.json")).read_text())
+    record.update(name="fake", version="1", build="0", fn="fake-1-0.conda", sha256="0" * 64)
+    record["files"] = ["../../../victim"]
+    record["paths_data"] = {
+        "paths_version": 1,
+        "paths": [{"_path": "../../../victim", "path_type": "hardlink"}],
+    }
+    (meta / "fake-1-0.json").write_text(json.dumps(record))
+    members = _delta(good_pack, out / "env", [])
+    delta = json.loads(find(members, "pixi-pack.json").data or b"")
+    from pixi_pack_ext.package_set import PackageSet
+
+    target = PackageSet.of(
+        [line for line in delta["delta"]["target-packages"] if not line.startswith("conda fake=")]
+    )
+    delta["delta"].update({"target": target.digest, "target-packages": target.sorted()})
+    set_data(members, "pixi-pack.json", json.dumps(delta).encode())
+    result, changed = _unpack(tmp_path, members)
+    assert victim.read_text() == "keep me\n"
+    assert "fake" in error_line(result)
+    assert not changed
+
+
+def test_a_package_cannot_plant_a_record_in_conda_meta(good_pack: Path, tmp_path: Path) -> None:
+    """A package shipping ``conda-meta/*.json`` would plant a record whose files a later delta
+    unlinks; the update refuses it."""
+    out = _installed(good_pack, tmp_path)
+    record = json.dumps({"name": "planted", "version": "1", "build": "0", "files": ["../../../x"]}).encode()
+    index = index_json("planter")
+    name, data = make_package(
+        index,
+        [path_entry("conda-meta/planted-1-0.json", record)],
+        [file_member("conda-meta/planted-1-0.json", record)],
+        "conda",
+    )
+    members = _delta(good_pack, out / "env", [(name, data, index)])
+    env_before = snapshot(out / "env")
+    result, changed = _unpack(tmp_path, members)
+    assert "conda-meta" in error_line(result)
+    assert not changed and snapshot(out / "env") == env_before

@@ -53,7 +53,7 @@ from .driver import (
 )
 from .journal import PrefixJournal, recover
 from .link_scripts import find_link_scripts, run_post_link, warn_not_run
-from .package_guard import check_contents
+from .package_guard import PackageContents, check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
 from .trust import TrustGate
@@ -112,7 +112,10 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             if not options.ignore_virtual_packages:
                 check_virtual_packages(shipped, metadata.platform, metadata.virtual_packages)
             contents = prefill.finish(shipped, package_files(shipped), options.pack)
-        check_contents(contents, metadata.platform, present=_symlinks(prefix))
+        gone_records = [r for r in records if r not in kept]
+        check_contents(
+            [*contents, *map(_installed_contents, gone_records)], metadata.platform, present=_symlinks(prefix)
+        )
         wanted = [*shipped, *(_repodata_record(r) for r in kept)]
         gone_dists = [
             d
@@ -169,6 +172,19 @@ def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager,
             _remove_cache(workdir / "cache", ram)
             shutil.rmtree(workdir)
     return prefix
+
+
+def _installed_contents(record: rattler.PrefixRecord) -> PackageContents:
+    """What rattler will unlink for an installed package the delta removes or replaces: the paths
+    its ``conda-meta`` record lists are data (an earlier pack wrote them), checked like a new
+    package's so that none leaves the environment."""
+    paths = [Path(f).as_posix() for f in record.files]
+    paths += [Path(e.relative_path).as_posix() for e in record.paths_data.paths]
+    return PackageContents(
+        f"{record.name.normalized}={record.version}={record.build}",
+        paths=paths,
+        paths_source="its record in conda-meta",
+    )
 
 
 def _symlinks(prefix: Path) -> dict[str, str]:
