@@ -28,6 +28,7 @@ import json
 import mmap
 import os
 import shutil
+import stat
 import struct
 import sys
 import sysconfig
@@ -157,6 +158,24 @@ def _private_folder(path: str) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022 and not os.path.islink(path)
 
 
+def _safe_ancestors(path: str) -> bool:
+    """Whether no other user can rename a folder on the way to ``path`` (a real path): each is
+    owned by this user or root and writable by no one else, unless sticky (``/tmp``: there only a
+    child's owner may rename it). Otherwise a folder on the way could be swapped, with the
+    library in it, between its check and its loading (``sudo`` keeping the user's ``$HOME``)."""
+    if os.name != "posix":
+        return True
+    uid = os.getuid()
+    parent = os.path.dirname(path)
+    while True:
+        st = os.lstat(parent)
+        if st.st_uid not in (0, uid) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            return False
+        if parent == os.path.dirname(parent):
+            return True
+        parent = os.path.dirname(parent)
+
+
 class Native:
     """The zipapp's ``native/`` files on disk, and a finder for its compiled extensions.
 
@@ -238,9 +257,12 @@ class Native:
         if root is None or not self._libraries:
             return None
         key = hashlib.sha256(json.dumps(self._libraries, sort_keys=True).encode()).hexdigest()[:32]
-        folder = os.path.join(root, key)
         try:
-            return folder if _private_folder(root) and _private_folder(folder) else None
+            if not _private_folder(root):
+                return None
+            root = os.path.realpath(root)  # from here on no link on the way can be re-pointed
+            folder = os.path.join(root, key)
+            return folder if _safe_ancestors(root) and _private_folder(folder) else None
         except OSError:
             return None
 
