@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from . import __version__, untrusted
 from .activation_data import ACTIVATION_FIELD, parse_activation
 from .errors import InvalidPackError
 from .metadata import METADATA_FILE, PackMetadata
-from .package_set import PackageSet
+from .package_set import PackageSet, pypi_name
 
 DELTA_FORMAT_VERSION = "2"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -52,6 +53,13 @@ class DeltaInfo:
             "target-packages": self.target.sorted(),
         }
         return json.dumps(data, indent=1)
+
+
+def _package_name(line: str) -> str:
+    """``conda NAME`` or ``pypi NAME`` of a package line."""
+    kind, _, rest = line.partition(" ")
+    name = rest.split("==" if kind == "pypi" else "=", 1)[0]
+    return f"{kind} {pypi_name(name) if kind == 'pypi' else name}"
 
 
 def is_delta(text: str) -> bool:
@@ -88,6 +96,13 @@ def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, D
         if not isinstance(lines, list) or not all(isinstance(x, str) and _LINE.fullmatch(x) for x in lines):
             raise InvalidPackError(
                 f"{source} has a 'delta.{key}-packages' that is not a list of package lines"
+            )
+        names = Counter(_package_name(line) for line in set(lines))
+        twice = sorted(n for n, count in names.items() if count > 1)
+        if twice:
+            raise InvalidPackError(
+                f"{source} has a 'delta.{key}-packages' that names {twice[0].split(' ', 1)[1]} twice; "
+                "an environment holds one version of each package"
             )
         sets[key] = PackageSet.of(lines)
         digest = delta.get(key)

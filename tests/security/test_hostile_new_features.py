@@ -308,3 +308,31 @@ def test_a_package_cannot_plant_a_record_in_conda_meta(good_pack: Path, tmp_path
     result, changed = _unpack(tmp_path, members)
     assert "conda-meta" in error_line(result)
     assert not changed and snapshot(out / "env") == env_before
+
+
+def test_an_environment_listing_one_wheel_twice(multi_pack: Path, tmp_path: Path) -> None:
+    members = read_members(multi_pack)
+    wheel = "pypi/foo-1.0-py3-none-any.whl"
+    members.append(file_member(wheel, b"not really a wheel"))
+    data = _metadata(members)
+    environments = data["environments"]
+    assert isinstance(environments, dict)
+    environments["prod"]["linux-64"]["pypi"] = [wheel, wheel.removeprefix("pypi/")]
+    set_data(members, "pixi-pack.json", json.dumps(data).encode())
+    result, changed = _unpack(tmp_path, members, "--environment", "prod")
+    line = error_line(result)
+    assert "foo-1.0-py3-none-any.whl" in line
+    assert not changed and not (tmp_path / "run" / "out").exists()
+
+
+def test_delta_shipping_a_second_version_of_a_kept_package(good_pack: Path, tmp_path: Path) -> None:
+    """The target names hello-bin twice (the kept one and a shipped one): one package per name."""
+    out = _installed(good_pack, tmp_path)
+    kept = next(r for r in installed_records(out / "env") if r.name.normalized == "hello-bin")
+    index = index_json("hello-bin", version="9.9", subdir=kept.subdir)
+    name, data = make_package(index, [path_entry("bin/hello")], [file_member("bin/hello")], "conda")
+    members = _delta(good_pack, out / "env", [(name, data, index)])
+    env_before = snapshot(out / "env")
+    result, changed = _unpack(tmp_path, members)
+    assert "hello-bin" in error_line(result)
+    assert not changed and snapshot(out / "env") == env_before
