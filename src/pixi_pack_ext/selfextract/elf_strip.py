@@ -22,6 +22,8 @@ SHT_REL = 9
 SHT_RELA = 4
 SHF_ALLOC = 0x2
 SHF_INFO_LINK = 0x40
+#: The largest alignment of a moved section: real ones are at most a page; more is a corrupt file.
+MAX_ALIGN = 1 << 16
 
 
 @dataclass
@@ -57,7 +59,7 @@ def strip_symbols(data: bytes) -> bytes:
         return data
     try:
         return _strip(data)
-    except (struct.error, ValueError, IndexError):
+    except (struct.error, ValueError, IndexError, OverflowError):
         return data
 
 
@@ -102,6 +104,8 @@ def _strip(data: bytes) -> bytes:
         if section.offset < mapped_end:
             return data  # straddles the image's end
         if section.type != SHT_NOBITS:
+            if section.offset + section.size > len(data) or section.align > MAX_ALIGN:
+                return data  # a section past the file's end, or padding no real library has
             align = max(section.align, 1)
             out += b"\0" * (-len(out) % align)
             body = data[section.offset : section.offset + section.size]
