@@ -336,3 +336,27 @@ def test_delta_shipping_a_second_version_of_a_kept_package(good_pack: Path, tmp_
     result, changed = _unpack(tmp_path, members)
     assert "hello-bin" in error_line(result)
     assert not changed and snapshot(out / "env") == env_before
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        ["../../../../etc/passwd"],
+        ["channel/../pixi-pack.json"],
+        ["/etc/passwd"],
+        ["channel/linux-64/\u0000.conda"],
+    ],
+)
+def test_an_environment_listing_files_outside_the_channel(
+    multi_pack: Path, tmp_path: Path, listed: list[str]
+) -> None:
+    members = read_members(multi_pack)
+    data = _metadata(members)
+    environments = data["environments"]
+    assert isinstance(environments, dict)
+    environments["prod"]["linux-64"]["conda"] = listed
+    environments["prod"]["linux-64"]["pypi"] = [f"pypi/{listed[0]}"]
+    set_data(members, "pixi-pack.json", json.dumps(data).encode())
+    result, changed = _unpack(tmp_path, members, "--environment", "prod")
+    assert "prod" in error_line(result)
+    assert not changed and not (tmp_path / "run" / "out").exists()
