@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import run
 
+from pixi_pack_ext.metadata import SEAL_FILES
 from pixi_pack_ext.package_set import installed_records, installed_set
 
 from .hostile import (
@@ -31,6 +32,13 @@ from .hostile import (
     snapshot,
     write_pack,
 )
+
+
+def _editable(pack: Path) -> list[Member]:
+    """The pack's members without its manifest: an attacker who edits a pack drops it (packs that
+    keep one are refused by it first, see tests/test_signing.py)."""
+    return [m for m in read_members(pack) if m.info.name not in SEAL_FILES]
+
 
 # --------------------------------------------------------------------------------------------------
 # Packs of several environments
@@ -62,7 +70,7 @@ def _unpack(
 
 
 def test_deeply_nested_environments_are_one_line(multi_pack: Path, tmp_path: Path) -> None:
-    members = read_members(multi_pack)
+    members = _editable(multi_pack)
     set_data(
         members,
         "pixi-pack.json",
@@ -76,7 +84,7 @@ def test_deeply_nested_environments_are_one_line(multi_pack: Path, tmp_path: Pat
 
 
 def test_deeply_nested_delta_is_one_line(multi_pack: Path, tmp_path: Path) -> None:
-    members = read_members(multi_pack)
+    members = _editable(multi_pack)
     set_data(
         members, "pixi-pack.json", b'{"version": "2", "delta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     )
@@ -87,7 +95,7 @@ def test_deeply_nested_delta_is_one_line(multi_pack: Path, tmp_path: Path) -> No
 
 def test_all_with_hostile_environment_names(multi_pack: Path, tmp_path: Path) -> None:
     """Names that are activation scripts of other environments, or too long for a folder."""
-    members = read_members(multi_pack)
+    members = _editable(multi_pack)
     data = _metadata(members)
     environments = data["environments"]
     assert isinstance(environments, dict)
@@ -116,7 +124,7 @@ def _delta(
     good_pack: Path, env: Path, add: list[tuple[str, bytes, dict[str, object]]], drop_pypi: bool = False
 ) -> list[Member]:
     """A delta pack whose base is ``env`` as installed and which ships (only) the packages ``add``."""
-    members = [m for m in read_members(good_pack) if not m.info.name.endswith((".conda", ".tar.bz2"))]
+    members = [m for m in _editable(good_pack) if not m.info.name.endswith((".conda", ".tar.bz2"))]
     for member in members:
         if member.info.name.endswith("repodata.json"):
             set_data(
@@ -241,7 +249,7 @@ def test_a_planted_journal_is_refused(good_pack: Path, tmp_path: Path, how: str)
 def test_a_large_list_of_environments_is_read_whole(multi_pack: Path, tmp_path: Path) -> None:
     """A pixi-pack.json over 64 KiB (many environments and platforms) is not cut short, and one
     beyond the bound is refused in one line before anything is written."""
-    members = read_members(multi_pack)
+    members = _editable(multi_pack)
     data = _metadata(members)
     environments = data["environments"]
     assert isinstance(environments, dict)
@@ -311,7 +319,7 @@ def test_a_package_cannot_plant_a_record_in_conda_meta(good_pack: Path, tmp_path
 
 
 def test_an_environment_listing_one_wheel_twice(multi_pack: Path, tmp_path: Path) -> None:
-    members = read_members(multi_pack)
+    members = _editable(multi_pack)
     wheel = "pypi/foo-1.0-py3-none-any.whl"
     members.append(file_member(wheel, b"not really a wheel"))
     data = _metadata(members)
@@ -350,7 +358,7 @@ def test_delta_shipping_a_second_version_of_a_kept_package(good_pack: Path, tmp_
 def test_an_environment_listing_files_outside_the_channel(
     multi_pack: Path, tmp_path: Path, listed: list[str]
 ) -> None:
-    members = read_members(multi_pack)
+    members = _editable(multi_pack)
     data = _metadata(members)
     environments = data["environments"]
     assert isinstance(environments, dict)
@@ -358,5 +366,5 @@ def test_an_environment_listing_files_outside_the_channel(
     environments["prod"]["linux-64"]["pypi"] = [f"pypi/{listed[0]}"]
     set_data(members, "pixi-pack.json", json.dumps(data).encode())
     result, changed = _unpack(tmp_path, members, "--environment", "prod")
-    assert "prod" in error_line(result)
+    assert "pixi-pack.json" in error_line(result)
     assert not changed and not (tmp_path / "run" / "out").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..environments import environment_names
 from ..errors import UsageError
+from ..metadata import parse_metadata
 from ..plugins import PluginManager, get_plugin_manager
 from .activation import activation_path
 from .driver import UnpackOptions, host_platform, unpack
@@ -27,6 +28,8 @@ def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> 
     text = fmt.peek_metadata(pack) if fmt.peek_metadata is not None else None
     names = environment_names(text or "")
     if not names:
+        if text is not None:
+            parse_metadata(text)  # a pixi-pack.json that cannot be read says why, not "holds one"
         raise UsageError("--all applies to a pack of several environments; this pack holds one")
     prefixes = []
     output_dir = options.output_directory.absolute()
