@@ -58,6 +58,10 @@ class AuthenticationError(DownloadError):
     """A server refused the request for lack of (valid) credentials."""
 
 
+class OversizeDownloadError(DownloadError):
+    """A server sent more bytes than the lock records for the file."""
+
+
 class ChecksumError(DownloadError):
     """A downloaded or cached file does not match the hash the lock records."""
 

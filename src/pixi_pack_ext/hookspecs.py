@@ -264,6 +264,14 @@ class UnpackContext:
     #: Whether the user asked for bytecode (``--compile-bytecode``): compiling runs the environment's
     #: python, code from the pack, so it never happens unless asked.
     compile_bytecode: bool = False
+    #: Where the environment will live once it is moved into place (``prefix`` is where it is
+    #: assembled): what scripts and files that name the environment's own path must say.
+    target_prefix: Path | None = None
+
+    @property
+    def final_prefix(self) -> Path:
+        """The environment's path once in place: ``target_prefix``, else ``prefix`` itself."""
+        return self.target_prefix or self.prefix
 
 
 @dataclass(frozen=True)

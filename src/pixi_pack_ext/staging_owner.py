@@ -55,6 +55,26 @@ def remove_abandoned(parent: Path, prefix: str) -> list[Path]:
     return removed
 
 
+def remove_tree(path: Path, attempts: int = 40, pause: float = 0.05) -> bool:
+    """Remove ``path`` and everything below it; True when it is gone. A writer that has not
+    stopped yet (rattler's threads outlive an install that failed, a download being cancelled)
+    can add a file while it is being removed: it is tried again a few times, never raising.
+    What is left is removed by the next run, as the folder of a process that is gone."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if attempt == attempts - 1:
+                return False
+            time.sleep(pause)
+    return False
+
+
 def owner_line() -> str:
     """What an owner file holds: this process's id and pid namespace."""
     return f"{os.getpid()} {_pid_namespace()}\n"

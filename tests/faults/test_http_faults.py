@@ -84,13 +84,15 @@ def test_connection_reset_every_time(
     assert not (tmp_path / "env.tar").exists() and leftovers(tmp_path) == []
 
 
-def test_body_without_length_and_with_junk_fails_the_hash(
+def test_body_without_length_and_with_junk_is_stopped_at_the_locks_size(
     faulty: FaultyServer, moved: Callable[..., Path], channel_dir: Path, tmp_path: Path
 ) -> None:
+    """The lock records each file's size: a byte beyond it is refused (the hash is never reached)."""
     path = _hello_bin(channel_dir)
+    size = (channel_dir / path.lstrip("/")).stat().st_size
     faulty.add_faults(path, Garbage(), always=True)
     line = error_line(pack(moved(faulty.url), tmp_path / "env.tar", check=False))
-    assert "checksum mismatch" in line and "expected sha256" in line, line
+    assert f"more than the {size} bytes the lock records" in line and path.rsplit("/", 1)[1] in line, line
     assert not (tmp_path / "env.tar").exists() and leftovers(tmp_path) == []
 
 

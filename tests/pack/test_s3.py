@@ -8,6 +8,7 @@ file or the AWS environment. Nothing on the machine (``~/.aws``, ``~/.rattler``,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,27 @@ def test_a_bucket_without_options_is_reached_the_aws_way(
     result = pack_prod(s3_workspace, pack_file, "-vv", env=aws)
     assert_no_secret(result.stdout + result.stderr, SECRET)
     assert_pack_holds_channel_files(pack_file, channel_dir, secrets=(SECRET,))
+
+
+def test_an_object_larger_than_the_lock_says_is_refused(
+    s3_workspace: Path, s3: S3ChannelServer, tmp_path: Path
+) -> None:
+    """S3 (rattler's client, the sink's writer) stops at the lock's size like http does."""
+    lock = s3_workspace / "pixi.lock"
+    text, count = re.subn(
+        r"(- conda: s3://\S+/linux-64/hello-bin-[^\n]+\n(?:  [^\n]*\n)*?  size: )\d+",
+        r"\g<1>100",
+        lock.read_text(),
+    )
+    assert count == 1
+    lock.write_text(text)
+    config = write_config(tmp_path / "config.toml", s3)
+    auth = write_auth(tmp_path / "auth.json")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = pack_prod(s3_workspace, out / "environment.tar", "-c", config, "--auth-file", auth, check=False)
+    err = result.stderr.decode()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "hello-bin" in lines[0] and "more than the 100 bytes the lock records" in lines[0], lines[0]
+    assert list(out.iterdir()) == []

@@ -53,3 +53,30 @@ def test_wheel_name_with_backslashes_is_refused(channel_server: ChannelServer, t
     line = error_line(result)
     assert "refusing to pack evil==1.0" in line and "is not a plain name" in line, line
     assert snapshot(tmp_path) == before
+
+
+def test_a_lock_entry_without_any_hash_is_refused_before_anything_is_fetched(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """Without a sha256 or md5 the pack would hold whatever the server sends."""
+    hostile = tmp_path / "ws"
+    hostile.mkdir()
+    shutil.copy(workspace / "pixi.toml", hostile / "pixi.toml")
+    text = (workspace / "pixi.lock").read_text()
+    text, count = re.subn(
+        r"^(- conda: \S+/linux-64/libgreet-[^\n]+\n(?:  [^\n]*\n)*?)  sha256: \w+\n  md5: \w+\n",
+        r"\1",
+        text,
+        flags=re.M,
+    )
+    assert count == 1
+    (hostile / "pixi.lock").write_text(text)
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    result = run(
+        "pixi-pack", hostile, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "out" / "env.tar", check=False
+    )
+    line = error_line(result)
+    assert "refusing to pack libgreet=2.1" in line and "neither a sha256 nor an md5" in line, line
+    assert "--inject" in line and "pixi lock" in line, line
+    assert snapshot(tmp_path) == before

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import PixiPackError
-from ..interrupts import ignore_interrupts
+from ..interrupts import exit_code_for, handle_termination, ignore_interrupts, signal_name
 from ..redact import RedactingFilter, redact
 from ..status import STATUS_LOGGER
 from ..untrusted import printable
@@ -134,11 +134,13 @@ def exit_without_teardown(command: Callable[[], object]) -> NoReturn:
 
 
 def run_reporting_errors(action: Callable[[], T]) -> T:
-    """Run ``action``; a PixiPackError becomes one red line and its exit code, Ctrl-C exit 130.
+    """Run ``action``; a PixiPackError becomes one red line and its exit code, Ctrl-C exit 130
+    (SIGTERM and SIGHUP are handled alike: exit 128 + the signal's number).
 
     Once ``action`` has finished its work is in place: a Ctrl-C after that is ignored rather than
     turned into a failure (or a half-printed traceback) for work that was done.
     """
+    handle_termination()
     try:
         result = action()
         ignore_interrupts()
@@ -151,9 +153,10 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
         message = escape(printable(redact(str(exc))))
         stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, emoji=False)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        stderr.print("[bold red]interrupted[/]; nothing was left half-written")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        ignore_interrupts()  # the clean-up is done: a second signal must not print a traceback
+        stderr.print(f"[bold red]interrupted[/] ({signal_name(exc)}); nothing was left half-written")
+        sys.exit(exit_code_for(exc))
 
 
 def progress_for(quiet: bool) -> Progress:

@@ -7,7 +7,6 @@ the staging folder is removed whatever happens: a failed pack leaves nothing at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -25,8 +24,9 @@ from ..manifest import build_manifest, seal
 from ..metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
 from ..plan import PackPlan
 from ..plugins import PluginManager, get_plugin_manager
+from ..redact import redact_url
 from ..sshsig import load_private_key
-from ..staging_owner import make_owned_folder
+from ..staging_owner import make_owned_folder, remove_tree
 from .delta import make_delta
 from .fetch import Fetcher, FetchItem, PackageCache, Progress
 from .injection import apply_injections
@@ -111,6 +111,25 @@ def check_plan_names(plan: PackPlan) -> None:
             raise PackError(
                 f"refusing to pack {wheel.name}=={wheel.version}: its file name '{wheel.file_name}' "
                 "is not a plain name"
+            )
+
+
+def check_plan_hashes(plan: PackPlan) -> None:
+    """Every file fetched from a server is proven by a hash the lock records: without one, the
+    pack would hold whatever the server sent (and pixi-unpack would refuse it later, far away)."""
+    for package in plan.conda:
+        if package.local_path is None and not package.sha256 and not package.md5:
+            raise PackError(
+                f"refusing to pack {package.spec}: the lock records neither a sha256 nor an md5 for "
+                f"{redact_url(package.url)}, so its bytes cannot be verified; regenerate the lock with "
+                "pixi ('pixi lock'), or pass a file you trust with --inject"
+            )
+    for wheel in plan.pypi:
+        if wheel.is_wheel and wheel.local_path is None and not wheel.sha256:
+            raise PackError(
+                f"refusing to pack {wheel.name}=={wheel.version}: the lock records no sha256 for "
+                f"{redact_url(wheel.location)}, so its bytes cannot be verified; regenerate the lock "
+                "with pixi ('pixi lock'), or pass a wheel you trust with --inject"
             )
 
 
@@ -218,6 +237,7 @@ def pack(
     else:
         plan = make_plan(options, plugins, settings)
     check_plan_names(plan)
+    check_plan_hashes(plan)
     for note in plan.notes:
         log.warning("%s", note)
     delta = make_delta(plan, options.since, fmt.name) if options.since is not None else None
@@ -293,6 +313,6 @@ def pack(
             f"writing the pack failed: {exc.strerror or exc} ({exc.filename or output})"
         ) from None
     finally:
-        with held_interrupts(), contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(owned)
+        with held_interrupts():
+            remove_tree(owned)
     return output

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..config import Settings
-from ..errors import ChecksumError, DownloadError, PixiPackError
+from ..errors import ChecksumError, DownloadError, OversizeDownloadError, PixiPackError
 from ..hashing import hash_file, hash_from, new_hashes
 from ..hookspecs import SourceSession
 from ..plugins import PluginManager
@@ -131,6 +131,10 @@ class HashingSink:
     counts the bytes handed over, ``finish`` waits for the queue without blocking the event loop,
     and ``restart``, ``digests`` and ``close`` wait for it when something is still queued. A write
     error there is raised by the next call.
+
+    ``limit`` is the file's size as the lock records it: a source that sends more (a server lying
+    about ``Content-Length``, or a compressed body decoded into gigabytes) is stopped at the first
+    byte beyond it with ``OversizeDownloadError``, and so is every later write to this sink.
     """
 
     def __init__(
@@ -140,8 +144,12 @@ class HashingSink:
         *,
         md5: bool = True,
         writer: DiskWriter | None = None,
+        limit: int | None = None,
     ) -> None:
         self.path = path
+        self.limit = limit
+        #: The most bytes a source tried to put here beyond ``limit``; None while within it.
+        self.oversize: int | None = None
         self._on_bytes = on_bytes
         self._file: BinaryIO | None = None
         self._with_md5 = md5
@@ -176,6 +184,7 @@ class HashingSink:
 
     def write(self, chunk: bytes) -> None:
         self._raise_error()
+        self._check_limit(self._offset + len(chunk))
         if not self._started:
             self._start()
         if self._writer is None:
@@ -184,6 +193,15 @@ class HashingSink:
             self._submit(lambda: self._write_now(chunk), len(chunk))
         self._offset += len(chunk)
         self._on_bytes(len(chunk))
+
+    def _check_limit(self, size: int) -> None:
+        """Refuse to hold ``size`` bytes when that is more than the lock's size (sticky)."""
+        if self.limit is not None and (size > self.limit or self.oversize is not None):
+            self.oversize = max(size, self.oversize or 0)
+            raise OversizeDownloadError(
+                f"the server sent more than the {self.limit} bytes the lock records "
+                f"(at least {self.oversize})"
+            )
 
     def _write_now(self, chunk: bytes) -> None:
         if self._error is not None or self._file is None:
@@ -248,6 +266,8 @@ class HashingSink:
                 if task.done():  # what it wrote is counted below
                     break
                 size = _file_size(self.path)
+                if self.limit is not None and size > self.limit:
+                    self._check_limit(size)  # raises: the writer is stopped below
                 if size != self._offset:
                     self._count_to(size)
                     last_growth = time.monotonic()
@@ -267,12 +287,13 @@ class HashingSink:
                 task.cancel()
                 # the writer has stopped before its bytes are read
                 await asyncio.gather(task, return_exceptions=True)
-            if abandoned:
-                follower.finish()  # closes its reader
+            if abandoned or self.oversize is not None:
+                follower.finish()  # closes its reader; an oversized file is not adopted
             elif _file_size(self.path) - follower.hashed <= HASH_INLINE:
                 self._count_to(self._adopt(follower))
             else:
                 self._count_to(await asyncio.to_thread(self._adopt, follower))
+        self._check_limit(self._offset)  # it finished between two looks at its size
 
     def _count_to(self, size: int) -> None:
         if size != self._offset:
@@ -682,10 +703,21 @@ class Fetcher:
                 "URL; list at least one mirror (or the original URL itself)"
             )
         for url in candidates:
-            sink = HashingSink(temp, self.progress.advance_bytes, md5=not item.sha256, writer=self._writer)
+            sink = HashingSink(
+                temp, self.progress.advance_bytes, md5=not item.sha256, writer=self._writer, limit=item.size
+            )
             try:
                 session = await self._session_for(url)
-                await session.download(url, sink)
+                try:
+                    await session.download(url, sink)
+                except Exception:
+                    # A source may wrap the sink's refusal in an error of its own (rattler does)
+                    if sink.oversize is None:
+                        raise
+                    raise OversizeDownloadError(
+                        f"refusing {item.label} from {redact_url(url)}: the server sent more than the "
+                        f"{item.size} bytes the lock records (at least {sink.oversize})"
+                    ) from None
             except PixiPackError as exc:
                 sink.restart()
                 failures.append((url, exc))

@@ -17,6 +17,7 @@ Paths are matched after the ``/t/<token>`` prefix is removed, so conda-token URL
 from __future__ import annotations
 
 import base64
+import functools
 import socket
 import struct
 import threading
@@ -86,7 +87,45 @@ class Hold:
     """Wait until released (``FaultyServer.release``), then serve the file normally."""
 
 
-Fault = Status | Reset | Truncate | Overlong | Garbage | Corrupt | Stall | Hold
+@dataclass(frozen=True)
+class Endless:
+    """Send the file and then zeros with no ``Content-Length`` (or with a false, small one when
+    ``declared`` is set, in HTTP/1.0 style: the body ends when the connection does), up to
+    ``total`` bytes or until the client leaves."""
+
+    total: int = 1 << 30
+    declared: int | None = None
+
+
+@dataclass(frozen=True)
+class GzipBomb:
+    """Answer with ``Content-Encoding: gzip`` and a small gzip body that decodes to ``expanded``
+    zero bytes (a client that decodes transparently writes all of them)."""
+
+    expanded: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        _gzip_zeros(self.expanded)  # made once, now: a slow first answer would be a stall
+
+
+@dataclass(frozen=True)
+class RedirectLoop:
+    """Answer ``302 Found`` pointing at the same URL, forever."""
+
+
+Fault = (
+    Status
+    | Reset
+    | Truncate
+    | Overlong
+    | Garbage
+    | Corrupt
+    | Stall
+    | Hold
+    | Endless
+    | GzipBomb
+    | RedirectLoop
+)
 
 
 @dataclass
@@ -148,6 +187,9 @@ class _FaultyHandler(SimpleHTTPRequestHandler):
         if isinstance(fault, Hold):
             state._released.wait(MAX_HOLD)
             fault = None
+        if isinstance(fault, RedirectLoop):
+            self._plain(302, b"see there\n", {"Location": self.path})
+            return "redirect"
         if isinstance(fault, Status):
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             self._plain(fault.code, f"fault {fault.code}\n".encode(), headers)
@@ -168,6 +210,8 @@ class _FaultyHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if isinstance(fault, (Endless, GzipBomb)):
+            return self._send_unbounded(fault, body)
         if isinstance(fault, Garbage):
             self.send_header("Connection", "close")
             self.end_headers()
@@ -203,6 +247,27 @@ class _FaultyHandler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
         return "corrupt" if isinstance(fault, Corrupt) else "ok"
 
+    def _send_unbounded(self, fault: Endless | GzipBomb, body: bytes) -> str:
+        """The body of an ``Endless`` or ``GzipBomb`` fault, ended by closing the connection."""
+        self.close_connection = True
+        if isinstance(fault, GzipBomb):
+            payload = _gzip_zeros(fault.expanded)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return "gzip-bomb"
+        self.send_header("Connection", "close")
+        if fault.declared is not None:
+            self.send_header("Content-Length", str(fault.declared))
+        self.end_headers()
+        self.wfile.write(body)
+        sent, zeros = len(body), b"\0" * (1 << 16)
+        while sent < fault.total:
+            self.wfile.write(zeros[: fault.total - sent])
+            sent += len(zeros)
+        return "endless"
+
     def _plain(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         for name, value in (headers or {}).items():
@@ -211,6 +276,19 @@ class _FaultyHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_zeros(size: int) -> bytes:
+    """A gzip stream of ``size`` zero bytes (about a thousandth of that), made in bounded memory."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    block, parts = b"\0" * (1 << 20), []
+    for done in range(0, size, len(block)):
+        parts.append(packer.compress(block[: size - done]))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def _split_token(path: str) -> tuple[str | None, str]:

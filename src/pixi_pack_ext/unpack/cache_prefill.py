@@ -53,7 +53,14 @@ from ..hashing import hash_file
 from ..metadata import is_package_member
 from ..untrusted import Component, reraise_interrupts
 from ..untrusted import cache_folder_name as untrusted_cache_folder
-from .package_guard import PackageContents, list_members, read_extracted_contents, scan_package
+from .package_bounds import Bounds, Stopped, bound_package
+from .package_guard import (
+    PackageContents,
+    list_members,
+    read_extracted_contents,
+    refuse_unsafe_members,
+    scan_package,
+)
 from .ram_staging import RamStaging
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,8 @@ STREAM_MIN_SIZE_ENV = "PIXI_UNPACK_STREAM_MIN_SIZE"
 PIPE_CHUNK = 1 << 20
 #: How often a pipe's feeder looks whether the extractor opened the pipe (seconds).
 PIPE_POLL = 0.002
+#: A ``.conda`` smaller than this is bounded on the event loop itself (a fraction of a millisecond).
+INLINE_BOUND = 1 << 20
 #: At most this many packages are extracted at once, however many cores there are.
 MAX_CONCURRENCY = 8
 
@@ -300,7 +309,21 @@ class CachePrefill:
     async def _one(self, client: Client, job: _Job) -> Staged:
         if self._stop.is_set():
             return Staged("", None)
-        folder = self._staging_folder(job)
+        # Nothing extracts an archive before it is bounded by what it declares (a bomb is refused)
+        try:
+            size = job.size if job.source is not None else _size(job.path)
+            if job.path.name.endswith(".conda") and size < INLINE_BOUND:
+                bounds = self._bound(job)  # a small .conda's block walk: quicker than a thread hop
+            else:
+                bounds = await asyncio.to_thread(self._bound, job)
+        except Stopped:
+            return Staged("", None)
+        except UnsafeArchiveError as exc:
+            staged = Staged(await asyncio.to_thread(_hash_job, job), None, refusal=exc)
+            if job.copy is not None:
+                job.copy.unlink(missing_ok=True)
+            return staged
+        folder = self._staging_folder(job, bounds.expanded)
         scanned: PackageContents | UnsafeArchiveError | None
         if job.piped:
             # No file to read the archive from: the guard reads the extracted folder instead
@@ -310,7 +333,16 @@ class CachePrefill:
             # The guard lists the archive's members alongside; links and paths.json are then read
             # from the extracted folder, which must hold every listed member
             archive = job.copy or job.path
-            sha256, listed = await asyncio.gather(_extract(client, archive.as_uri(), folder), _list(archive))
+            listed: list[str] | UnsafeArchiveError | None
+            if bounds.members is not None:  # the bound's pass listed them (.tar.bz2)
+                sha256, listed = (
+                    await _extract(client, archive.as_uri(), folder),
+                    _checked(job.path.name, bounds.members),
+                )
+            else:
+                sha256, listed = await asyncio.gather(
+                    _extract(client, archive.as_uri(), folder), _list(archive)
+                )
             if sha256 is None and self.ram is not None and self.ram.holds(folder):
                 # An archive can unpack to many times its size and fill the tmpfs: try the disk
                 shutil.rmtree(folder, ignore_errors=True)
@@ -337,16 +369,28 @@ class CachePrefill:
             staged.contents = scanned
         return staged
 
-    def _staging_folder(self, job: _Job) -> Path:
-        """A small package is extracted in RAM when there is room, anything else on disk."""
+    def _bound(self, job: _Job) -> Bounds:
+        name = job.path.name
+        if job.copy is not None:
+            return bound_package(job.copy, name, stop=self._stop)
+        if job.source is not None:
+            return bound_package(
+                job.source,
+                name,
+                offset=job.offset,
+                size=job.size,
+                stop=self._stop,
+                scratch=self.disk_dir / PIPES,
+            )
+        return bound_package(job.path, name, stop=self._stop)
+
+    def _staging_folder(self, job: _Job, expanded: int) -> Path:
+        """A small package is extracted in RAM when what it can expand to fits, anything else on disk."""
         name = f"{job.path.parent.name}--{job.path.name}"
-        if self.ram is not None:
-            if job.copy is not None:  # room was reserved when the bytes were copied
+        if self.ram is not None and not job.piped:
+            small = job.copy is not None or _size(job.path) < _stream_min_size()
+            if small and self.ram.reserve(expanded):
                 return self.ram.package_folder(name)
-            if job.source is None:
-                size = _size(job.path)
-                if size < _stream_min_size() and self.ram.reserve(size):
-                    return self.ram.package_folder(name)
         return self.disk_dir / STAGING / name
 
     async def _scan_folder(
@@ -460,6 +504,35 @@ async def _scan(path: Path) -> PackageContents | UnsafeArchiveError:
         return await scan_package(path)
     except UnsafeArchiveError as exc:
         return exc
+
+
+def _checked(name: str, members: list[str]) -> list[str] | UnsafeArchiveError:
+    try:
+        refuse_unsafe_members(name, members)
+    except UnsafeArchiveError as exc:
+        return exc
+    return members
+
+
+def _hash_job(job: _Job) -> str:
+    """The sha256 of a job's package bytes, wherever they are."""
+    if job.copy is not None:
+        return hash_file(job.copy, md5=False)[0]
+    if job.source is None:
+        return hash_file(job.path, md5=False)[0]
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(job.source, "rb") as f:
+        f.seek(job.offset)
+        left = job.size
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
 
 
 def _size(path: Path) -> int:

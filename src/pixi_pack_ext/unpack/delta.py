@@ -53,6 +53,7 @@ from .driver import (
 )
 from .journal import PrefixJournal, recover
 from .link_scripts import find_link_scripts, run_post_link, warn_not_run
+from .output_lock import locked_output
 from .package_guard import PackageContents, check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
@@ -73,7 +74,16 @@ def unpack_or_apply(options: UnpackOptions, plugins: PluginManager | None = None
 
 
 def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, peeked: str) -> Path:
-    """Update ``output_directory/env_name`` with the delta pack ``options.pack``; returns the prefix."""
+    """Update ``output_directory/env_name`` with the delta pack ``options.pack``; returns the prefix.
+    Holds the output folder's lock (``output_lock``): no other pixi-unpack works there meanwhile."""
+    output_dir = options.output_directory.absolute()
+    if not output_dir.is_dir():
+        return _apply_delta(options, fmt, plugins, peeked)  # refuses: no environment to update
+    with locked_output(output_dir):
+        return _apply_delta(options, fmt, plugins, peeked)
+
+
+def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, peeked: str) -> Path:
     metadata, info = parse_delta(peeked)
     validate_metadata(metadata)
     output_dir = options.output_directory.absolute()

@@ -3,20 +3,30 @@
 Order matters for safety: ``pixi-pack.json`` is validated before anything is written when the input
 allows a look ahead; extraction goes to a temporary folder; every package is checked against the
 pack's repodata sha256 (in the same pass that extracts it into a private package cache) and by the
-package guard before anything is linked into the environment; a failure removes the half-made
-environment and every temporary file.
+package guard before anything is linked into the environment.
+
+A run owns what it creates and nothing else: it holds a lock on the output folder for its whole
+length (a second run into the same folder refuses), assembles the environment aside, in its own
+staging folder inside the output folder (the same file system), and moves it into place only once
+it is complete. An environment it replaces (``--force``) stays where it is until then, and comes
+back when the last step fails. A failure or a stop signal therefore leaves the output folder as it
+was: the staging folder goes, and the output folder itself only when this run made it and it is
+still empty.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +47,12 @@ from ..interrupts import deferred_interrupts, held_interrupts
 from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
 from ..sshsig import PublicKey
-from ..staging_owner import make_owned_folder
+from ..staging_owner import make_owned_folder, remove_tree
 from .activation import check_activation_target, install_scripts, write_activation_script
 from .cache_prefill import CachePrefill
 from .conda_meta import Origin, read_origin, restore_origins
 from .link_scripts import find_link_scripts, run_post_link, warn_not_run
+from .output_lock import locked_output
 from .package_guard import check_contents
 from .ram_staging import RamStaging
 from .step_runner import StepRunner
@@ -50,6 +61,10 @@ from .virtual_packages import check_virtual_packages
 
 log = logging.getLogger(__name__)
 
+#: After a failed link step, how often (and how long apart, in seconds) the staging folder is
+#: looked at again for what rattler's threads still wrote.
+LINKERS_SETTLE_STEPS = 10
+LINKERS_SETTLE_PAUSE = 0.1
 HISTORY_NOTE = "// created by pixi-unpack (pixi-pack-ext); kept for `conda run -p`\n"
 
 
@@ -199,30 +214,101 @@ def _open_pack(
 
 
 def _prepare_prefix(prefix: Path, force: bool) -> None:
-    if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())) and not force:
+    if _occupied(prefix) and not force:
         raise UsageError(
             f"'{prefix}' already exists and is not empty; remove it or pass --force to replace it"
         )
 
 
-def _make_workdir(output_dir: Path, created_output: bool) -> Path:
-    """The output folder (made if missing) and this run's staging folder in it, which names its
-    owner so the next run removes one a killed unpack left; one line naming the folder if not."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UnpackError(
-            f"cannot create the output folder '{output_dir}': {exc.strerror}; choose a writable folder with -o"
-        ) from None
+def _make_workdir(output_dir: Path) -> Path:
+    """This run's staging folder in the output folder, which names its owner so the next run
+    removes one a killed unpack left; one line naming the folder if it cannot be made."""
     try:
         return make_owned_folder(output_dir, ".pixi-unpack-").resolve()
     except OSError as exc:
-        if created_output:
-            shutil.rmtree(output_dir, ignore_errors=True)
         raise UnpackError(
             f"cannot create a staging folder in '{output_dir}': {exc.strerror}; "
             "choose a writable folder with -o"
         ) from None
+
+
+def _occupied(path: Path) -> bool:
+    """Whether something other than an empty folder is at ``path`` (a link counts, followed or not)."""
+    if path.is_symlink():
+        return True
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
+    except NotADirectoryError:
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class _Placement:
+    """Moves the environment assembled at ``staged`` to ``prefix``, keeping what was there (an
+    empty folder, or the environment ``--force`` replaces) aside until the run is over, so that
+    ``undo`` can put it back.
+
+    On Linux the two swap places in one step (``renameat2`` with ``RENAME_EXCHANGE``): no moment
+    exists, not even for ``kill -9``, at which neither environment is at ``prefix``. Elsewhere
+    the old one is moved to ``keep`` first, then the new one into place."""
+
+    def __init__(self, staged: Path, prefix: Path, keep: Path) -> None:
+        self.staged, self.prefix, self.keep = staged, prefix, keep
+        self.kept: Path | None = None  # where what was at ``prefix`` is now
+        self.placed = False
+
+    def place(self, force: bool) -> None:
+        if _occupied(self.prefix) and not force:  # made meanwhile by someone other than pixi-unpack
+            raise UsageError(
+                f"'{self.prefix}' was filled while this unpack ran; nothing was changed there "
+                "(pass --force to replace it)"
+            )
+        if self.prefix.is_symlink() or self.prefix.exists():
+            if _exchange(self.staged, self.prefix):
+                self.kept, self.placed = self.staged, True
+                return
+            os.replace(self.prefix, self.keep)  # a link itself is moved, never what it points to
+            self.kept = self.keep
+        os.replace(self.staged, self.prefix)
+        self.placed = True
+
+    def undo(self) -> None:
+        """Take the new environment out again and put back what was there."""
+        if self.placed and self.kept == self.staged:
+            if not _exchange(self.staged, self.prefix):
+                raise OSError(f"could not swap the environments at {self.prefix} back")
+            self.placed, self.kept = False, None
+            return
+        if self.placed:
+            os.replace(self.prefix, self.staged)
+            self.placed = False
+        if self.kept is not None:
+            os.replace(self.kept, self.prefix)
+            self.kept = None
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths of one file system in one step (Linux 3.15+, glibc 2.28+); False when
+    this system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False  # a file system or kernel without it: the two-step way
+    raise OSError(error, os.strerror(error), str(second))
 
 
 def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
@@ -250,10 +336,39 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             validate_metadata(peek_selection(text, options.environment))
 
     created_output = not output_dir.exists()
-    workdir = _make_workdir(output_dir, created_output)
-    prefix_created = False
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnpackError(
+            f"cannot create the output folder '{output_dir}': {exc.strerror}; choose a writable folder with -o"
+        ) from None
+    try:
+        with locked_output(output_dir):
+            _prepare_prefix(prefix, options.force)  # again: another run may have finished meanwhile
+            return _unpack_locked(options, plugins, fmt, pack, output_dir, prefix)
+    except BaseException:
+        if created_output:
+            with held_interrupts(), contextlib.suppress(OSError):
+                output_dir.rmdir()  # only while empty: never what another run or the user put there
+        raise
+
+
+def _unpack_locked(
+    options: UnpackOptions,
+    plugins: PluginManager,
+    fmt: PackFormat,
+    pack: Path | None,
+    output_dir: Path,
+    prefix: Path,
+) -> Path:
+    """The unpack itself, holding the output folder's lock: the environment is assembled at
+    ``staged_prefix`` and moved to ``prefix`` once complete."""
+    workdir = _make_workdir(output_dir)  # one a killed unpack left goes
+    staged_prefix = workdir / "env"
+    placement = _Placement(staged_prefix, prefix, workdir / "replaced")
     activation: Path | None = None
     cache_removal: threading.Thread | None = None
+    linking = False  # True while rattler links, and after it failed doing so
     ram = RamStaging.create()
     cache_dir = ram.cache_folder() if ram is not None else workdir / "cache"
     try:
@@ -276,15 +391,13 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
             # a guard refusal, and nothing reaches the environment before both have passed.
             contents = prefill.finish(records, package_files(records), pack)
         check_contents(contents, metadata.platform)
-        if prefix.exists():
-            shutil.rmtree(prefix) if prefix.is_dir() else prefix.unlink()
-        prefix_created = True
-        # From here a Ctrl-C waits for the end (rattler's threads cannot be stopped halfway), and
-        # then everything is removed below.
+        # From here a stop signal waits for the end (rattler's threads cannot be stopped
+        # halfway), and then everything is removed below.
         steps = StepRunner(
             plugins.unpack_steps,
             pack_dir=selection.pack_dir,
-            prefix=prefix,
+            prefix=staged_prefix,
+            target_prefix=prefix,
             platform=metadata.platform,
             records=records,
             scratch_root=workdir / "steps",
@@ -292,18 +405,27 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         )
         with deferred_interrupts("the install"):
             with steps.preparing():
-                _install(records, prefix, cache_dir, metadata.platform, options.show_progress)
-                restore_origins(prefix, records, origins)
-            scripts = find_link_scripts(prefix, records, metadata.platform)
-            if options.run_post_link_scripts:
-                run_post_link(prefix, scripts)
-            else:
-                warn_not_run(scripts)
+                linking = True
+                _install(
+                    records, staged_prefix, cache_dir, metadata.platform, options.show_progress, target=prefix
+                )
+                linking = False
+                restore_origins(staged_prefix, records, origins)
+            if not options.run_post_link_scripts:
+                warn_not_run(find_link_scripts(staged_prefix, records, metadata.platform))
             # The environment holds hard links to (or copies of) the cache's files now: removing
             # the cache's thousands of entries overlaps with the unpack steps instead of following them.
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
             cache_removal.start()
             steps.run_all()
+        with held_interrupts():  # complete: into place, or not at all
+            placement.place(options.force)
+        # What names the environment's own path is done where it lives; a failure puts back what
+        # was there before
+        if options.run_post_link_scripts:
+            with deferred_interrupts("the link scripts"):
+                run_post_link(prefix, find_link_scripts(prefix, records, metadata.platform))
+        with held_interrupts():
             manifest = install_scripts(pack_dir, prefix, metadata.activation) if metadata.activation else None
             activation = write_activation_script(
                 output_dir, prefix, options.shell, metadata.platform, manifest
@@ -312,10 +434,10 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
         with held_interrupts():  # a second Ctrl-C must not stop the clean-up halfway
             if activation is not None:
                 activation.unlink(missing_ok=True)
-            if prefix_created:
-                shutil.rmtree(prefix, ignore_errors=True)
-            if created_output:
-                shutil.rmtree(output_dir, ignore_errors=True)
+            try:
+                placement.undo()
+            except OSError as undo_error:  # pragma: no cover - the folder changed under us
+                log.error("could not put back the environment that was at %s: %s", prefix, undo_error)
         if isinstance(exc, OSError) and not isinstance(exc, PixiPackError):
             raise UnpackError(f"unpacking failed: {exc.strerror or exc} ({exc.filename or prefix})") from None
         raise
@@ -325,8 +447,19 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
                 cache_removal.join()
             else:  # the unpack ended before the install: nothing removed the caches yet
                 _remove_cache(workdir / "cache", ram)
-            shutil.rmtree(workdir)
+            remove_tree(workdir)
+            if linking:
+                _remove_after_the_linkers(workdir)
     return prefix
+
+
+def _remove_after_the_linkers(workdir: Path) -> None:
+    """rattler's link threads can outlive an install that failed and make folders again in the
+    environment being assembled: remove it again while they end (within about a second)."""
+    for _ in range(LINKERS_SETTLE_STEPS):
+        time.sleep(LINKERS_SETTLE_PAUSE)
+        if os.path.lexists(workdir):
+            remove_tree(workdir)
 
 
 def _remove_cache(cache_dir: Path, ram: RamStaging | None) -> None:
@@ -379,9 +512,16 @@ def install_records(
 
 
 def _install(
-    records: list[rattler.RepoDataRecord], prefix: Path, cache_dir: Path, platform: str, show_progress: bool
+    records: list[rattler.RepoDataRecord],
+    prefix: Path,
+    cache_dir: Path,
+    platform: str,
+    show_progress: bool,
+    *,
+    target: Path,
 ) -> None:
-    """Install with rattler (prefix rewriting, noarch python, entry points) and write conda-meta/history."""
+    """Install with rattler (prefix rewriting, noarch python, entry points) into ``prefix``, for an
+    environment that will live at ``target``, and write conda-meta/history."""
     install_records(
         records,
         prefix,
@@ -389,8 +529,9 @@ def _install(
         platform,
         show_progress=show_progress,
         prefilled=True,
+        alternative_target_prefix=str(target),
         failed=lambda exc: UnpackError(
-            f"installing the environment into {prefix} failed: {one_line_reason(exc)}"
+            f"installing the environment into {target} failed: {one_line_reason(exc)}; nothing was changed there"
         ),
     )
     history = prefix / "conda-meta" / "history"

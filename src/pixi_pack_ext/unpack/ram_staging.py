@@ -8,9 +8,11 @@ to disk once either way). The package cache itself lives there too, so rattler's
 entry per package stay off the disk; big packages are extracted on disk and their cache entries
 are symlinks to those folders, so the install still hard-links their files.
 
-The RAM used is bounded: at most ``PIXI_UNPACK_RAM_STAGING`` bytes of package archives (default
-256 MiB; 0 turns RAM staging off), at most an eighth of the tmpfs's free space, and no package is
-staged once the tmpfs has less than half of its starting free space left. The folder is removed
+The RAM used is bounded: at most ``PIXI_UNPACK_RAM_STAGING`` bytes (default 256 MiB; 0 turns RAM
+staging off) of package archives and of what they may expand to (the sizes their paths.json
+declares, checked before extraction: a small archive that would expand beyond them is refused),
+at most an eighth of the tmpfs's free space, and no package is staged when it would leave the
+tmpfs with less than half of its starting free space. The folder is removed
 when the unpack ends; one left by a killed unpack is removed by the next one.
 """
 
@@ -62,17 +64,19 @@ class RamStaging:
             shutil.rmtree(folder, ignore_errors=True)
         return None
 
-    def reserve(self, archive_size: int) -> bool:
-        """Whether a package archive of ``archive_size`` bytes may be extracted here (and count it)."""
+    def reserve(self, size: int) -> bool:
+        """Whether ``size`` more bytes may be put here (and count them): a package archive's copy,
+        or the most its extraction can take (bounded by what the package declares, see
+        ``package_bounds``), never more than the limit or the tmpfs's free space allow."""
         with self._lock:
-            if self.used + archive_size > self.limit:
+            if size < 0 or self.used + size > self.limit:
                 return False
             try:
-                if _free_bytes(self.folder) < self.keep_free:
+                if _free_bytes(self.folder) - size < self.keep_free:
                     return False
             except OSError:
                 return False
-            self.used += archive_size
+            self.used += size
             return True
 
     def archive_path(self, subdir: str, filename: str) -> Path:

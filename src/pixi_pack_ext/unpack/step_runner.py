@@ -26,6 +26,7 @@ class StepRunner:
         *,
         pack_dir: Path,
         prefix: Path,
+        target_prefix: Path | None = None,
         platform: str,
         records: list[rattler.RepoDataRecord],
         scratch_root: Path,
@@ -37,6 +38,7 @@ class StepRunner:
                 UnpackContext(
                     pack_dir=pack_dir,
                     prefix=prefix,
+                    target_prefix=target_prefix,
                     platform=platform,
                     records=tuple(records),
                     scratch=scratch_root / str(index),  # step names are free text: not a path

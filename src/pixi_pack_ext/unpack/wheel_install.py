@@ -369,7 +369,7 @@ def stage_wheels(context: UnpackContext) -> None:
     staged = context.scratch / STAGED_PREFIX
     log.info("installing %d wheels into %s", len(wheels), context.prefix)
     owners, written = _install_all(
-        wheels, names, staged, python, context.prefix / interpreter, context.platform
+        wheels, names, staged, python, context.final_prefix / interpreter, context.platform
     )
     manifest = {
         "interpreter": interpreter,
@@ -409,9 +409,10 @@ def install_wheels(context: UnpackContext) -> None:
             log.info("installing %d wheels into %s", len(wheels), context.prefix)
             staged = scratch / "late"
             shutil.rmtree(staged, ignore_errors=True)
-            owners, written = _install_all(wheels, names, staged, python, python_exe, context.platform)
+            interpreter = context.final_prefix / python_exe.relative_to(context.prefix)  # scripts' shebang
+            owners, written = _install_all(wheels, names, staged, python, interpreter, context.platform)
         if context.compile_bytecode:  # before the move: no wheel file is in the environment yet
-            compile_bytecode(python_exe, written, staged, context.prefix)
+            compile_bytecode(python_exe, written, staged, context.final_prefix)
         check_staged_files(staged, context.prefix, context.platform, owners)
         _move_tree(staged, context.prefix)
 

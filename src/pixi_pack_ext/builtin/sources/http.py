@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from ...config import Settings
-from ...errors import AuthenticationError, DownloadError
+from ...errors import AuthenticationError, DownloadError, OversizeDownloadError
 from ...hookspecs import ChannelSource, DownloadSink, hookimpl
 from ...redact import redact, redact_url, register_secret
 from .native_http import NativeDownloader, NativeFailure
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 30.0
+#: Redirects followed for one request (httpx's default); more is a loop.
+MAX_REDIRECTS = 20
 #: Bytes asked of the socket per read. httpcore asks 64 KiB; on a fast link the cost of each read
 #: (protocol events, timeouts, one chunk to write and hash) then outweighs the copying. A read
 #: returns what has arrived, so a slow link loses nothing; memory is this per open connection.
@@ -194,6 +196,11 @@ class HttpSession:
             last = attempt == attempts - 1
             try:
                 retry = await self._attempt(request_url, headers, auth, sink, shown)
+            except httpx.TooManyRedirects:
+                raise DownloadError(
+                    f"could not download {shown}: the server redirects in a loop (or through more than "
+                    f"{MAX_REDIRECTS} places); check the URL in the lock or the [mirrors] for it"
+                ) from None
             except httpx.TransportError as exc:
                 if last:
                     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
@@ -243,7 +250,9 @@ class HttpSession:
         """One request; None when the file is complete, else (delay before retrying, why)."""
         import httpx
 
-        request_headers = dict(headers)
+        # The file's own bytes, never a compressed encoding of them: they are hashed as they come,
+        # and counted against the lock's size (aiter_raw never decodes what a server sends anyway).
+        request_headers = {"Accept-Encoding": "identity", **headers}
         resume_from = sink.offset
         if resume_from:
             request_headers["Range"] = f"bytes={resume_from}-"
@@ -273,6 +282,13 @@ class HttpSession:
                 sink.restart()  # the server sent the whole file (or another part): start over
                 if status == 206:
                     return 0.0, "a wrong Content-Range"
+            declared = response.headers.get("content-length", "")
+            limit = getattr(sink, "limit", None)
+            if limit is not None and declared.isdigit() and sink.offset + int(declared) > limit:
+                raise OversizeDownloadError(
+                    f"refusing {shown}: the server announces {int(declared) + sink.offset} bytes "
+                    f"(Content-Length), more than the {limit} bytes the lock records"
+                )
             # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them to a
             # dropped connection; as received, every byte counts toward the resume offset.
             async for chunk in response.aiter_raw():
@@ -308,6 +324,7 @@ def _new_client(settings: Settings) -> httpx.AsyncClient:
     except ImportError:  # HTTP/2 is optional: plain HTTP/1.1 pooling still works
         http2 = False
     return httpx.AsyncClient(
+        max_redirects=MAX_REDIRECTS,
         http2=http2,
         limits=limits,
         timeout=timeout,

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from ...config import Settings
+from ...errors import PixiPackError
 from ...hookspecs import DownloadSink
 from .pacing import AnswerPacer
 
@@ -93,6 +94,8 @@ class NativeDownloader:
             # waiting for room is not part of the stall timeout: the sink starts its clock after
             async with self._pacer.request(origin, url) as answered:
                 await sink.receive_file(write_file, idle_timeout=self._read_timeout)
+        except PixiPackError:
+            raise  # the sink refused what was sent (more than the lock's size): not worth a retry
         except Exception as exc:  # rattler raises plain RuntimeError/OSError with a message
             match = _STATUS.search(str(exc)) if "HTTP status" in str(exc) else None
             if match is None:
