@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import make_workspace, pack_prod
 
-from pixi_pack_ext.pack import fetch
-from pixi_pack_ext.pack.fetch import FetchItem, PackageCache
+from pixi_pack_ext.pack import download_cache
+from pixi_pack_ext.pack.download_cache import DownloadCache
+from pixi_pack_ext.pack.fetch_item import FetchItem
 from pixi_pack_ext.testing.python import sha256_of
 from pixi_pack_ext.testing.world import ChannelServer
 
@@ -37,13 +38,13 @@ def test_every_cached_package_is_stamped_and_a_stamped_hit_is_not_read(
         sha256=sha256_of(entry),
         cache_key=f"{entry.parent.name}/{entry.name}",
     )
-    store = PackageCache(cache)
+    store = DownloadCache(cache)
     store.use(item)  # links it; its stamp is already right
 
     def no_hashing(path: Path, *, md5: bool = True) -> tuple[str, str]:
         raise AssertionError(f"{path} was hashed")
 
-    monkeypatch.setattr(fetch, "hash_file", no_hashing)
+    monkeypatch.setattr(download_cache, "hash_file", no_hashing)
     assert store.verified_hit(item) == entry
     # The lock-free path takes a stamped hit as it is, and nothing else.
     item.dest.unlink()

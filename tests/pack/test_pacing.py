@@ -13,7 +13,8 @@ import pytest
 
 from pixi_pack_ext.builtin.sources.pacing import BASE, answer_closes
 from pixi_pack_ext.config import Settings
-from pixi_pack_ext.pack.fetch import Fetcher, FetchItem
+from pixi_pack_ext.pack.fetch import Fetcher
+from pixi_pack_ext.pack.fetch_item import FetchItem
 from pixi_pack_ext.plugins import PluginManager
 from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler
 

@@ -16,7 +16,7 @@ from conftest import damage_package, needs_linux64
 
 from pixi_pack_ext.builtin.formats import tar as tar_format
 from pixi_pack_ext.errors import InvalidPackError
-from pixi_pack_ext.pack.fetch import DiskWriter, HashingSink
+from pixi_pack_ext.pack.sinks import DiskWriter, HashingSink
 from pixi_pack_ext.unpack import cache_prefill
 from pixi_pack_ext.unpack.driver import UnpackOptions, unpack
 

@@ -22,7 +22,7 @@ from ..untrusted import printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..pack.fetch import Progress
+    from ..pack.progress import Progress
 
 T = TypeVar("T")
 
@@ -161,7 +161,7 @@ def run_reporting_errors(action: Callable[[], T]) -> T:
 
 def progress_for(quiet: bool) -> Progress:
     """A rich bar on an interactive terminal, silence otherwise (logs say what happened)."""
-    from ..pack.fetch import Progress
+    from ..pack.progress import Progress
 
     if quiet or not stderr.is_terminal:
         return Progress()

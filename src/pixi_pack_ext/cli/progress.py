@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
-from ..pack.fetch import Progress
+from ..pack.progress import Progress
 
 
 class RichDownloadProgress(Progress):

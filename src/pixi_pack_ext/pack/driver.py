@@ -28,7 +28,9 @@ from ..redact import redact_url
 from ..sshsig import load_private_key
 from ..staging_owner import make_owned_folder, remove_tree
 from .delta import make_delta
-from .fetch import Fetcher, FetchItem, PackageCache, Progress
+from .download_cache import DownloadCache
+from .fetch import Fetcher
+from .fetch_item import FetchItem
 from .injection import apply_injections
 from .lockfile import read_plan
 from .manifest_activation import read_activation
@@ -36,6 +38,7 @@ from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
 from .output_path import check_cache_folder, check_output
 from .prefix.rebuild import fetch_or_rebuild
+from .progress import Progress
 from .pypi_selection import select_wheels
 from .sbom import write_sbom
 
@@ -195,10 +198,10 @@ def seal_pack(plan: PackPlan, staging: Path, key: object | None) -> Callable[[st
     return seal_unpacker
 
 
-def _open_cache(folder: Path) -> PackageCache:
+def _open_cache(folder: Path) -> DownloadCache:
     check_cache_folder(folder)
     try:
-        return PackageCache(folder)
+        return DownloadCache(folder)
     except OSError as exc:
         raise PackError(
             f"cannot use --use-cache '{folder}': {exc.strerror}; give a folder you can write to"

@@ -36,7 +36,7 @@ from ...errors import DownloadError, PrefixError
 
 if TYPE_CHECKING:
     from ...plan import CondaPackage
-    from ..fetch import FetchItem
+    from ..fetch_item import FetchItem
 
 log = logging.getLogger(__name__)
 
