@@ -83,8 +83,9 @@ def _check_unpacker(pack: Path, expected: str | None) -> None:
         )
 
 
-def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path]]:
-    """(name, size, content) of every file of the pack, in the order a reader meets them."""
+def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path | None]]:
+    """(name, size, content) of every file of the pack, in the order a reader meets them; a folder
+    has no content (None)."""
     if pack.is_dir():
         from ..archive import pack_order
 
@@ -92,8 +93,7 @@ def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path]]:
             name = path.relative_to(pack).as_posix()
             if path.is_symlink() or not (path.is_file() or path.is_dir()):
                 raise InvalidPackError(f"the pack's '{name}' is not a regular file")
-            if path.is_file():
-                yield name, path.stat().st_size, path
+            yield (name, path.stat().st_size, path) if path.is_file() else (name, 0, None)
         return
     with _tar_stream(pack) as stream:
         try:
@@ -104,6 +104,8 @@ def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path]]:
                         source = tar.extractfile(member)
                         assert source is not None
                         yield name, member.size, source
+                    elif member.isdir():
+                        yield name, 0, None
                     tar.members.clear()
         except tarfile.TarError as exc:
             raise UnsafeArchiveError(f"'{pack}' is not a readable pack: {exc}") from None
@@ -125,6 +127,9 @@ def verify_pack(pack: Path, trusted: list[PublicKey]) -> Verified:
     gate = TrustGate(trusted)
     count = 0
     for name, size, content in _members(pack):
+        if content is None:
+            gate.folder(name)
+            continue
         gate.starting(name, size)
         if name in (MANIFEST_FILE, SIGNATURE_FILE) and not gate.enforcing:
             data = content.read_bytes() if isinstance(content, Path) else content.read(size)
