@@ -464,3 +464,25 @@ def test_bad_trusted_keys_config_is_one_line(signed: Path, tmp_path: Path, confi
     (tmp_path / "config.toml").write_text(config)
     result = run("pixi-unpack", signed, "-o", tmp_path / "out", "-c", tmp_path / "config.toml", check=False)
     refused(result, tmp_path / "out", message)
+
+
+def test_verify_refuses_a_script_whose_header_was_changed(
+    signed_sh: Path, keys: Path, tmp_path: Path
+) -> None:
+    """The header is shell code no signature covers: one line of it replaced by a command of the
+    same length (the offsets and sha256s left as they were) is refused by ``pixi-pack verify``."""
+    data = bytearray(signed_sh.read_bytes())
+    start = data.index(b"# The bundled unpacker, a zipapp")
+    end = data.index(b"\n", start)
+    marker = tmp_path / "header-ran"
+    command = f"touch '{marker}' #".encode()
+    data[start:end] = command.ljust(end - start, b"x")
+    changed = tmp_path / "changed.sh"
+    changed.write_bytes(bytes(data))
+    result = run("pixi-pack", "verify", changed, "--trusted-key", keys / "team.pub", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "self-extracting header" in err and "was changed" in err, err
+    assert not marker.exists()
+    good = run("pixi-pack", "verify", signed_sh, "--trusted-key", keys / "team.pub")
+    assert good.returncode == 0

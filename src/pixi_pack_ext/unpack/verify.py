@@ -65,7 +65,7 @@ def _tar_stream(pack: Path) -> Iterator[IO[bytes]]:
 
 def _check_unpacker(pack: Path, expected: str | None) -> None:
     """A self-extracting script's unpacker has the sha256 its header and the (signed) manifest record."""
-    from ..selfextract.script import read_layout, region_sha256
+    from ..selfextract.script import header_is_ours, read_layout, region_sha256
 
     layout = read_layout(pack) if pack.is_file() else None
     if layout is None:
@@ -73,6 +73,11 @@ def _check_unpacker(pack: Path, expected: str | None) -> None:
     if expected is None:
         raise InvalidPackError(
             f"{MANIFEST_FILE} of '{pack}' does not cover its unpacker (no unpacker-sha256)"
+        )
+    if not header_is_ours(pack, layout):
+        raise InvalidPackError(
+            f"the self-extracting header of '{pack}' is not the one this pixi-pack writes for the values "
+            "it records: its shell code was changed (or it was made by another version; verify it with that one)"
         )
     end = layout.unpacker_offset + layout.unpacker_size
     with open(pack, "rb") as f:
