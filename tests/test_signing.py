@@ -4,6 +4,7 @@ Every refusal is one line, and nothing is left where the environment would have 
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -176,6 +177,43 @@ def test_a_file_added_after_signing_is_refused(
         tmp_path / "out",
         "which its pixi-pack-manifest.json does not list",
     )
+
+
+def _with_folder(pack: Path, out: Path, folder: str, first: bool) -> Path:
+    """``pack`` with an empty folder member added at its start or its end (the files unchanged)."""
+    with tarfile.open(pack) as tar:
+        entries = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]  # type: ignore[union-attr]
+    extra = tarfile.TarInfo(folder)
+    extra.type, extra.mode = tarfile.DIRTYPE, 0o755
+    entries.insert(0 if first else len(entries), (extra, None))
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("folder", "first", "message"),
+    [
+        ("zzz", True, "the pack is not signed"),
+        ("channel/win-64", False, "holds no file its pixi-pack-manifest.json lists"),
+        ("channel/linux-64/evil-1-0.conda", False, "holds no file its pixi-pack-manifest.json lists"),
+    ],
+    ids=["before-the-manifest", "unlisted-subdir", "named-like-a-package"],
+)
+def test_a_folder_added_after_signing_is_refused(
+    signed: Path, keys: Path, tmp_path: Path, folder: str, first: bool, message: str
+) -> None:
+    """A folder is not in the manifest: one that holds no listed file (or comes before the manifest)
+    is a change made after signing, refused by unpack and by verify before anything is made."""
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    changed = _with_folder(signed, tmp_path / "changed.tar", folder, first)
+    refused(unpack(changed, parent / "out", keys / "team.pub"), parent / "out", message)
+    assert list(parent.iterdir()) == []
+    result = run("pixi-pack", "verify", changed, "--trusted-key", keys / "team.pub", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted-key", "no-key"])
@@ -426,3 +464,25 @@ def test_bad_trusted_keys_config_is_one_line(signed: Path, tmp_path: Path, confi
     (tmp_path / "config.toml").write_text(config)
     result = run("pixi-unpack", signed, "-o", tmp_path / "out", "-c", tmp_path / "config.toml", check=False)
     refused(result, tmp_path / "out", message)
+
+
+def test_verify_refuses_a_script_whose_header_was_changed(
+    signed_sh: Path, keys: Path, tmp_path: Path
+) -> None:
+    """The header is shell code no signature covers: one line of it replaced by a command of the
+    same length (the offsets and sha256s left as they were) is refused by ``pixi-pack verify``."""
+    data = bytearray(signed_sh.read_bytes())
+    start = data.index(b"# The bundled unpacker, a zipapp")
+    end = data.index(b"\n", start)
+    marker = tmp_path / "header-ran"
+    command = f"touch '{marker}' #".encode()
+    data[start:end] = command.ljust(end - start, b"x")
+    changed = tmp_path / "changed.sh"
+    changed.write_bytes(bytes(data))
+    result = run("pixi-pack", "verify", changed, "--trusted-key", keys / "team.pub", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "self-extracting header" in err and "was changed" in err, err
+    assert not marker.exists()
+    good = run("pixi-pack", "verify", signed_sh, "--trusted-key", keys / "team.pub")
+    assert good.returncode == 0

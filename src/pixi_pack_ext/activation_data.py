@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidPackError
+from .untrusted import RESERVED_ENV_NAMES
 
 #: The pack's folder of activation scripts, and the field of ``pixi-pack.json`` that lists them.
 ACTIVATION_DIR = "activation"
@@ -30,6 +31,11 @@ def check_name(name: str, where: str) -> str:
         raise InvalidPackError(
             f"{where} sets an environment variable with an invalid name {name!r}; "
             "names are letters, digits and '_' and do not start with a digit"
+        )
+    if name in RESERVED_ENV_NAMES:
+        raise InvalidPackError(
+            f"{where} sets the environment variable {name}, which the shells keep for themselves "
+            "(read-only, or evaluated as arithmetic); a pack may not set it"
         )
     return name
 

@@ -336,10 +336,13 @@ def safe_extract(fileobj: IO[bytes], dest: Path, files: PackFiles | None = None)
             source_path = Path(name) if raw_fd is not None and isinstance(name, str) else None
             taken: set[str] = set()  # files the listener reads from the tar itself
             starting = getattr(files, "file_starting", None)
+            folder_starting = getattr(files, "folder_starting", None)
             for member in tar:
                 relative = _check_member(member)
                 if starting is not None and not member.isdir():
                     starting(relative, member.size)
+                elif folder_starting is not None and member.isdir():
+                    folder_starting(relative)
                 target = os.path.join(root, relative)
                 folder = relative if member.isdir() else relative.rpartition("/")[0]
                 try:

@@ -188,6 +188,10 @@ class PackFiles(Protocol):
         Optional for formats (the unpacker checks every file again once the pack is open), but a
         format that calls it lets a signed pack be refused before anything else is written."""
 
+    def folder_starting(self, name: str) -> None:
+        """The folder ``name`` is next (optional, like ``file_starting``): raising refuses the pack
+        before the folder is made (a signed pack's folders must each hold a listed file)."""
+
     def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> bool:
         """``name`` is about to be written to ``path``, and its bytes are the ``size`` bytes at
         ``offset`` of the file ``source``: work on it can start before it is written. True takes

@@ -53,6 +53,135 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+!\-]*")
 _BUILD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+]*")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Names the shells an activation script is written for keep for themselves: read-only (an
+#: assignment fails and breaks the script), tied arrays (zsh's ``path``), or integers whose
+#: assignment evaluates arithmetic: bash runs ``$(...)`` inside ``RANDOM='x[$(cmd)]'`` even from a
+#: single-quoted value, and zsh's ``UID``/``USERNAME`` change the shell's user. No quoting makes
+#: such an assignment a plain one, so a pack may not set them (found with ``compgen -v`` in bash,
+#: ``$parameters`` in zsh and ``set -n`` in fish).
+RESERVED_ENV_NAMES = frozenset(
+    [
+        "BASHOPTS",
+        "BASHPID",
+        "BASH_ARGC",
+        "BASH_ARGV",
+        "BASH_ARGV0",
+        "BASH_COMMAND",
+        "BASH_LINENO",
+        "BASH_SOURCE",
+        "BASH_SUBSHELL",
+        "BASH_VERSINFO",
+        "COMP_CWORD",
+        "COMP_LINE",
+        "COMP_POINT",
+        "DIRSTACK",
+        "EPOCHREALTIME",
+        "EPOCHSECONDS",
+        "FUNCNAME",
+        "GROUPS",
+        "HISTCMD",
+        "LINENO",
+        "MAILCHECK",
+        "OPTIND",
+        "PIPESTATUS",
+        "PPID",
+        "RANDOM",
+        "SECONDS",
+        "SHELLOPTS",
+        "SRANDOM",
+        "UID",
+        "EUID",
+        "GID",
+        "EGID",
+        "USERNAME",
+        "ARGC",
+        "COLUMNS",
+        "LINES",
+        "FUNCNEST",
+        "HISTSIZE",
+        "SAVEHIST",
+        "SHLVL",
+        "TRY_BLOCK_ERROR",
+        "TRY_BLOCK_INTERRUPT",
+        "TTYIDLE",
+        "ZSH_EVAL_CONTEXT",
+        "ZSH_SUBSHELL",
+        "PWD",
+        "FISH_VERSION",
+        "_",
+        "aliases",
+        "argv",
+        "builtins",
+        "cdpath",
+        "commands",
+        "dirstack",
+        "dis_aliases",
+        "dis_builtins",
+        "dis_functions",
+        "dis_functions_source",
+        "dis_galiases",
+        "dis_patchars",
+        "dis_reswords",
+        "dis_saliases",
+        "fignore",
+        "fpath",
+        "funcfiletrace",
+        "funcsourcetrace",
+        "funcstack",
+        "functions",
+        "functions_source",
+        "functrace",
+        "galiases",
+        "history",
+        "historywords",
+        "jobdirs",
+        "jobstates",
+        "jobtexts",
+        "keymaps",
+        "mailpath",
+        "manpath",
+        "module_path",
+        "modules",
+        "nameddirs",
+        "options",
+        "parameters",
+        "patchars",
+        "path",
+        "pipestatus",
+        "psvar",
+        "reswords",
+        "saliases",
+        "status",
+        "termcap",
+        "terminfo",
+        "userdirs",
+        "usergroups",
+        "watch",
+        "widgets",
+        "zsh_eval_context",
+        "zsh_scheduled_events",
+        "fish_kill_signal",
+        "fish_killring",
+        "fish_pid",
+        "hostname",
+        "status_generation",
+        "umask",
+        "version",
+    ]
+)
+
+
+def env_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be set by an activation script (None: it can)."""
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or len(name) > MAX_FIELD:
+        return "is not a name a shell can set ([A-Za-z_][A-Za-z0-9_]*)"
+    if name in RESERVED_ENV_NAMES:
+        return (
+            "is a variable the shells keep for themselves (read-only or evaluated), which a pack may not set"
+        )
+    return None
+
+
 #: An entry point's command name (``info/link.json``, a wheel's ``entry_points.txt``).
 _COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
 #: Names Windows gives to devices, whatever the extension (``nul.txt`` opens the NUL device).
@@ -570,8 +699,9 @@ def env_vars(data: bytes, what: str) -> dict[str, str]:
         raise UntrustedDataError(f"refusing {what}: it is not a JSON object of variables")
     result: dict[str, str] = {}
     for key, value in parsed.items():
-        if not _ENV_NAME.fullmatch(key) or len(key) > MAX_FIELD:
-            raise refuse(what, "variable name", key, "is not a name a shell can set ([A-Za-z_][A-Za-z0-9_]*)")
+        problem = env_name_problem(key)
+        if problem is not None:
+            raise refuse(what, "variable name", key, problem)
         if not isinstance(value, str):
             raise refuse(what, f"value of {key}", value, "is not a string")
         if "\0" in value or len(value) > MAX_PATH * 8:

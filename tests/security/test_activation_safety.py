@@ -59,6 +59,13 @@ def packs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
         channel / "noarch", "hostile-vars", "1.0", files=_package_files({"EVIL": HOSTILE, "PLAIN": "x"})
     )
     build_package(channel / "noarch", "bad-name-vars", "1.0", files=_package_files({"A=B": "1"}))
+    # bash evaluates an assignment to RANDOM as arithmetic: x[$(...)] runs even from single quotes.
+    build_package(
+        channel / "noarch",
+        "reserved-vars",
+        "1.0",
+        files={"etc/conda/env_vars.d/r.json": json.dumps({"PLAIN": "x", "RANDOM": f"x[$(touch {MARKER})]"})},
+    )
     build_package(channel / "noarch", "quote-vars", "1.0", files=_package_files({"QUOTED": 'say "hi"'}))
     build_package(
         channel / "noarch",
@@ -75,6 +82,7 @@ def packs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     environments = {
         "hostile": ["hostile-vars"],
         "badname": ["bad-name-vars"],
+        "reserved": ["reserved-vars"],
         "quote": ["quote-vars"],
         "surrogate": ["surrogate-vars"],
     }
@@ -247,6 +255,19 @@ def test_invalid_variable_name_is_refused(packs: dict[str, Path], tmp_path: Path
     assert result.returncode != 0 and len(error.splitlines()) == 1
     assert "'A=B'" in error and "env_vars.d/hostile-vars.json" in error and "Traceback" not in error
     assert not out.exists()
+
+
+def test_a_name_the_shells_keep_is_refused(packs: dict[str, Path], tmp_path: Path) -> None:
+    """No quoting makes ``export RANDOM=...`` (bash: arithmetic, runs ``$(...)``), ``UID`` (zsh) or
+    ``status`` (fish: read-only) a plain assignment, so a pack setting one is refused."""
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    out = parent / "out"
+    result = _unpack(packs["reserved"], out)
+    error = result.stderr.decode().strip()
+    assert result.returncode != 0 and len(error.splitlines()) == 1, error
+    assert "RANDOM" in error and "env_vars.d/r.json" in error and "Traceback" not in error
+    assert list(parent.iterdir()) == [] and not _markers(tmp_path)
 
 
 def test_planted_link_is_refused_then_replaced_itself_with_force(

@@ -51,7 +51,7 @@ def link_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     recipes = root / "recipes"
     for name, version, kind, body in [
         ("linker", "1.2", "post-link", POST_LINK),
-        ("unlinker", "0.1", "pre-unlink", "echo bye"),
+        ("unlinker", "0.1", "pre-unlink", 'echo bye\ntouch "$PREFIX/../pre-unlink-ran"'),
         ("breaker", "2.0", "post-link", "echo about to fail >&2\nexit 7"),
     ]:
         folder = recipes / name
@@ -62,7 +62,12 @@ def link_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     channel = root / "channel"
     build_channel(recipes, channel)
     with ChannelServer(channel) as server:
-        envs = {"good": ["linker", "unlinker"], "bad": ["breaker", "linker"], "plain": ["unlinker"]}
+        envs = {
+            "good": ["linker", "unlinker"],
+            "bad": ["breaker", "linker"],
+            "plain": ["unlinker"],
+            "linker": ["linker"],
+        }
         write_lock(root / "pixi.lock", server.url, envs, [host_platform()])
         packs = root / "packs"
         packs.mkdir()
@@ -70,6 +75,8 @@ def link_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             run("pixi-pack", root / "pixi.lock", "-e", env, "-o", packs / f"{env}.tar")
         delta = packs / "good-since-plain.tar"
         run("pixi-pack", root / "pixi.lock", "-e", "good", "--since", packs / "plain.tar", "-o", delta)
+        removing = packs / "linker-since-plain.tar"
+        run("pixi-pack", root / "pixi.lock", "-e", "linker", "--since", packs / "plain.tar", "-o", removing)
     yield packs
 
 
@@ -141,3 +148,13 @@ def test_a_delta_treats_the_link_scripts_of_what_it_adds_alike(
     assert ("not running the post-link scripts of linker;" in err) != run_them, err
     record = json.loads(next((prefix / "conda-meta").glob("linker-*.json")).read_text())
     assert record["url"].startswith("http://127.0.0.1:") and "extracted_package_dir" not in record, record
+
+
+def test_a_delta_that_removes_a_package_runs_no_pre_unlink_script(link_world: Path, tmp_path: Path) -> None:
+    """Removing ``unlinker`` (a pre-unlink script that writes next to the environment) runs nothing
+    from the pack without the flag: rattler would run it while unlinking."""
+    run("pixi-unpack", link_world / "plain.tar", "-o", tmp_path)
+    run("pixi-unpack", link_world / "linker-since-plain.tar", "-o", tmp_path)
+    prefix = tmp_path / "env"
+    assert not list((prefix / "conda-meta").glob("unlinker-*.json"))
+    assert not (tmp_path / "pre-unlink-ran").exists()

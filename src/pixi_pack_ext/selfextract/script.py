@@ -315,6 +315,66 @@ def write_self_extracting(
     )
 
 
+def _padded_header(script: str, header: bytes, header_size: int) -> bytes:
+    """``header`` filled to ``header_size`` as ``write_self_extracting`` writes it."""
+    newline = b"\r\n" if script == "ps1" else b"\n"
+    opener = b"<#\r\n" if script == "ps1" else b""
+    padding = header_size - len(header) - len(opener)
+    if padding < 0:
+        return b""
+    return header + b" " * (padding % len(newline)) + newline * (padding // len(newline)) + opener
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PLATFORM = re.compile(r"[a-z0-9]+-[a-z0-9_]+")
+
+
+def header_is_ours(path: Path, layout: Layout) -> bool:
+    """Whether the header of ``path`` is, byte for byte, the one this version writes for the values
+    it records. The header is shell code that no signature covers (it records the sha256s the
+    signature is checked with), so a checked pack's header must be this tool's own: the values are
+    read back, checked to be plain numbers, sha256s and names, and the header written again."""
+    with open(path, "rb") as f:
+        head = f.read(layout.header_size)
+    values: dict[str, str] = {}
+    for match in _VALUE.finditer(head):
+        values.setdefault(
+            match.group(1).decode("ascii", "replace"), match.group(2).decode("ascii", "replace")
+        )
+    metadata = _METADATA.search(head)
+    try:
+        sizes = {}
+        for name in (*_FIELDS, *_SEAL_FIELDS):
+            text = values[name]
+            if not (text.isascii() and text.isdigit()):
+                return False
+            sizes[name] = int(text)
+        sha256 = (values["UNPACKER_SHA256"], values["ARCHIVE_SHA256"], values["ARCHIVE_SKELETON_SHA256"])
+        unpacker, platform = values["UNPACKER"], values["PLATFORM"]
+    except KeyError:
+        return False
+    if not all(_HEX64.fullmatch(v) for v in sha256[:2]) or not (
+        sha256[2] == "" or _HEX64.fullmatch(sha256[2])
+    ):
+        return False
+    if unpacker not in ("python", "executable") or not _PLATFORM.fullmatch(platform) or metadata is None:
+        return False
+    try:
+        header = render_header(
+            layout.script,
+            _header_values(
+                sizes=sizes,
+                sha256=sha256,
+                unpacker=unpacker,
+                platform=platform,
+                metadata=metadata.group(1).decode("ascii"),
+            ),
+        )
+    except (UnicodeError, ValueError):
+        return False
+    return _padded_header(layout.script, header, layout.header_size) == head
+
+
 def _seal_places(f: IO[bytes], archive_offset: int) -> dict[str, int]:
     """Where the manifest and its signature lie in ``f`` when they are the tar's first members."""
     from ..manifest import MANIFEST_FILE, SIGNATURE_FILE

@@ -54,6 +54,29 @@ class TrustGate:
         self._state = "start"  # start -> signature -> files | open (a pack with no manifest)
         self._seen: set[str] = set()
         self._checked: set[str] = set()
+        self._folders: set[str] | None = None
+
+    def folder(self, name: str) -> None:
+        """A folder member ``name`` is about to be made: in a pack with a manifest it must hold a listed
+        file (a folder is not in the manifest, so an unlisted one would be an unchecked change), and
+        nothing, not even a folder, may come before the manifest of a pack that must be signed."""
+        if not name:
+            return  # the pack's root ("./")
+        if self._state == "start":
+            if self.trusted or self.pinned:
+                raise _unsigned(MANIFEST_FILE)
+            self._state = "open"
+        elif self._state == "signature":
+            self._close_signature(None)
+        if not self.enforcing:
+            return
+        assert self.manifest is not None
+        if self._folders is None:
+            self._folders = {parent for listed in self.manifest.files for parent in _parents(listed)}
+        if name not in self._folders:
+            raise InvalidPackError(
+                f"the pack holds the folder '{name}', which holds no file its {MANIFEST_FILE} lists"
+            )
 
     @property
     def enforcing(self) -> bool:
@@ -185,7 +208,10 @@ class TrustGate:
                 self.ready(special, path)
         for path in walk_sorted(pack_dir):
             name = path.relative_to(pack_dir).as_posix()
-            if name in (MANIFEST_FILE, SIGNATURE_FILE) or path.is_dir():
+            if name in (MANIFEST_FILE, SIGNATURE_FILE):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                self.folder(name)
                 continue
             if path.is_symlink() or not path.is_file():
                 if self.trusted or self.enforcing:
@@ -212,6 +238,12 @@ class TrustGate:
             self._checked.add(name)
 
 
+def _parents(name: str) -> Iterable[str]:
+    """The folders ``a`` and ``a/b`` of the file ``a/b/c``."""
+    parts = name.split("/")[:-1]
+    return ("/".join(parts[: i + 1]) for i in range(len(parts)))
+
+
 def _repodata_entries(path: Path) -> dict[str, dict[str, object]]:
     try:
         doc = json.loads(path.read_bytes())
@@ -236,6 +268,9 @@ class GatedFiles:
 
     def file_starting(self, name: str, size: int) -> None:
         self.gate.starting(name, size)
+
+    def folder_starting(self, name: str) -> None:
+        self.gate.folder(name)
 
     def file_located(self, name: str, path: Path, source: Path, offset: int, size: int) -> bool:
         if not is_package_member(name):

@@ -65,7 +65,7 @@ def _tar_stream(pack: Path) -> Iterator[IO[bytes]]:
 
 def _check_unpacker(pack: Path, expected: str | None) -> None:
     """A self-extracting script's unpacker has the sha256 its header and the (signed) manifest record."""
-    from ..selfextract.script import read_layout, region_sha256
+    from ..selfextract.script import header_is_ours, read_layout, region_sha256
 
     layout = read_layout(pack) if pack.is_file() else None
     if layout is None:
@@ -73,6 +73,11 @@ def _check_unpacker(pack: Path, expected: str | None) -> None:
     if expected is None:
         raise InvalidPackError(
             f"{MANIFEST_FILE} of '{pack}' does not cover its unpacker (no unpacker-sha256)"
+        )
+    if not header_is_ours(pack, layout):
+        raise InvalidPackError(
+            f"the self-extracting header of '{pack}' is not the one this pixi-pack writes for the values "
+            "it records: its shell code was changed (or it was made by another version; verify it with that one)"
         )
     end = layout.unpacker_offset + layout.unpacker_size
     with open(pack, "rb") as f:
@@ -83,8 +88,9 @@ def _check_unpacker(pack: Path, expected: str | None) -> None:
         )
 
 
-def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path]]:
-    """(name, size, content) of every file of the pack, in the order a reader meets them."""
+def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path | None]]:
+    """(name, size, content) of every file of the pack, in the order a reader meets them; a folder
+    has no content (None)."""
     if pack.is_dir():
         from ..archive import pack_order
 
@@ -92,8 +98,7 @@ def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path]]:
             name = path.relative_to(pack).as_posix()
             if path.is_symlink() or not (path.is_file() or path.is_dir()):
                 raise InvalidPackError(f"the pack's '{name}' is not a regular file")
-            if path.is_file():
-                yield name, path.stat().st_size, path
+            yield (name, path.stat().st_size, path) if path.is_file() else (name, 0, None)
         return
     with _tar_stream(pack) as stream:
         try:
@@ -104,6 +109,8 @@ def _members(pack: Path) -> Iterator[tuple[str, int, IO[bytes] | Path]]:
                         source = tar.extractfile(member)
                         assert source is not None
                         yield name, member.size, source
+                    elif member.isdir():
+                        yield name, 0, None
                     tar.members.clear()
         except tarfile.TarError as exc:
             raise UnsafeArchiveError(f"'{pack}' is not a readable pack: {exc}") from None
@@ -125,6 +132,9 @@ def verify_pack(pack: Path, trusted: list[PublicKey]) -> Verified:
     gate = TrustGate(trusted)
     count = 0
     for name, size, content in _members(pack):
+        if content is None:
+            gate.folder(name)
+            continue
         gate.starting(name, size)
         if name in (MANIFEST_FILE, SIGNATURE_FILE) and not gate.enforcing:
             data = content.read_bytes() if isinstance(content, Path) else content.read(size)
