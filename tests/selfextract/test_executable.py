@@ -30,7 +30,7 @@ from conftest import gone_pid, needs_linux64, run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixi_pack_ext.selfextract.script import (
+from pixi_pack_ext.selfextract.writer import (
     PS1_TRAILER,
     PayloadReader,
     _Escaper,

@@ -19,7 +19,7 @@ from ...archive import safe_extract, write_tar
 from ...errors import InvalidPackError, UsageError
 from ...hookspecs import FormatOption, PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
-from ...selfextract.script import PayloadReader, is_windows, read_layout, write_self_extracting
+from ...selfextract.writer import PayloadReader, is_windows, read_layout, write_self_extracting
 
 SOURCE_OPTION = "pixi_unpack_source"
 WHEELHOUSE_OPTION = "unpacker_wheelhouse"
