@@ -429,7 +429,7 @@ def test_verify_refuses_a_script_whose_unpacker_was_replaced(
 ) -> None:
     """The signed manifest names the unpacker's sha256: a changed unpacker fails ``pixi-pack verify``
     even when the header's own sha256 is changed to match it."""
-    from pixi_pack_ext.selfextract.writer import read_layout, region_sha256
+    from pixi_pack_ext.selfextract.reader import read_layout, region_sha256
 
     layout = read_layout(signed_sh)
     assert layout is not None and layout.unpacker_sha256 is not None

@@ -30,16 +30,9 @@ from conftest import gone_pid, needs_linux64, run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixi_pack_ext.selfextract.writer import (
-    PS1_TRAILER,
-    PayloadReader,
-    _Escaper,
-    copy_unpacker,
-    escape,
-    read_layout,
-    skeleton_sha256,
-    unescape,
-)
+from pixi_pack_ext.selfextract.layout import PS1_TRAILER, escape, unescape
+from pixi_pack_ext.selfextract.reader import PayloadReader, copy_unpacker, read_layout, skeleton_sha256
+from pixi_pack_ext.selfextract.writer import _Escaper
 from pixi_pack_ext.staging_owner import owner_line
 
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
@@ -621,7 +614,7 @@ def _bundle_of(script: Path) -> zipfile.ZipFile:
 
 
 def test_wheelhouse_packs_offline(executable: Path, workspace: Path, tmp_path: Path) -> None:
-    from pixi_pack_ext.selfextract.bundle import cache_dir
+    from pixi_pack_ext.selfextract.unpacker_wheels import cache_dir
 
     cached = cache_dir() / "wheels" / "linux-64"  # filled when the module's executable was made
     if not list(cached.glob("py_rattler-*.whl")):

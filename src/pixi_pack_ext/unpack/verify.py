@@ -51,7 +51,7 @@ class _Window:
 @contextlib.contextmanager
 def _tar_stream(pack: Path) -> Iterator[IO[bytes]]:
     """The pack's tar as a file object: the file itself, or a self-extracting script's payload."""
-    from ..selfextract.writer import read_layout
+    from ..selfextract.reader import read_layout
 
     layout = read_layout(pack)
     with open(pack, "rb") as f:
@@ -65,7 +65,8 @@ def _tar_stream(pack: Path) -> Iterator[IO[bytes]]:
 
 def _check_unpacker(pack: Path, expected: str | None) -> None:
     """A self-extracting script's unpacker has the sha256 its header and the (signed) manifest record."""
-    from ..selfextract.writer import header_is_ours, read_layout, region_sha256
+    from ..selfextract.reader import read_layout, region_sha256
+    from ..selfextract.writer import header_is_ours
 
     layout = read_layout(pack) if pack.is_file() else None
     if layout is None:

@@ -19,7 +19,9 @@ from ...archive import safe_extract, write_tar
 from ...errors import InvalidPackError, UsageError
 from ...hookspecs import FormatOption, PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
-from ...selfextract.writer import PayloadReader, is_windows, read_layout, write_self_extracting
+from ...selfextract.layout import is_windows
+from ...selfextract.reader import PayloadReader, read_layout
+from ...selfextract.writer import write_self_extracting
 
 SOURCE_OPTION = "pixi_unpack_source"
 WHEELHOUSE_OPTION = "unpacker_wheelhouse"
@@ -42,7 +44,7 @@ def check(platform: str, options: dict[str, object]) -> None:
 
         local_source(str(source))
         return
-    from ...selfextract.bundle import check_platform
+    from ...selfextract.unpacker_wheels import check_platform
 
     check_platform(platform)
     wheelhouse = _wheelhouse(options)
