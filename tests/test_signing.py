@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_linux64, pack_prod, run
-from selfextract.test_executable import needs_system_python
+from selfextract.helpers import needs_system_python
 
 from pixi_pack_ext.archive import write_tar
 from pixi_pack_ext.manifest import MANIFEST_FILE, SIGNATURE_FILE

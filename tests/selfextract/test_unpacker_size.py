@@ -20,7 +20,7 @@ from conftest import needs_linux64, run
 
 from pixi_pack_ext.selfextract.elf_strip import strip_symbols
 
-from .test_executable import _bundle_of, clean_env, needs_system_python, run_script
+from .helpers import _bundle_of, clean_env, needs_system_python, run_script
 
 MiB = 1 << 20
 
