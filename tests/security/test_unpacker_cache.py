@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_linux64
-from selfextract.test_executable import _bundle_of, clean_env, needs_system_python, run_script
+from selfextract.helpers import _bundle_of, clean_env, needs_system_python, run_script
 from selfextract.test_unpacker_size import packs  # noqa: F401 (the fixture)
 
 NOBODY = 65534
