@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidPackError
@@ -48,6 +48,16 @@ def check_text(text: str, where: str) -> str:
     return text
 
 
+def render_parts(
+    value: Value, where: str, var: Callable[[str], str], literal: Callable[[str], str]
+) -> list[str]:
+    """Each part in the shell's own words: a reference by ``var`` (its name), text by ``literal``
+    (once ``check_text`` passed it), so no shell writes the checks or the dispatch twice."""
+    return [
+        var(part.name) if isinstance(part, VarRef) else literal(check_text(part, where)) for part in value
+    ]
+
+
 class ShellSyntax:
     """The statements of one shell's activation script."""
 
@@ -73,13 +83,7 @@ class Posix(ShellSyntax):
     def _value(self, value: Value, where: str) -> str:
         if not value:
             return "''"
-        out = []
-        for part in value:
-            if isinstance(part, VarRef):
-                out.append('"${' + part.name + '}"')
-            else:
-                out.append(shlex.quote(check_text(part, where)))
-        return "".join(out)
+        return "".join(render_parts(value, where, lambda name: '"${' + name + '}"', shlex.quote))
 
     def set_var(self, name: str, value: Value, where: str) -> str:
         return f"export {name}={self._value(value, where)}"
@@ -103,14 +107,8 @@ class Fish(ShellSyntax):
     def _value(self, value: Value, where: str) -> str:
         if not value:
             return "''"
-        out = []
-        for part in value:
-            if isinstance(part, VarRef):
-                # A path list (PATH) joins with ':' in double quotes; an unset variable is ''.
-                out.append('"$' + part.name + '"')
-            else:
-                out.append(_fish_literal(check_text(part, where)))
-        return "".join(out)
+        # A path list (PATH) joins with ':' in double quotes; an unset variable is ''.
+        return "".join(render_parts(value, where, lambda name: '"$' + name + '"', _fish_literal))
 
     def set_var(self, name: str, value: Value, where: str) -> str:
         return f"set -gx {name} {self._value(value, where)}"
@@ -129,13 +127,9 @@ class Xonsh(ShellSyntax):
     def _value(self, value: Value, where: str) -> str:
         if not value:
             return "''"
-        out = []
-        for part in value:
-            if isinstance(part, VarRef):
-                out.append(f"__xonsh__.env.detype().get({part.name!r}, '')")
-            else:
-                out.append(repr(check_text(part, where)))
-        return " + ".join(out)
+        return " + ".join(
+            render_parts(value, where, lambda name: f"__xonsh__.env.detype().get({name!r}, '')", repr)
+        )
 
     def set_var(self, name: str, value: Value, where: str) -> str:
         return f"${name} = {self._value(value, where)}"
@@ -172,13 +166,11 @@ class PowerShell(ShellSyntax):
     """PowerShell: single-quoted strings expand nothing; each kind of single quote is doubled."""
 
     def _value(self, value: Value, where: str) -> str:
-        out = ["''"]
-        for part in value:
-            if isinstance(part, VarRef):
-                out.append("${Env:" + part.name + "}")
-            else:
-                out.append(_ps_literal(check_text(part, where)))
-        return " + ".join(out) if len(out) > 1 else "''"
+        if not value:
+            return "''"
+        return " + ".join(
+            ["''", *render_parts(value, where, lambda name: "${Env:" + name + "}", _ps_literal)]
+        )
 
     def set_var(self, name: str, value: Value, where: str) -> str:
         return f"${{Env:{name}}} = {self._value(value, where)}"
@@ -255,17 +247,16 @@ class Nushell(ShellSyntax):
     """nushell: double-quoted strings with backslash escapes; a list variable (PATH) is joined."""
 
     def _value(self, value: Value, where: str) -> str:
-        out = ['""']
-        for part in value:
-            if isinstance(part, VarRef):
-                out.append(
-                    f"($env.{part.name}? | default '' "
-                    "| if ($in | describe | str starts-with 'list') { $in | str join (char esep) } "
-                    "else { $in | into string })"
-                )
-            else:
-                out.append(_nu_literal(check_text(part, where)))
-        return "(" + " + ".join(out) + ")"
+        parts = render_parts(value, where, self._var, _nu_literal)
+        return "(" + " + ".join(['""', *parts]) + ")"
+
+    @staticmethod
+    def _var(name: str) -> str:
+        return (
+            f"($env.{name}? | default '' "
+            "| if ($in | describe | str starts-with 'list') { $in | str join (char esep) } "
+            "else { $in | into string })"
+        )
 
     def set_var(self, name: str, value: Value, where: str) -> str:
         return f"$env.{name} = {self._value(value, where)}"
