@@ -72,9 +72,10 @@ def pack_prod(
     *extra: object,
     check: bool = True,
     env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``pack_argv`` (``extra``: more options) and return the completed process."""
-    return run(*pack_argv(workspace, out, *extra), check=check, env=env)
+    return run(*pack_argv(workspace, out, *extra), check=check, env=env, timeout=timeout)
 
 
 def copy_workspace(workspace: Path, target: Path) -> Path:

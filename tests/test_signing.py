@@ -327,8 +327,7 @@ def test_directory_pack_is_checked_in_place(workspace: Path, keys: Path, tmp_pat
 @pytest.fixture(scope="module")
 def signed_sh(workspace: Path, keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("signed-sh") / "environment.sh"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable", "-o", out,
-        "--sign", keys / "team", timeout=600)  # fmt: skip
+    pack_prod(workspace, out, "--create-executable", "--sign", keys / "team", timeout=600)
     return out
 
 
@@ -402,23 +401,11 @@ def test_self_extracting_other_key_or_unsigned_is_refused(
 ) -> None:
     """A script signed by another key, and an unsigned one: both refused before the unpacker runs."""
     other = tmp_path / "other.sh"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "--create-executable", "-o", other,
-        "--sign", keys / "other", timeout=600)  # fmt: skip
+    pack_prod(workspace, other, "--create-executable", "--sign", keys / "other", timeout=600)
     bad = run_sh(other, tmp_path, "-o", tmp_path / "bad", "-k", keys / "team.pub")
     assert bad.returncode == 1 and "does not verify" in bad.stderr
     unsigned = tmp_path / "unsigned.sh"
-    run(
-        "pixi-pack",
-        workspace,
-        "-e",
-        "prod",
-        "-p",
-        "linux-64",
-        "--create-executable",
-        "-o",
-        unsigned,
-        timeout=600,
-    )
+    pack_prod(workspace, unsigned, "--create-executable", timeout=600)
     bad = run_sh(unsigned, tmp_path, "-o", tmp_path / "bad", "-k", keys / "team.pub")
     assert bad.returncode == 1 and "the pack is not signed" in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_linux64, run
+from conftest import needs_linux64, pack_prod
 
 from pixi_pack_ext.selfextract.elf_strip import strip_symbols
 
@@ -29,19 +29,8 @@ MiB = 1 << 20
 def packs(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("sizes")
     tar, script = folder / "environment.tar", folder / "environment.sh"
-    run("pixi-pack", workspace, "-e", "prod", "-p", "linux-64", "-o", tar)
-    run(
-        "pixi-pack",
-        workspace,
-        "-e",
-        "prod",
-        "-p",
-        "linux-64",
-        "--create-executable",
-        "-o",
-        script,
-        timeout=900,
-    )
+    pack_prod(workspace, tar)
+    pack_prod(workspace, script, "--create-executable", timeout=900)
     return tar, script
 
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import rattler
-from conftest import host_platform, run
+from conftest import host_platform, pack_prod, run
 
 from pixi_pack_ext.testing.world import ChannelServer, write_lock
 
@@ -107,32 +107,11 @@ def packs(
             result[f"{manifest}-{env}"] = pack
         if manifest == "pixi.toml":
             executable = root / "prod.sh"
-            run(
-                "pixi-pack",
-                workspace,
-                "-e",
-                "prod",
-                "-p",
-                "linux-64",
-                "--create-executable",
-                "-o",
-                executable,
-            )
+            pack_prod(workspace, executable, "--create-executable")
             result["executable"] = executable
     # An installed environment (rattler, from the lock) and a cache holding its archives: --prefix.
     workspace = root / "pixi-toml"
-    run(
-        "pixi-pack",
-        workspace,
-        "-e",
-        "prod",
-        "-p",
-        "linux-64",
-        "-o",
-        root / "x.tar",
-        "--use-cache",
-        root / "cache",
-    )
+    pack_prod(workspace, root / "x.tar", "--use-cache", root / "cache")
     locked = rattler.LockFile.from_path(workspace / "pixi.lock").environment("prod")
     assert locked is not None
     records = [p.repo_data_record() for p in next(iter(locked.packages_by_platform().values()))]
