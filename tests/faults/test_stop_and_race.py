@@ -66,19 +66,26 @@ def test_after_the_first_finishes_a_second_needs_force(demo_pack: Path, tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["activate.sh", "env"]
 
 
+def _stop(process: subprocess.Popen[bytes], signum: int, ready: Callable[[], bool] = lambda: True) -> str:
+    """Send ``signum`` once ``ready()`` holds (asserted) and return the stderr of the exit; a process
+    still running after a failure here is killed, so no test leaves one behind."""
+    try:
+        assert ready()
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return err.decode(errors="replace")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_stop_signal_while_unpacking_is_handled_like_ctrl_c(
     signum: int, demo_pack: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     process = unpack_half_a_pack(demo_pack, out, stderr=subprocess.PIPE)
-    try:
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    text = err.decode(errors="replace")
+    text = _stop(process, signum)
     assert process.returncode == 128 + signum, text
     assert "interrupted" in text and signal.Signals(signum).name in text and "Traceback" not in text, text
     assert not out.exists(), "the output folder this run made is left"
@@ -92,14 +99,7 @@ def test_a_stop_signal_while_packing_is_handled_like_ctrl_c(
     out = tmp_path / "out"
     out.mkdir()
     process = start_pack(workspace, out / "env.tar", stderr=subprocess.PIPE)
-    try:
-        assert wait_until(lambda: faulty.fault_log.count(held) == 1)
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    text = err.decode(errors="replace")
+    text = _stop(process, signum, ready=lambda: wait_until(lambda: faulty.fault_log.count(held) == 1))
     assert process.returncode == 128 + signum, text
     assert "interrupted" in text and "Traceback" not in text, text
     assert list(out.iterdir()) == [], "a partial pack or staging folder was left"
