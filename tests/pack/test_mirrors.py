@@ -5,6 +5,7 @@ asked once per file, and a file no candidate has is one error naming every URL t
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,27 @@ def servers(channel_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         yield original, missing, good
 
 
+@pytest.fixture
+def pack_with_mirrors(servers, workspace: Path, channel_server: ChannelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Pack the workspace, its lock pointing at the original server, into tmp_path/env.tar with a
+    config whose ``[mirrors]`` lists the given servers for the original."""
+    original = servers[0]
+    ws = relocate_workspace(workspace, tmp_path / "ws", channel_server.url, original.url)
+
+    def pack(
+        mirrors: list[ChannelServer], *extra: object, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        config = config_with_mirrors(tmp_path / "config.toml", original.url, [m.url for m in mirrors])
+        return pack_prod(ws, tmp_path / "env.tar", "-c", config, *extra, check=check)
+
+    return pack
+
+
 def test_mirrors_replace_the_original_and_each_is_asked_once(
-    servers, workspace: Path, channel_server: ChannelServer, tmp_path: Path
+    servers, pack_with_mirrors, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     original, missing, good = servers
-    ws = relocate_workspace(workspace, tmp_path / "ws", channel_server.url, original.url)
-    config = config_with_mirrors(tmp_path / "config.toml", original.url, [missing.url, good.url])
-    pack_prod(ws, tmp_path / "env.tar", "-c", config)
+    pack_with_mirrors([missing, good])
     asked_missing = package_requests(missing)
     asked_good = package_requests(good)
     assert len(asked_good) == 4 and len(set(asked_good)) == 4, asked_good
@@ -65,27 +80,21 @@ def test_mirrors_replace_the_original_and_each_is_asked_once(
 
 
 def test_the_original_is_asked_when_listed_among_the_mirrors(
-    servers, workspace: Path, channel_server: ChannelServer, tmp_path: Path
+    servers, pack_with_mirrors, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     original, missing, _good = servers
-    ws = relocate_workspace(workspace, tmp_path / "ws", channel_server.url, original.url)
-    config = config_with_mirrors(tmp_path / "config.toml", original.url, [missing.url, original.url])
-    pack_prod(ws, tmp_path / "env.tar", "-c", config)
+    pack_with_mirrors([missing, original])
     assert len(package_requests(missing)) == 4
     assert len(package_requests(original)) == 4
     assert_pack_holds_channel_files(tmp_path / "env.tar", original.directory)
 
 
-def test_no_candidate_has_the_file_names_every_url_tried(
-    servers, workspace: Path, channel_server: ChannelServer, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_no_candidate_has_the_file_names_every_url_tried(servers, pack_with_mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     original, missing, _good = servers
     other_empty = tmp_path / "empty2"
     other_empty.mkdir()
     with ChannelServer(other_empty) as missing_too:
-        ws = relocate_workspace(workspace, tmp_path / "ws", channel_server.url, original.url)
-        config = config_with_mirrors(tmp_path / "config.toml", original.url, [missing.url, missing_too.url])
-        result = pack_prod(ws, tmp_path / "env.tar", "-c", config, "--concurrent-downloads", "1", check=False)
+        result = pack_with_mirrors([missing, missing_too], "--concurrent-downloads", "1", check=False)
         asked = package_requests(missing), package_requests(missing_too)
     line = error_line(result)
     failed = asked[0][0]  # the first file asked for, the one the run stopped at
