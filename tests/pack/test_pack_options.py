@@ -139,7 +139,9 @@ def test_checksum_mismatch_fails_and_names_package_url_and_hashes(channel_dir: P
         ws = make_workspace(tmp_path / "ws", server.url)
         victim = next(channel.glob("linux-64/libgreet-*.conda"))
         good = sha256_of(victim)
-        victim.write_bytes(victim.read_bytes() + b"tampered")
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size: the hash, not the size bound, must catch it
+        victim.write_bytes(bytes(data))
         out = tmp_path / "out"
         out.mkdir()
         result = run("pixi-pack", ws, "-p", "linux-64", "-o", out / "environment.tar", check=False)

@@ -196,7 +196,15 @@ def test_package_found_nowhere_is_a_clean_error(installed: InstalledWorld, tmp_p
     line = error_line(result)
     assert "HTTP 404" in line and f"libgreet=2.1={archive.name.split('-')[-1].removesuffix('.conda')}" in line
     assert "no verified archive or extracted folder of libgreet" in line and "--use-cache" in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["conda", "gone"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "xdg-cache") == ["conda", "gone"]
+    # the user's cache holds at most the tool's start-up cache, never a download
+    cached = (
+        [p for p in (tmp_path / "xdg-cache").rglob("*") if p.is_file()]
+        if (tmp_path / "xdg-cache").exists()
+        else []
+    )
+    assert all(p.relative_to(tmp_path / "xdg-cache").parts[0] == "pixi-pack-ext" for p in cached), cached
+    assert not [p for p in cached if p.name.endswith((".conda", ".tar.bz2"))], cached
 
 
 def _tree(root: Path) -> dict[str, bytes | str]:
