@@ -120,3 +120,27 @@ def test_a_quiet_pack_imports_neither_rich_nor_httpx(workspace: Path, tmp_path: 
         assert result.returncode == 0, result.stderr[-3000:]
         assert out.is_file()
     assert heavy(modules, ("rich", "httpx", "httpcore", "importlib.metadata")) == []
+
+
+def test_a_kept_text_another_user_could_have_written_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept entry-point list names modules to import: a root run keeping a user's HOME must not
+    read a cache that user (or anyone) could have written."""
+    from pixi_pack_ext import startup_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    startup_cache.keep("entry-points", "key", "kept text")
+    assert startup_cache.read("entry-points", "key") == "kept text"
+    folder = Path(startup_cache.cache_dir("entry-points"))
+    folder.chmod(0o777)
+    assert startup_cache.read("entry-points", "key") is None  # a folder anyone can write to
+    folder.chmod(0o755)
+    kept = next(folder.glob("*.txt"))
+    kept.chmod(0o666)
+    assert startup_cache.read("entry-points", "key") is None  # a file anyone can write to
+    kept.chmod(0o644)
+    assert startup_cache.read("entry-points", "key") == "kept text"
+    if os.geteuid() == 0:
+        os.chown(kept, 12345, -1)
+        assert startup_cache.read("entry-points", "key") is None  # another user's file

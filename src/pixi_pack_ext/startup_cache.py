@@ -68,6 +68,15 @@ def installation_key() -> str:
     return "\n".join(parts)
 
 
+def _owned_by_us(path: str) -> bool:
+    """Whether only this user can have written ``path``: the cache names modules to import, so one
+    another user could write (a root run keeping a user's HOME) is never read."""
+    st = os.lstat(path)
+    if not hasattr(os, "getuid"):
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and not os.path.islink(path)
+
+
 def _path_for(kind: str, key: str) -> str:
     return os.path.join(cache_dir(kind), f"{zlib.crc32(key.encode()):08x}.txt")
 
@@ -79,8 +88,11 @@ def read(kind: str, key: str) -> str | None:
     """The text kept under ``key``, or None."""
     if not ENABLED:
         return None
+    path = _path_for(kind, key)
     try:
-        with open(_path_for(kind, key), encoding="utf-8") as f:
+        if not _owned_by_us(path) or not _owned_by_us(os.path.dirname(path)):
+            return None
+        with open(path, encoding="utf-8") as f:
             kept = f.read()
     except (OSError, UnicodeDecodeError):
         return None
