@@ -15,14 +15,13 @@ from pixi_pack_ext.testing.world import ChannelServer, PypiEntry, write_lock
 from .hostile import error_line, snapshot
 
 
-def test_subdir_climbing_out_is_refused(workspace: Path, tmp_path: Path) -> None:
+def _pack_with_libgreet_edited(workspace: Path, tmp_path: Path, pattern: str, replacement: str) -> str:
+    """Pack a copy of the workspace whose lock has libgreet's entry edited by one regex substitution;
+    returns the error line, after checking that nothing under ``tmp_path`` changed."""
     hostile = tmp_path / "ws"
     hostile.mkdir()
     shutil.copy(workspace / "pixi.toml", hostile / "pixi.toml")
-    text = (workspace / "pixi.lock").read_text()
-    text, count = re.subn(
-        r"^(- conda: \S+/linux-64/libgreet-[^\n]+\n)", r"\1  subdir: ../../../escaped\n", text, flags=re.M
-    )
+    text, count = re.subn(pattern, replacement, (workspace / "pixi.lock").read_text(), flags=re.M)
     assert count == 1
     (hostile / "pixi.lock").write_text(text)
     (tmp_path / "out").mkdir()
@@ -31,8 +30,15 @@ def test_subdir_climbing_out_is_refused(workspace: Path, tmp_path: Path) -> None
         "pixi-pack", hostile, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "out" / "env.tar", check=False
     )
     line = error_line(result)
-    assert "the subdir '../../../escaped' is not a plain folder name" in line, line
     assert snapshot(tmp_path) == before
+    return line
+
+
+def test_subdir_climbing_out_is_refused(workspace: Path, tmp_path: Path) -> None:
+    line = _pack_with_libgreet_edited(
+        workspace, tmp_path, r"^(- conda: \S+/linux-64/libgreet-[^\n]+\n)", r"\1  subdir: ../../../escaped\n"
+    )
+    assert "the subdir '../../../escaped' is not a plain folder name" in line, line
 
 
 def test_wheel_name_with_backslashes_is_refused(channel_server: ChannelServer, tmp_path: Path) -> None:
@@ -59,24 +65,11 @@ def test_a_lock_entry_without_any_hash_is_refused_before_anything_is_fetched(
     workspace: Path, tmp_path: Path
 ) -> None:
     """Without a sha256 or md5 the pack would hold whatever the server sends."""
-    hostile = tmp_path / "ws"
-    hostile.mkdir()
-    shutil.copy(workspace / "pixi.toml", hostile / "pixi.toml")
-    text = (workspace / "pixi.lock").read_text()
-    text, count = re.subn(
+    line = _pack_with_libgreet_edited(
+        workspace,
+        tmp_path,
         r"^(- conda: \S+/linux-64/libgreet-[^\n]+\n(?:  [^\n]*\n)*?)  sha256: \w+\n  md5: \w+\n",
         r"\1",
-        text,
-        flags=re.M,
     )
-    assert count == 1
-    (hostile / "pixi.lock").write_text(text)
-    (tmp_path / "out").mkdir()
-    before = snapshot(tmp_path)
-    result = run(
-        "pixi-pack", hostile, "-e", "prod", "-p", "linux-64", "-o", tmp_path / "out" / "env.tar", check=False
-    )
-    line = error_line(result)
     assert "refusing to pack libgreet=2.1" in line and "neither a sha256 nor an md5" in line, line
     assert "--inject" in line and "pixi lock" in line, line
-    assert snapshot(tmp_path) == before
