@@ -103,17 +103,20 @@ def default_shell(platform: str) -> str:
     return "cmd" if platform.startswith("win") else "bash"
 
 
-def activation_path(output_dir: Path, shell: str | None, platform: str) -> Path:
-    """Where ``write_activation_script`` writes the script for ``shell``."""
+def activation_path(output_dir: Path, shell: str | None, platform: str, stem: str = "activate") -> Path:
+    """Where ``write_activation_script`` writes the script for ``shell`` (``stem``: its name
+    without the extension; ``--all`` names each environment's ``activate-NAME``)."""
     shell = shell or default_shell(platform)
     if shell not in SHELLS:
         raise UsageError(f"unknown shell '{shell}'; choose one of {', '.join(SHELLS)}")
-    return output_dir / f"activate.{SHELLS[shell]}"
+    return output_dir / f"{stem}.{SHELLS[shell]}"
 
 
-def check_activation_target(output_dir: Path, shell: str | None, platform: str, force: bool) -> Path:
+def check_activation_target(
+    output_dir: Path, shell: str | None, platform: str, force: bool, stem: str = "activate"
+) -> Path:
     """Refuse, before anything is installed, to replace a script (or link, or folder) already there."""
-    target = activation_path(output_dir, shell, platform)
+    target = activation_path(output_dir, shell, platform, stem)
     if target.is_symlink() or target.exists():
         if target.is_dir() and not target.is_symlink():
             raise UsageError(f"'{target}' is a folder; remove it to write the activation script there")
@@ -275,11 +278,12 @@ def write_activation_script(
     shell: str | None,
     platform: str,
     manifest: ManifestActivation | None = None,
+    stem: str = "activate",
 ) -> Path:
-    """Write ``activate.<ext>`` for ``shell`` (default: bash on Unix, cmd on Windows) into
-    ``output_dir`` atomically; a link at its place is replaced, never followed."""
+    """Write ``activate.<ext>`` (``stem.<ext>``) for ``shell`` (default: bash on Unix, cmd on
+    Windows) into ``output_dir`` atomically; a link at its place is replaced, never followed."""
     shell = shell or default_shell(platform)
-    target = activation_path(output_dir, shell, platform)
+    target = activation_path(output_dir, shell, platform, stem)
     text = activation_script(prefix, shell, platform, manifest)
     skipped = skipped_manifest_scripts(manifest, shell)
     if skipped:

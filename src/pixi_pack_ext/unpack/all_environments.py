@@ -1,21 +1,21 @@
-"""``pixi-unpack PACK --all``: each environment of a pack into a folder of its own name.
+"""``pixi-unpack PACK --all``: each environment of a pack into a folder of its own name, all or none.
 
 Each environment is a full unpack of its own (the pack is read once per environment); its
 activation script is named after it (``activate-NAME.sh``), since they share the output folder.
+Every environment is assembled aside before any moves into place, and a failure of any leaves the
+output folder as it was (``driver.unpack_together``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from ..environments import environment_names
 from ..errors import UsageError
 from ..metadata import parse_metadata
 from ..plugins import PluginManager, get_plugin_manager
-from .activation import activation_path
-from .driver import UnpackOptions, host_platform, unpack
+from .driver import UnpackOptions, unpack_together
 
 
 def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> list[Path]:
@@ -31,16 +31,8 @@ def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> 
         if text is not None:
             parse_metadata(text)  # a pixi-pack.json that cannot be read says why, not "holds one"
         raise UsageError("--all applies to a pack of several environments; this pack holds one")
-    prefixes = []
-    output_dir = options.output_directory.absolute()
-    suffix = activation_path(output_dir, options.shell, host_platform()).suffix
-    for name in names:  # checked before anything is installed, as unpack checks activate.*
-        named = output_dir / f"activate-{name}{suffix}"
-        if (named.is_symlink() or named.exists()) and not options.force:
-            raise UsageError(f"'{named}' already exists; remove it or pass --force to replace it")
-    for name in names:
-        prefix = unpack(dataclasses.replace(options, environment=name, env_name=name), plugins)
-        for script in output_dir.glob("activate.*"):
-            os.replace(script, output_dir / f"activate-{name}{script.suffix}")
-        prefixes.append(prefix)
-    return prefixes
+    batch = [
+        dataclasses.replace(options, environment=name, env_name=name, activation_script=f"activate-{name}")
+        for name in names
+    ]
+    return unpack_together(batch, plugins)

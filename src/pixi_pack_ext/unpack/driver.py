@@ -11,7 +11,9 @@ staging folder inside the output folder (the same file system), and moves it int
 it is complete. An environment it replaces (``--force``) stays where it is until then, and comes
 back when the last step fails. A failure or a stop signal therefore leaves the output folder as it
 was: the staging folder goes, and the output folder itself only when this run made it and it is
-still empty.
+still empty. Several environments of one pack (``--all``) are each assembled in a staging folder
+of their own before any moves into place, and a failure of any takes every one out again
+(``unpack_together``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,7 +50,12 @@ from ..metadata import CHANNEL_DIR, PackMetadata
 from ..plugins import PluginManager, get_plugin_manager
 from ..sshsig import PublicKey
 from ..staging_owner import make_owned_folder, remove_tree
-from .activation import check_activation_target, install_scripts, write_activation_script
+from .activation import (
+    activation_path,
+    check_activation_target,
+    install_scripts,
+    write_activation_script,
+)
 from .cache_prefill import CachePrefill
 from .conda_meta import Origin, read_origin, restore_origins
 from .link_scripts import find_link_scripts, run_post_link, warn_not_run
@@ -90,6 +97,8 @@ class UnpackOptions:
     manifest_sha256: str | None = None
     #: Compile the wheels' bytecode with the environment's python (runs code from the pack).
     compile_bytecode: bool = False
+    #: The activation script's name without its extension (``--all``: ``activate-NAME``).
+    activation_script: str = "activate"
 
 
 def host_platform() -> str:
@@ -313,7 +322,48 @@ def _exchange(first: Path, second: Path) -> bool:
 
 def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
     """Install the pack into ``output_directory/env_name``; returns the prefix."""
+    return unpack_together([options], plugins)[0]
+
+
+def unpack_together(batch: list[UnpackOptions], plugins: PluginManager | None = None) -> list[Path]:
+    """Install each of ``batch`` (one pack's environments, into one output folder) all or none:
+    every environment is assembled aside first, and only when all are complete do they move into
+    place, one after the other; any failure then takes the placed ones out again and puts back
+    what they replaced, so the output folder is left as it was. Returns the prefixes."""
     plugins = plugins or get_plugin_manager()
+    checked = [_check_before_writing(options, plugins) for options in batch]
+    output_dir = batch[0].output_directory.absolute()
+    assert all(options.output_directory.absolute() == output_dir for options in batch)
+    created_output = not output_dir.exists()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnpackError(
+            f"cannot create the output folder '{output_dir}': {exc.strerror}; choose a writable folder with -o"
+        ) from None
+    try:
+        with locked_output(output_dir):
+            for options, (_, _, prefix) in zip(batch, checked, strict=True):
+                _prepare_prefix(prefix, options.force)  # again: another run may have finished meanwhile
+            with contextlib.ExitStack() as assembled:
+                environments = [
+                    assembled.enter_context(_assembled(options, plugins, fmt, pack, output_dir, prefix))
+                    for options, (fmt, pack, prefix) in zip(batch, checked, strict=True)
+                ]
+                for environment in environments:
+                    environment.place()
+            return [prefix for _, _, prefix in checked]
+    except BaseException:
+        if created_output:
+            with held_interrupts(), contextlib.suppress(OSError):
+                output_dir.rmdir()  # only while empty: never what another run or the user put there
+        raise
+
+
+def _check_before_writing(
+    options: UnpackOptions, plugins: PluginManager
+) -> tuple[PackFormat, Path | None, Path]:
+    """What can be refused before anything is written: (the pack's format, the pack, the prefix)."""
     pack = options.pack
     if pack is not None and str(pack) == "-":
         pack = None
@@ -329,44 +379,90 @@ def unpack(options: UnpackOptions, plugins: PluginManager | None = None) -> Path
     if options.env_name in ("", ".", "..") or "/" in options.env_name or "\\" in options.env_name:
         raise UsageError(f"environment name '{options.env_name}' must be a plain folder name")
     _prepare_prefix(prefix, options.force)
-    check_activation_target(output_dir, options.shell, host_platform(), options.force)
+    check_activation_target(
+        output_dir, options.shell, host_platform(), options.force, options.activation_script
+    )
     if pack is not None and fmt.peek_metadata is not None:
         text = fmt.peek_metadata(pack)
         if text is not None:
             validate_metadata(peek_selection(text, options.environment))
-
-    created_output = not output_dir.exists()
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UnpackError(
-            f"cannot create the output folder '{output_dir}': {exc.strerror}; choose a writable folder with -o"
-        ) from None
-    try:
-        with locked_output(output_dir):
-            _prepare_prefix(prefix, options.force)  # again: another run may have finished meanwhile
-            return _unpack_locked(options, plugins, fmt, pack, output_dir, prefix)
-    except BaseException:
-        if created_output:
-            with held_interrupts(), contextlib.suppress(OSError):
-                output_dir.rmdir()  # only while empty: never what another run or the user put there
-        raise
+    return fmt, pack, prefix
 
 
-def _unpack_locked(
+@dataclass
+class _Assembled:
+    """An environment complete in its staging folder, and how to move it into place (with its
+    activation script) and out again."""
+
+    options: UnpackOptions
+    output_dir: Path
+    prefix: Path
+    workdir: Path
+    pack_dir: Path
+    metadata: PackMetadata
+    records: list[rattler.RepoDataRecord]
+    placement: _Placement
+    script: Path | None = None  # the activation script, once written
+    replaced_script: Path | None = None  # where the one it replaced is kept until the end
+
+    def place(self) -> None:
+        """Into place, then what names the environment's own path is done where it lives."""
+        options, prefix, metadata = self.options, self.prefix, self.metadata
+        with held_interrupts():  # complete: into place, or not at all
+            self.placement.place(options.force)
+        if options.run_post_link_scripts:
+            with deferred_interrupts("the link scripts"):
+                run_post_link(prefix, find_link_scripts(prefix, self.records, metadata.platform))
+        with held_interrupts():
+            manifest = (
+                install_scripts(self.pack_dir, prefix, metadata.activation) if metadata.activation else None
+            )
+            self._keep_replaced_script()
+            self.script = write_activation_script(
+                self.output_dir, prefix, options.shell, metadata.platform, manifest, options.activation_script
+            )
+
+    def _keep_replaced_script(self) -> None:
+        """A second name for the activation script ``--force`` replaces, so ``undo`` can put it back."""
+        target = activation_path(
+            self.output_dir, self.options.shell, self.metadata.platform, self.options.activation_script
+        )
+        if not (target.is_symlink() or target.exists()):
+            return
+        kept = self.workdir / "replaced-activation"
+        try:
+            os.link(target, kept, follow_symlinks=False)
+        except OSError:  # a file system without hard links
+            shutil.copy2(target, kept, follow_symlinks=False)
+        self.replaced_script = kept
+
+    def undo(self) -> None:
+        """Take the environment and its activation script out again; put back what they replaced."""
+        if self.script is not None:
+            if self.replaced_script is not None:
+                os.replace(self.replaced_script, self.script)
+            else:
+                self.script.unlink(missing_ok=True)
+            self.script = None
+        self.placement.undo()
+
+
+@contextlib.contextmanager
+def _assembled(
     options: UnpackOptions,
     plugins: PluginManager,
     fmt: PackFormat,
     pack: Path | None,
     output_dir: Path,
     prefix: Path,
-) -> Path:
-    """The unpack itself, holding the output folder's lock: the environment is assembled at
-    ``staged_prefix`` and moved to ``prefix`` once complete."""
+) -> Iterator[_Assembled]:
+    """The unpack itself, holding the output folder's lock: the environment is assembled in a
+    staging folder and handed out complete; a failure, there or while it (or another environment
+    of the same run) moves into place, undoes its placement. Its staging folder goes at the end."""
     workdir = _make_workdir(output_dir)  # one a killed unpack left goes
     staged_prefix = workdir / "env"
     placement = _Placement(staged_prefix, prefix, workdir / "replaced")
-    activation: Path | None = None
+    environment: _Assembled | None = None
     cache_removal: threading.Thread | None = None
     linking = False  # True while rattler links, and after it failed doing so
     ram = RamStaging.create()
@@ -418,24 +514,15 @@ def _unpack_locked(
             cache_removal = threading.Thread(target=_remove_cache, args=(workdir / "cache", ram))
             cache_removal.start()
             steps.run_all()
-        with held_interrupts():  # complete: into place, or not at all
-            placement.place(options.force)
-        # What names the environment's own path is done where it lives; a failure puts back what
-        # was there before
-        if options.run_post_link_scripts:
-            with deferred_interrupts("the link scripts"):
-                run_post_link(prefix, find_link_scripts(prefix, records, metadata.platform))
-        with held_interrupts():
-            manifest = install_scripts(pack_dir, prefix, metadata.activation) if metadata.activation else None
-            activation = write_activation_script(
-                output_dir, prefix, options.shell, metadata.platform, manifest
-            )
+        environment = _Assembled(options, output_dir, prefix, workdir, pack_dir, metadata, records, placement)
+        yield environment
     except BaseException as exc:
         with held_interrupts():  # a second Ctrl-C must not stop the clean-up halfway
-            if activation is not None:
-                activation.unlink(missing_ok=True)
             try:
-                placement.undo()
+                if environment is not None:
+                    environment.undo()
+                else:
+                    placement.undo()
             except OSError as undo_error:  # pragma: no cover - the folder changed under us
                 log.error("could not put back the environment that was at %s: %s", prefix, undo_error)
         if isinstance(exc, OSError) and not isinstance(exc, PixiPackError):
@@ -450,7 +537,6 @@ def _unpack_locked(
             remove_tree(workdir)
             if linking:
                 _remove_after_the_linkers(workdir)
-    return prefix
 
 
 def _remove_after_the_linkers(workdir: Path) -> None:
