@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidPackError
-from .untrusted import RESERVED_ENV_NAMES
+from .untrusted import MAX_FIELD, RESERVED_ENV_NAMES, component_problem, env_value, unique_names
 
 #: The pack's folder of activation scripts, and the field of ``pixi-pack.json`` that lists them.
 ACTIVATION_DIR = "activation"
@@ -27,7 +27,7 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def check_name(name: str, where: str) -> str:
     """An environment variable name any shell can set, or one clear refusal naming ``where``."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > MAX_FIELD:
         raise InvalidPackError(
             f"{where} sets an environment variable with an invalid name {name!r}; "
             "names are letters, digits and '_' and do not start with a digit"
@@ -70,6 +70,19 @@ def script_member(index: int, source_name: str) -> str:
     return f"{ACTIVATION_DIR}/{index:02d}-{plain[:100]}"
 
 
+def shared_script_member(content_sha256: str, source_name: str, taken: set[str]) -> str:
+    """The pack path of a script in a pack of several environments: named by its content, so one
+    file serves every environment that sources it and two different files of the same name never
+    meet; ``taken`` (this environment's members so far) keeps one list free of repeats."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", source_name).lstrip(".-_") or "script"
+    member = f"{ACTIVATION_DIR}/{content_sha256[:16]}-{plain[:100]}"
+    repeat = 1
+    while member in taken:
+        repeat += 1
+        member = f"{ACTIVATION_DIR}/{content_sha256[:16]}-{repeat}-{plain[:100]}"
+    return member
+
+
 def parse_activation(data: object, source: str) -> PackActivation:
     """The ``activation`` field of ``pixi-pack.json``, checked; anything else is one clear refusal."""
     where = f"{source} field '{ACTIVATION_FIELD}'"
@@ -79,16 +92,22 @@ def parse_activation(data: object, source: str) -> PackActivation:
     scripts = data.get("scripts", [])
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise InvalidPackError(f"{where}: 'env' must map variable names to string values")
-    for name in env:
+    for name, value in env.items():
         check_name(name, where)
+        env_value(value, where, name)
     if not isinstance(scripts, list) or not all(isinstance(s, str) for s in scripts):
         raise InvalidPackError(f"{where}: 'scripts' must be a list of paths inside {ACTIVATION_DIR}/")
     for script in scripts:
         folder, _, name = script.partition("/")
-        if folder != ACTIVATION_DIR or not _SCRIPT_NAME.fullmatch(name) or name in (".", ".."):
+        if (
+            folder != ACTIVATION_DIR
+            or not _SCRIPT_NAME.fullmatch(name)
+            or component_problem(name, windows=True) is not None
+        ):
             raise InvalidPackError(
                 f"{where} names the script {script!r}; scripts must be plain files directly in {ACTIVATION_DIR}/"
             )
     if len(set(scripts)) != len(scripts):
         raise InvalidPackError(f"{where} names a script twice")
+    unique_names((s.partition("/")[2] for s in scripts), where, "script")
     return PackActivation(env=tuple(env.items()), scripts=tuple(scripts))

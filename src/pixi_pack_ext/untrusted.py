@@ -702,12 +702,17 @@ def env_vars(data: bytes, what: str) -> dict[str, str]:
         problem = env_name_problem(key)
         if problem is not None:
             raise refuse(what, "variable name", key, problem)
-        if not isinstance(value, str):
-            raise refuse(what, f"value of {key}", value, "is not a string")
-        if "\0" in value or len(value) > MAX_PATH * 8:
-            raise refuse(what, f"value of {key}", value, "holds a NUL or is too long")
-        result[key] = value
+        result[key] = env_value(value, what, key)
     return result
+
+
+def env_value(value: object, what: str, name: str) -> str:
+    """A variable's value: a string without NUL (no shell can hold one), of a bounded length."""
+    if not isinstance(value, str):
+        raise refuse(what, f"value of {name}", value, "is not a string")
+    if "\0" in value or len(value) > MAX_PATH * 8:
+        raise refuse(what, f"value of {name}", value, "holds a NUL or is too long")
+    return value
 
 
 def wheel_file_name(value: str, what: str = "the pack's pypi/ folder") -> Component:
