@@ -5,7 +5,11 @@ Such a pack has one channel holding each archive once, and its ``pixi-pack.json`
 
     "environments": {NAME: {PLATFORM: {"conda": ["channel/SUBDIR/FILE", ...],
                                        "pypi": ["pypi/FILE.whl", ...],
-                                       "virtual-packages": ["__glibc=2.28", ...]}}}
+                                       "virtual-packages": ["__glibc=2.28", ...],
+                                       "activation": {"env": {...}, "scripts": ["activation/..."]}}}}
+
+``activation`` (optional) is the workspace's ``[activation]`` of that environment and platform, as
+a pack of one environment carries it; the scripts it names live once in the pack's ``activation/``.
 
 ``pixi-unpack --environment NAME`` installs exactly the listed files of NAME for the host's
 platform; a pack of one environment and one platform stays format "1".
@@ -23,6 +27,7 @@ from pathlib import Path
 import rattler
 
 from . import __version__, untrusted
+from .activation_data import ACTIVATION_FIELD, PackActivation, parse_activation
 from .errors import InvalidPackError, UsageError
 from .metadata import METADATA_FILE, PYPI_DIR, PackMetadata, parse_metadata, read_metadata
 
@@ -41,11 +46,15 @@ class Target:
     conda: tuple[str, ...]
     pypi: tuple[str, ...] = ()
     virtual_packages: tuple[str, ...] = ()
+    #: The workspace's ``[activation]`` for this environment and platform (None: it has none).
+    activation: PackActivation | None = None
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"conda": sorted(self.conda), "pypi": sorted(self.pypi)}
         if self.virtual_packages:
             data["virtual-packages"] = list(self.virtual_packages)
+        if self.activation:
+            data[ACTIVATION_FIELD] = self.activation.to_json()
         return data
 
 
@@ -99,11 +108,17 @@ def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
                     f"{METADATA_FILE} has a platform {untrusted.shown(platform)} of '{name}' that is not valid"
                 )
             untrusted.pack_platform(platform, METADATA_FILE)
+            activation = entry.get(ACTIVATION_FIELD)
             target = Target(
                 conda=_strings(entry.get("conda", []), f"{name}.{platform}.conda"),
                 pypi=_strings(entry.get("pypi", []), f"{name}.{platform}.pypi"),
                 virtual_packages=_strings(
                     entry.get("virtual-packages", []), f"{name}.{platform}.virtual-packages"
+                ),
+                activation=(
+                    parse_activation(activation, f"{METADATA_FILE} of '{name}' on {platform}")
+                    if activation is not None
+                    else None
                 ),
             )
             if not all(v.startswith("__") for v in target.virtual_packages):
@@ -166,7 +181,14 @@ def peek_selection(text: str, name: str | None) -> PackMetadata:
             raise UsageError("--environment applies to a pack of several environments; this pack holds one")
         return parse_metadata(text)
     _, platform, target = choose(environments, name, str(rattler.Subdir.current()))
-    return PackMetadata(MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages)
+    return _target_metadata(platform, target)
+
+
+def _target_metadata(platform: str, target: Target) -> PackMetadata:
+    """What an unpack of one environment of the pack reads: as a pack of that environment alone."""
+    return PackMetadata(
+        MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages, target.activation or None
+    )
 
 
 def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
@@ -180,7 +202,7 @@ def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
             raise UsageError("--environment applies to a pack of several environments; this pack holds one")
         return Selection(read_metadata(pack_dir), pack_dir)
     chosen, platform, target = choose(environments, name, str(rattler.Subdir.current()))
-    metadata = PackMetadata(MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages)
+    metadata = _target_metadata(platform, target)
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / PYPI_DIR).mkdir()
     for wheel in target.pypi:

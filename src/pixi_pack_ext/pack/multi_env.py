@@ -4,16 +4,21 @@ Each environment and platform is planned as a pack of its own; the plans are mer
 channel holding each archive once (the same file name must be the same file), and the pack says
 which files each environment installs on each platform (``environments.py``). Each environment
 gets its ``environment-NAME.yml`` (``environment-NAME-PLATFORM.yml`` with several platforms).
+The workspace's ``[activation]`` of each environment and platform goes into its target; the scripts
+are stored once in ``activation/``, named by their content (``shared_script_member``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..activation_data import ACTIVATION_DIR, PackActivation, WorkspaceActivation, shared_script_member
 from ..environments import Target, multi_metadata_json
 from ..errors import PackError, UsageError
 from ..metadata import ENVIRONMENT_FILE, METADATA_FILE, environment_yml
@@ -34,12 +39,35 @@ class MultiLayout:
 
     targets: dict[str, dict[str, Target]]
     environment_files: dict[str, str]
+    #: ``activation/NAME`` in the pack -> the workspace's script it is a copy of.
+    activation_scripts: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     def write(self, staging: Path) -> None:
         (staging / METADATA_FILE).write_text(multi_metadata_json(self.targets))
         (staging / ENVIRONMENT_FILE).unlink(missing_ok=True)
         for name, text in self.environment_files.items():
             (staging / name).write_text(text)
+        for member, source in self.activation_scripts.items():
+            (staging / ACTIVATION_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(source, staging / member)
+
+
+def _pack_activation(
+    activation: WorkspaceActivation | None, scripts: dict[str, Path], digests: dict[str, str]
+) -> PackActivation | None:
+    """One environment's activation as the pack lists it; its scripts join ``scripts`` (each
+    content once: ``digests`` holds the sha256 of every script stored so far)."""
+    if activation is None or not (activation.env or activation.scripts):
+        return None
+    members: list[str] = []
+    for script in activation.scripts:
+        digest = hashlib.sha256(script.read_bytes()).hexdigest()
+        member = shared_script_member(digest, script.name, set(members))
+        if digests.setdefault(member, digest) != digest:  # pragma: no cover - 64-bit prefix collision
+            raise PackError(f"two activation scripts would both be stored as {member}; rename one of them")
+        scripts.setdefault(member, script)
+        members.append(member)
+    return PackActivation(env=activation.env, scripts=tuple(members))
 
 
 def is_multi(options: PackOptions) -> bool:
@@ -67,6 +95,8 @@ def make_multi_plan(
     wheels: dict[str, PypiPackage] = {}
     targets: dict[str, dict[str, Target]] = {}
     files: dict[str, str] = {}
+    scripts: dict[str, Path] = {}
+    digests: dict[str, str] = {}
     merged: PackPlan | None = None
     for name in environments:
         for platform in platforms:
@@ -90,21 +120,15 @@ def make_multi_plan(
                 conda=tuple(p.pack_path for p in plan.conda),
                 pypi=tuple(w.pack_path for w in plan.pypi if w.is_wheel),
                 virtual_packages=tuple(plan.virtual_packages),
+                activation=_pack_activation(plan.activation, scripts, digests),
             )
             suffix = name if len(platforms) == 1 else f"{name}-{plan.platform}"
             files[f"environment-{suffix}.yml"] = environment_yml(plan)
             if merged is None:
-                # Each environment's [activation] would need a place of its own in the pack.
+                # Each environment's [activation] is in its target, not in the merged plan.
                 merged = dataclasses.replace(plan, conda=[], pypi=[], notes=[], activation=None)
-            if plan.activation is not None and (plan.activation.env or plan.activation.scripts):
-                note = (
-                    "a pack of several environments does not carry the workspace's [activation]; "
-                    "pack an environment on its own to keep it"
-                )
-                if note not in merged.notes:
-                    merged.notes.append(note)
             merged.notes += [n for n in plan.notes if n not in merged.notes]
     assert merged is not None
     merged.conda = list(conda.values())
     merged.pypi = list(wheels.values())
-    return merged, MultiLayout(targets, files)
+    return merged, MultiLayout(targets, files, scripts)

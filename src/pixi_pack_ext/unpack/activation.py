@@ -320,6 +320,38 @@ def refresh_scripts(
     return install_scripts(pack_dir, prefix, activation) if activation else None
 
 
+def check_pack_activation(
+    pack_dir: Path, activation: PackActivation | None, shell: str | None, platform: str
+) -> None:
+    """Before anything is installed: every script the pack lists is a regular file of the pack,
+    and every value can be written for ``shell``; else one refusal line, and nothing is written."""
+    if not activation:
+        return
+    for member in activation.scripts:
+        _pack_script(pack_dir, member)
+    shell = shell or default_shell(platform)
+    if shell not in SHELLS:
+        raise UsageError(f"unknown shell '{shell}'; choose one of {', '.join(SHELLS)}")
+    syntax: ShellSyntax = SYNTAX[shell](platform.startswith("win"))
+    for name, text in activation.env:
+        where = f"the manifest's activation value of {name}"
+        syntax.set_var(check_name(name, "the manifest"), reference_value(text, platform), where)
+
+
+def _pack_script(pack_dir: Path, member: str) -> Path:
+    """The pack's file of the activation script ``member`` (a plain name in ``activation/``)."""
+    source = pack_dir / member
+    try:
+        info = source.lstat()
+    except FileNotFoundError:
+        raise InvalidPackError(
+            f"the pack lists the activation script '{member}' but does not have it"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidPackError(f"the pack's activation script '{member}' is not a regular file")
+    return source
+
+
 def install_scripts(pack_dir: Path, prefix: Path, activation: PackActivation) -> ManifestActivation:
     """Copy the pack's activation scripts into ``prefix``; the values pass on as they are.
 
@@ -346,15 +378,7 @@ def install_scripts(pack_dir: Path, prefix: Path, activation: PackActivation) ->
             ) from None
     installed = []
     for member in activation.scripts:
-        source = pack_dir / member
-        try:
-            info = source.lstat()
-        except FileNotFoundError:
-            raise InvalidPackError(
-                f"the pack lists the activation script '{member}' but does not have it"
-            ) from None
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidPackError(f"the pack's activation script '{member}' is not a regular file")
+        source = _pack_script(pack_dir, member)
         destination = target / member.partition("/")[2]
         flags = (
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)

@@ -53,6 +53,7 @@ from ..staging_owner import make_owned_folder, remove_tree
 from .activation import (
     activation_path,
     check_activation_target,
+    check_pack_activation,
     install_scripts,
     write_activation_script,
 )
@@ -476,6 +477,7 @@ def _assembled(
             selection = select(pack_dir, options.environment, workdir / "selected")
             metadata = selection.metadata
             validate_metadata(metadata)
+            check_pack_activation(pack_dir, metadata.activation, options.shell, metadata.platform)
             origins: dict[str, Origin] = {}
             records = selection.keep(
                 verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed, origins=origins)
