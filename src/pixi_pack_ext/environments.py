@@ -78,6 +78,29 @@ def _strings(value: object, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def header_metadata(text: str) -> str:
+    """``pixi-pack.json`` on one line, as a self-extracting header records it. A pack of several
+    environments keeps their names, platforms and virtual packages there (what is checked before
+    the pack is read) but not their file lists, which can be long: the header's values must stay
+    within its first blocks, where readers look for them."""
+    environments = parse_environments(text)
+    if environments is None:
+        return text.strip().replace("\n", " ")
+    summary = {
+        "version": MULTI_FORMAT_VERSION,
+        "pixi-pack-version": __version__,
+        "platforms": sorted({p for per in environments.values() for p in per}),
+        "environments": {
+            name: {
+                platform: Target(conda=(), virtual_packages=target.virtual_packages).to_json()
+                for platform, target in sorted(per.items())
+            }
+            for name, per in sorted(environments.items())
+        },
+    }
+    return json.dumps(summary)
+
+
 def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
     """The environments of a multi-environment pack's ``pixi-pack.json``; None for any other pack."""
     try:

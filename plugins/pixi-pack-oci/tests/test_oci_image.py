@@ -241,6 +241,21 @@ def test_non_linux_target_is_refused_before_downloading(
     assert channel_server.log.count(".conda") == before
 
 
+def test_several_environments_are_refused_before_downloading(
+    workspace: Path, channel_server: ChannelServer, tmp_path: Path
+) -> None:
+    before = channel_server.log.count(".conda")
+    result = run("pixi-pack", workspace, "-e", "default", "-e", "prod", "-p", "linux-64",
+                 "--format", "oci", "-o", tmp_path / "image.tar", check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert _error_line(result) == (
+        "error: a pack of several environments is written as a tar, a folder or a self-extracting "
+        "script, not 'oci'; pack each environment on its own (-e NAME --format oci)"
+    )
+    assert not list(tmp_path.iterdir())
+    assert channel_server.log.count(".conda") == before
+
+
 def test_base_image_of_another_architecture_is_refused_before_downloading(
     workspace: Path, base_layout: Path, channel_server: ChannelServer, tmp_path: Path
 ) -> None:

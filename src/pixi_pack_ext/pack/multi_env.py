@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from .options import PackOptions
 
 #: Formats a pack of several environments can be written in (this pixi-unpack reads them).
-MULTI_FORMATS = ("tar", "directory")
+MULTI_FORMATS = ("tar", "directory", "executable")
+#: Formats bound to one platform: a self-extracting pack embeds an unpacker built for one.
+ONE_PLATFORM_FORMATS = ("executable",)
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,18 @@ def make_multi_plan(
     """One plan holding every environment's files, and the layout that says whose they are."""
     if format_name not in MULTI_FORMATS:
         raise UsageError(
-            f"a pack of several environments is written as a tar or a folder, not '{format_name}'; "
-            "pack each environment on its own"
+            f"a pack of several environments is written as a tar, a folder or a self-extracting script, "
+            f"not '{format_name}'; pack each environment on its own (-e NAME --format {format_name})"
         )
     if options.prefix is not None or options.since is not None:
         raise UsageError("several -e/-p cannot be combined with --prefix or --since; pack one environment")
     environments = list(dict.fromkeys(options.environments or [options.environment]))
     platforms = list(dict.fromkeys(options.platforms or [options.platform])) or [None]
+    if format_name in ONE_PLATFORM_FORMATS and len(platforms) > 1:
+        raise UsageError(
+            f"a '{format_name}' pack runs its unpacker on one platform, not {', '.join(map(str, platforms))}; "
+            "make one per platform (-p PLATFORM --create-executable) or write a tar"
+        )
     conda: dict[str, CondaPackage] = {}
     wheels: dict[str, PypiPackage] = {}
     targets: dict[str, dict[str, Target]] = {}

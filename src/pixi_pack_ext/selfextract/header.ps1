@@ -15,6 +15,7 @@ $PIXI_PACK_UNPACKER_SHA256 = '@UNPACKER_SHA256@'
 $PIXI_PACK_ARCHIVE_SHA256 = '@ARCHIVE_SHA256@'
 $PIXI_PACK_UNPACKER = '@UNPACKER_KIND@'
 $PIXI_PACK_PLATFORM = '@PLATFORM@'
+$PIXI_PACK_ENVIRONMENTS = '@ENVIRONMENTS@'
 $PIXI_PACK_FILE_SIZE = @FILE_SIZE@
 
 $ErrorActionPreference = 'Stop'
@@ -32,12 +33,20 @@ function Say([string]$Message) {
     if (-not $quiet) { [Console]::Error.WriteLine($Message) }
 }
 
+$what = "Install the packed $PIXI_PACK_PLATFORM environment (like pixi-unpack on the pack's tar)."
+$choices = ''
+if ($PIXI_PACK_ENVIRONMENTS) {
+    $what = "Install one or all of the packed $PIXI_PACK_PLATFORM environments (like pixi-unpack on the pack's tar):" +
+        "`n$($PIXI_PACK_ENVIRONMENTS -replace ',', ', ')."
+    $choices = "`n  --environment NAME          Install this environment of the pack (required unless --all)" +
+        "`n  --all                       Install each environment into a folder of its name (activation script: activate-NAME)"
+}
 $usage = @"
 Usage: $name [OPTIONS]
 
-Install the packed $PIXI_PACK_PLATFORM environment (like pixi-unpack on the pack's tar).
+$what
 
-Options:
+Options:$choices
   -o, --output-directory DIR  Folder that receives the environment and the activation script [default: .]
   -e, --env-name NAME         Name of the environment folder [default: env]
   -s, --shell SHELL           Shell of the activation script: bash, zsh, fish, xonsh, powershell, cmd, nushell

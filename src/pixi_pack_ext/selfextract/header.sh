@@ -19,6 +19,7 @@ PIXI_PACK_ARCHIVE_SHA256=@ARCHIVE_SHA256@
 PIXI_PACK_ARCHIVE_SKELETON_SHA256=@ARCHIVE_SKELETON_SHA256@
 PIXI_PACK_UNPACKER=@UNPACKER_KIND@
 PIXI_PACK_PLATFORM=@PLATFORM@
+PIXI_PACK_ENVIRONMENTS=@ENVIRONMENTS@
 PIXI_PACK_FILE_SIZE=@FILE_SIZE@
 PIXI_PACK_MANIFEST_OFFSET=@MANIFEST_OFFSET@
 PIXI_PACK_MANIFEST_SIZE=@MANIFEST_SIZE@
@@ -39,12 +40,21 @@ say() {
 }
 
 usage() {
+    what="Install the packed $PIXI_PACK_PLATFORM environment (like pixi-unpack on the pack's tar)."
+    choices=
+    if [ -n "$PIXI_PACK_ENVIRONMENTS" ]; then
+        what="Install one or all of the packed $PIXI_PACK_PLATFORM environments (like pixi-unpack on the pack's tar):
+$(printf '%s' "$PIXI_PACK_ENVIRONMENTS" | sed 's/,/, /g')."
+        choices="
+  --environment NAME          Install this environment of the pack (required unless --all)
+  --all                       Install each environment into a folder of its name (activation script: activate-NAME)"
+    fi
     cat <<EOF
 Usage: $name [OPTIONS]
 
-Install the packed $PIXI_PACK_PLATFORM environment (like pixi-unpack on the pack's tar).
+$what
 
-Options:
+Options:$choices
   -o, --output-directory DIR  Folder that receives the environment and the activation script [default: .]
   -e, --env-name NAME         Name of the environment folder [default: env]
   -s, --shell SHELL           Shell of the activation script: bash, zsh, fish, xonsh, powershell, cmd, nushell

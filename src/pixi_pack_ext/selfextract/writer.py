@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from ..archive import BoundedTarInfo
+from ..environments import environment_names, header_metadata
 from .layout import (
     BLOCK,
     CHUNK,
@@ -93,7 +94,13 @@ def render_header(script: str, values: dict[str, str]) -> bytes:
 
 
 def _header_values(
-    *, sizes: dict[str, int], sha256: tuple[str, str, str], unpacker: str, platform: str, metadata: str
+    *,
+    sizes: dict[str, int],
+    sha256: tuple[str, str, str],
+    unpacker: str,
+    platform: str,
+    metadata: str,
+    environments: str = "",
 ) -> dict[str, str]:
     values = {name: str(sizes[name]) for name in FIELDS}
     values.update({name: str(sizes.get(name, 0)) for name in _SEAL_FIELDS})
@@ -104,17 +111,23 @@ def _header_values(
         UNPACKER_KIND=unpacker,
         PLATFORM=platform,
         METADATA=metadata,
+        ENVIRONMENTS=environments,
     )
     return values
 
 
-def _reserved_header_size(script: str, platform: str, unpacker: str, metadata: str) -> int:
+def _reserved_header_size(script: str, platform: str, unpacker: str, metadata: str, environments: str) -> int:
     """Room for the header with the widest values it can hold, rounded up to a whole block."""
     widest = {name: 10**19 for name in (*FIELDS, *_SEAL_FIELDS)}
     text = render_header(
         script,
         _header_values(
-            sizes=widest, sha256=("0" * 64,) * 3, unpacker=unpacker, platform=platform, metadata=metadata
+            sizes=widest,
+            sha256=("0" * 64,) * 3,
+            unpacker=unpacker,
+            platform=platform,
+            metadata=metadata,
+            environments=environments,
         ),
     )
     return (len(text) + len(b"<#\r\n") + BLOCK) // BLOCK * BLOCK
@@ -138,8 +151,9 @@ def write_self_extracting(
     ``Layout.unpacker_check_offset``); PowerShell's copy, escaped, is checked whole.
     """
     script = "ps1" if is_windows(platform) else "sh"
-    metadata = metadata.strip().replace("\n", " ")
-    header_size = _reserved_header_size(script, platform, unpacker_kind, metadata)
+    metadata = header_metadata(metadata)
+    environments = ",".join(environment_names(metadata))
+    header_size = _reserved_header_size(script, platform, unpacker_kind, metadata, environments)
     out.seek(header_size)
     unpacker_hasher, archive_hasher = hashlib.sha256(), hashlib.sha256()
     stream_class = _Escaper if script == "ps1" else _Plain
@@ -189,7 +203,12 @@ def write_self_extracting(
     header = render_header(
         script,
         _header_values(
-            sizes=sizes, sha256=sha256, unpacker=unpacker_kind, platform=platform, metadata=metadata
+            sizes=sizes,
+            sha256=sha256,
+            unpacker=unpacker_kind,
+            platform=platform,
+            metadata=metadata,
+            environments=environments,
         ),
     )
     newline = b"\r\n" if script == "ps1" else b"\n"
@@ -229,6 +248,7 @@ def _padded_header(script: str, header: bytes, header_size: int) -> bytes:
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PLATFORM = re.compile(r"[a-z0-9]+-[a-z0-9_]+")
+_ENVIRONMENT_LIST = re.compile(r"[a-z0-9,-]*")
 
 
 def header_is_ours(path: Path, layout: Layout) -> bool:
@@ -253,7 +273,10 @@ def header_is_ours(path: Path, layout: Layout) -> bool:
             sizes[name] = int(text)
         sha256 = (values["UNPACKER_SHA256"], values["ARCHIVE_SHA256"], values["ARCHIVE_SKELETON_SHA256"])
         unpacker, platform = values["UNPACKER"], values["PLATFORM"]
+        environments = values.get("ENVIRONMENTS", "")
     except KeyError:
+        return False
+    if not _ENVIRONMENT_LIST.fullmatch(environments):
         return False
     if not all(_HEX64.fullmatch(v) for v in sha256[:2]) or not (
         sha256[2] == "" or _HEX64.fullmatch(sha256[2])
@@ -270,6 +293,7 @@ def header_is_ours(path: Path, layout: Layout) -> bool:
                 unpacker=unpacker,
                 platform=platform,
                 metadata=metadata.group(1).decode("ascii"),
+                environments=environments,
             ),
         )
     except (UnicodeError, ValueError):
