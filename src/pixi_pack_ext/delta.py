@@ -46,13 +46,17 @@ class DeltaInfo:
             data["virtual-packages"] = list(metadata.virtual_packages)
         if metadata.activation:
             data[ACTIVATION_FIELD] = metadata.activation.to_json()
-        data["delta"] = {
+        data["delta"] = self.member_json()
+        return json.dumps(data, indent=1)
+
+    def member_json(self) -> dict[str, object]:
+        """The ``delta`` member: of the pack, or of one environment of a pack of several."""
+        return {
             "base": self.base.digest,
             "target": self.target.digest,
             "base-packages": self.base.sorted(),
             "target-packages": self.target.sorted(),
         }
-        return json.dumps(data, indent=1)
 
 
 def _package_name(line: str) -> str:
@@ -87,29 +91,7 @@ def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, D
     untrusted.pack_platform(platform, source)
     for entry in virtual:
         untrusted.virtual_package_entry(entry, source)
-    delta = data.get("delta")
-    if not isinstance(delta, dict):
-        raise InvalidPackError(f"{source} has a 'delta' that is not an object")
-    sets = {}
-    for key in ("base", "target"):
-        lines = delta.get(f"{key}-packages")
-        if not isinstance(lines, list) or not all(isinstance(x, str) and _LINE.fullmatch(x) for x in lines):
-            raise InvalidPackError(
-                f"{source} has a 'delta.{key}-packages' that is not a list of package lines"
-            )
-        names = Counter(_package_name(line) for line in set(lines))
-        twice = sorted(n for n, count in names.items() if count > 1)
-        if twice:
-            raise InvalidPackError(
-                f"{source} has a 'delta.{key}-packages' that names {twice[0].split(' ', 1)[1]} twice; "
-                "an environment holds one version of each package"
-            )
-        sets[key] = PackageSet.of(lines)
-        digest = delta.get(key)
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or digest != sets[key].digest:
-            raise InvalidPackError(
-                f"{source} has a 'delta.{key}' that is not the sha256 of its package lines"
-            )
+    info = parse_delta_member(data.get("delta"), source)
     made_by = data.get("pixi-pack-version")
     activation = data.get(ACTIVATION_FIELD)
     metadata = PackMetadata(
@@ -119,4 +101,31 @@ def parse_delta(text: str, source: str = METADATA_FILE) -> tuple[PackMetadata, D
         virtual_packages=tuple(virtual),
         activation=parse_activation(activation, source) if activation is not None else None,
     )
-    return metadata, DeltaInfo(base=sets["base"], target=sets["target"])
+    return metadata, info
+
+
+def parse_delta_member(delta: object, source: str, field: str = "delta") -> DeltaInfo:
+    """A ``delta`` member (of a pack, or of one environment: ``field`` names where it is), checked."""
+    if not isinstance(delta, dict):
+        raise InvalidPackError(f"{source} has a '{field}' that is not an object")
+    sets = {}
+    for key in ("base", "target"):
+        lines = delta.get(f"{key}-packages")
+        if not isinstance(lines, list) or not all(isinstance(x, str) and _LINE.fullmatch(x) for x in lines):
+            raise InvalidPackError(
+                f"{source} has a '{field}.{key}-packages' that is not a list of package lines"
+            )
+        names = Counter(_package_name(line) for line in set(lines))
+        twice = sorted(n for n, count in names.items() if count > 1)
+        if twice:
+            raise InvalidPackError(
+                f"{source} has a '{field}.{key}-packages' that names {twice[0].split(' ', 1)[1]} twice; "
+                "an environment holds one version of each package"
+            )
+        sets[key] = PackageSet.of(lines)
+        digest = delta.get(key)
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or digest != sets[key].digest:
+            raise InvalidPackError(
+                f"{source} has a '{field}.{key}' that is not the sha256 of its package lines"
+            )
+    return DeltaInfo(base=sets["base"], target=sets["target"])

@@ -17,6 +17,7 @@ platform; a pack of one environment and one platform stays format "1".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import rattler
 
 from . import __version__, untrusted
 from .activation_data import ACTIVATION_FIELD, PackActivation, parse_activation
+from .delta import DeltaInfo, parse_delta_member
 from .errors import InvalidPackError, UsageError
 from .metadata import METADATA_FILE, PYPI_DIR, PackMetadata, parse_metadata, read_metadata
 
@@ -48,6 +50,9 @@ class Target:
     virtual_packages: tuple[str, ...] = ()
     #: The workspace's ``[activation]`` for this environment and platform (None: it has none).
     activation: PackActivation | None = None
+    #: In a delta pack of several environments: the base this environment's update applies to and
+    #: the set it makes (``conda``/``pypi`` then list only the files the delta ships for it).
+    delta: DeltaInfo | None = None
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"conda": sorted(self.conda), "pypi": sorted(self.pypi)}
@@ -55,6 +60,8 @@ class Target:
             data["virtual-packages"] = list(self.virtual_packages)
         if self.activation:
             data[ACTIVATION_FIELD] = self.activation.to_json()
+        if self.delta is not None:
+            data["delta"] = self.delta.member_json()
         return data
 
 
@@ -144,6 +151,11 @@ def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
                     else None
                 ),
             )
+            if "delta" in entry:
+                where = f"environments.{name}.{platform}.delta"
+                target = dataclasses.replace(
+                    target, delta=parse_delta_member(entry["delta"], METADATA_FILE, where)
+                )
             if not all(v.startswith("__") for v in target.virtual_packages):
                 raise InvalidPackError(
                     f"{METADATA_FILE} has virtual packages of '{name}' that are not '__name=...'"
@@ -151,7 +163,23 @@ def parse_environments(text: str) -> dict[str, dict[str, Target]] | None:
             for entry_text in target.virtual_packages:
                 untrusted.virtual_package_entry(entry_text, METADATA_FILE)
             result[name][platform] = target
+    if len({target.delta is None for per in result.values() for target in per.values()}) > 1:
+        raise InvalidPackError(f"{METADATA_FILE} has a 'delta' for some environments but not all")
     return result
+
+
+def is_delta_of_several(environments: dict[str, dict[str, Target]] | None) -> bool:
+    """Whether a pack of several environments is a delta (each environment then has its own)."""
+    return environments is not None and any(
+        target.delta is not None for per in environments.values() for target in per.values()
+    )
+
+
+#: The refusal of a delta where a full pack is installed (it holds only the packages its base lacks).
+DELTA_NOT_INSTALLABLE = (
+    "this is a delta pack: it updates an installed environment, from a pack file or folder "
+    "(not standard input); pass its path to pixi-unpack"
+)
 
 
 def choose(
@@ -204,6 +232,8 @@ def peek_selection(text: str, name: str | None) -> PackMetadata:
             raise UsageError("--environment applies to a pack of several environments; this pack holds one")
         return parse_metadata(text)
     _, platform, target = choose(environments, name, str(rattler.Subdir.current()))
+    if target.delta is not None:
+        raise InvalidPackError(DELTA_NOT_INSTALLABLE)
     return _target_metadata(platform, target)
 
 
@@ -214,9 +244,10 @@ def _target_metadata(platform: str, target: Target) -> PackMetadata:
     )
 
 
-def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
+def select(pack_dir: Path, name: str | None, scratch: Path, delta: bool = False) -> Selection:
     """The chosen environment of the opened pack. For a multi-environment pack, the steps get a
-    folder of their own holding only its wheels (hard links to the pack's)."""
+    folder of their own holding only its wheels (hard links to the pack's). A delta's environment
+    is chosen only by the one applying it (``delta``)."""
     path = pack_dir / METADATA_FILE
     text = untrusted.read_limited(path, METADATA_FILE).decode("utf-8", "replace") if path.is_file() else ""
     environments = parse_environments(text)
@@ -225,6 +256,10 @@ def select(pack_dir: Path, name: str | None, scratch: Path) -> Selection:
             raise UsageError("--environment applies to a pack of several environments; this pack holds one")
         return Selection(read_metadata(pack_dir), pack_dir)
     chosen, platform, target = choose(environments, name, str(rattler.Subdir.current()))
+    if (target.delta is not None) != delta:
+        raise InvalidPackError(
+            DELTA_NOT_INSTALLABLE if target.delta is not None else "this is not a delta pack"
+        )
     metadata = _target_metadata(platform, target)
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / PYPI_DIR).mkdir()

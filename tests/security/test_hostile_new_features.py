@@ -16,7 +16,7 @@ import pytest
 from conftest import run
 
 from pixi_pack_ext.metadata import SEAL_FILES
-from pixi_pack_ext.package_set import installed_records, installed_set
+from pixi_pack_ext.package_set import PackageSet, installed_records, installed_set
 
 from .hostile import (
     Member,
@@ -107,6 +107,34 @@ def test_all_with_hostile_environment_names(multi_pack: Path, tmp_path: Path) ->
         assert "not a plain name" in error_line(result)
         assert not changed and not (tmp_path / "run" / "out").exists()
         del environments[name]
+
+
+def test_hostile_deltas_of_several_environments_are_one_line(multi_pack: Path, tmp_path: Path) -> None:
+    """A delta member on some environments only, or one whose digest is not its lines' sha256."""
+    members = _editable(multi_pack)
+    data = _metadata(members)
+    environments = data["environments"]
+    assert isinstance(environments, dict)
+    lines = ["conda hello-bin=1.0=hb0f4dca_0 " + "0" * 64]
+    digest = PackageSet.of(lines).digest
+    member = {"base": digest, "target": digest, "base-packages": lines, "target-packages": lines}
+    environments["prod"]["linux-64"]["delta"] = member
+    for extra, expected in (
+        (("--environment", "prod"), "has a 'delta' for some environments but not all"),
+        (("--all",), "has a 'delta' for some environments but not all"),
+    ):
+        set_data(members, "pixi-pack.json", json.dumps(data).encode())
+        result, changed = _unpack(tmp_path, members, *extra)
+        assert expected in error_line(result)
+        assert not changed and not (tmp_path / "run" / "out").exists()
+    environments["default"]["linux-64"]["delta"] = {**member, "base": "0" * 64}
+    set_data(members, "pixi-pack.json", json.dumps(data).encode())
+    result, changed = _unpack(tmp_path, members, "--environment", "prod")
+    assert (
+        "'environments.default.linux-64.delta.base' that is not the sha256 of its package lines"
+        in error_line(result)
+    )
+    assert not changed and not (tmp_path / "run" / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------------

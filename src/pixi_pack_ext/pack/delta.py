@@ -39,10 +39,23 @@ def plan_set(plan: PackPlan) -> PackageSet:
 
 
 def _pack_set(
-    metadata: str, repodata: dict[str, str], wheels: list[str], where: Path, environment: str, platform: str
+    metadata: str,
+    repodata: dict[str, str],
+    wheels: list[str],
+    where: Path,
+    environment: str,
+    platform: str,
+    several: bool = False,
 ) -> PackageSet:
     """The set of a pack from its ``pixi-pack.json``, repodata texts and wheel file names; of a
-    pack of several environments, the set of ``environment`` on ``platform``."""
+    pack of several environments, the set of ``environment`` on ``platform``. ``several``: the new
+    pack has several environments, so OLD must name each of them (a pack of one does not)."""
+    environments = parse_environments(metadata)
+    if several and environments is None:
+        raise UsageError(
+            "it holds one environment; with several -e/-p pass an earlier pack of several "
+            "environments or the pixi.lock it was made from"
+        )
     if is_delta(metadata):
         return parse_delta(metadata, f"{where}: {METADATA_FILE}")[1].target
     try:
@@ -52,7 +65,6 @@ def _pack_set(
     if not isinstance(data, dict):
         raise UsageError(f"--since '{where}': its {METADATA_FILE} is not a JSON object")
     keep: set[str] | None = None
-    environments = parse_environments(metadata)
     if environments is not None:
         target = environments.get(environment, {}).get(platform)
         if target is None:
@@ -60,6 +72,8 @@ def _pack_set(
                 f"--since '{where}' has no environment '{environment}' for {platform} "
                 f"(it has: {', '.join(sorted(environments))})"
             )
+        if target.delta is not None:
+            return target.delta.target
         keep = set(target.conda)
         wheels = [w for w in wheels if f"{PYPI_DIR}/{w}" in target.pypi]
     lines = []
@@ -79,7 +93,7 @@ def _pack_set(
     return PackageSet.of(lines)
 
 
-def _tar_set(path: Path, environment: str, platform: str) -> PackageSet:
+def _tar_set(path: Path, environment: str, platform: str, several: bool) -> PackageSet:
     metadata: str | None = None
     repodata: dict[str, str] = {}
     wheels: list[str] = []
@@ -100,17 +114,19 @@ def _tar_set(path: Path, environment: str, platform: str) -> PackageSet:
         raise UsageError(
             f"--since '{path}' has no {METADATA_FILE}; pass a pack, a pixi.lock or an environment"
         )
-    return _pack_set(metadata, repodata, wheels, path, environment, platform)
+    return _pack_set(metadata, repodata, wheels, path, environment, platform, several)
 
 
-def _folder_set(path: Path, environment: str, platform: str) -> PackageSet:
+def _folder_set(path: Path, environment: str, platform: str, several: bool) -> PackageSet:
     repodata = {p.parent.name: p.read_text() for p in sorted((path / CHANNEL_DIR).glob("*/repodata.json"))}
     wheels = [p.name for p in sorted((path / PYPI_DIR).glob("*.whl"))]
-    return _pack_set((path / METADATA_FILE).read_text(), repodata, wheels, path, environment, platform)
+    metadata = (path / METADATA_FILE).read_text()
+    return _pack_set(metadata, repodata, wheels, path, environment, platform, several)
 
 
-def base_set(since: Path, environment: str, platform: str) -> PackageSet:
-    """The set of OLD: a pack (file or folder), a lock or workspace, or an installed prefix."""
+def base_set(since: Path, environment: str, platform: str, several: bool = False) -> PackageSet:
+    """The set of OLD: a pack (file or folder), a lock or workspace, or an installed prefix.
+    ``several``: the base of one environment of a pack of several (OLD then names each)."""
     from .lockfile import read_plan
 
     if not since.exists():
@@ -119,13 +135,18 @@ def base_set(since: Path, environment: str, platform: str) -> PackageSet:
         )
     try:
         if since.is_dir() and (since / METADATA_FILE).is_file():
-            return _folder_set(since, environment, platform)
+            return _folder_set(since, environment, platform, several)
         if since.is_dir() and (since / "conda-meta").is_dir():
+            if several:
+                raise UsageError(
+                    "it is one installed environment; with several -e/-p pass an earlier pack of "
+                    "several environments or the pixi.lock it was made from"
+                )
             return installed_set(since, installed_records(since))
         if since.suffix == ".lock" or (since.is_dir() and (since / "pixi.lock").is_file()):
             return plan_set(read_plan(since, environment, platform))
         if since.is_file() and tarfile.is_tarfile(since):
-            return _tar_set(since, environment, platform)
+            return _tar_set(since, environment, platform, several)
     except PixiPackError as exc:
         raise UsageError(f"--since '{since}': {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -160,18 +181,17 @@ def _python_changed(base: PackageSet, plan: PackPlan) -> bool:
     return old[0].split(".")[:2] != str(new.record.version).split(".")[:2]
 
 
-def make_delta(plan: PackPlan, since: Path, format_name: str) -> DeltaPlan:
-    """Drop from ``plan`` every package the base has; refuse when nothing changed."""
+def check_delta_format(format_name: str) -> None:
     if format_name not in DELTA_FORMATS:
         raise UsageError(
             f"a delta pack (--since) is written as a tar or a folder, not '{format_name}'; "
             "drop --since or the format option"
         )
-    base = base_set(since, plan.environment, plan.platform)
+
+
+def keep_new(plan: PackPlan, base: PackageSet) -> DeltaInfo:
+    """Drop from ``plan`` every package ``base`` has (the installed ones stay); the delta's sets."""
     target = plan_set(plan)
-    if base == target:
-        raise PackError(f"nothing changed since '{since}': the environment has the same packages")
-    full_yml = environment_yml(plan)
     relinked = _python_changed(base, plan)
     plan.conda = [
         p
@@ -179,4 +199,14 @@ def make_delta(plan: PackPlan, since: Path, format_name: str) -> DeltaPlan:
         if record_line(p.record) not in base.lines or (relinked and getattr(p.record.noarch, "python", False))
     ]
     plan.pypi = [w for w in plan.pypi if w.is_wheel and pypi_line(w.name, w.version) not in base.lines]
-    return DeltaPlan(DeltaInfo(base=base, target=target), full_yml)
+    return DeltaInfo(base=base, target=target)
+
+
+def make_delta(plan: PackPlan, since: Path, format_name: str) -> DeltaPlan:
+    """Drop from ``plan`` every package the base has; refuse when nothing changed."""
+    check_delta_format(format_name)
+    base = base_set(since, plan.environment, plan.platform)
+    if base == plan_set(plan):
+        raise PackError(f"nothing changed since '{since}': the environment has the same packages")
+    full_yml = environment_yml(plan)
+    return DeltaPlan(keep_new(plan, base), full_yml)

@@ -243,7 +243,7 @@ def pack(
     check_plan_hashes(plan)
     for note in plan.notes:
         log.warning("%s", note)
-    delta = make_delta(plan, options.since, fmt.name) if options.since is not None else None
+    delta = make_delta(plan, options.since, fmt.name) if options.since is not None and multi is None else None
     if fmt.check is not None:  # refuse a platform or options the format cannot use before downloading
         fmt.check(plan.platform, options.format_options)
 

@@ -6,6 +6,10 @@ which files each environment installs on each platform (``environments.py``). Ea
 gets its ``environment-NAME.yml`` (``environment-NAME-PLATFORM.yml`` with several platforms).
 The workspace's ``[activation]`` of each environment and platform goes into its target; the scripts
 are stored once in ``activation/``, named by their content (``shared_script_member``).
+
+With ``--since OLD`` (an earlier pack of several environments, or the lock it was made from) each
+environment keeps only the packages its base in OLD lacks, and records that base (a delta of
+several environments: see ``environments.Target.delta``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..environments import Target, multi_metadata_json
 from ..errors import PackError, UsageError
 from ..metadata import ENVIRONMENT_FILE, METADATA_FILE, environment_yml
 from ..plan import CondaPackage, PackPlan, PypiPackage
+from .delta import base_set, check_delta_format, keep_new
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -89,8 +94,10 @@ def make_multi_plan(
             f"a pack of several environments is written as a tar, a folder or a self-extracting script, "
             f"not '{format_name}'; pack each environment on its own (-e NAME --format {format_name})"
         )
-    if options.prefix is not None or options.since is not None:
-        raise UsageError("several -e/-p cannot be combined with --prefix or --since; pack one environment")
+    if options.prefix is not None:
+        raise UsageError("several -e/-p cannot be combined with --prefix; pack one environment")
+    if options.since is not None:
+        check_delta_format(format_name)
     environments = list(dict.fromkeys(options.environments or [options.environment]))
     platforms = list(dict.fromkeys(options.platforms or [options.platform])) or [None]
     if format_name in ONE_PLATFORM_FORMATS and len(platforms) > 1:
@@ -105,12 +112,18 @@ def make_multi_plan(
     scripts: dict[str, Path] = {}
     digests: dict[str, str] = {}
     merged: PackPlan | None = None
+    unchanged = 0
     for name in environments:
         for platform in platforms:
             one = dataclasses.replace(
                 options, environment=name, platform=platform, environments=[], platforms=[]
             )
             plan = make_plan(one, plugins, settings)
+            environment_file = environment_yml(plan)  # the whole environment, of a delta too
+            delta = None
+            if options.since is not None:
+                delta = keep_new(plan, base_set(options.since, name, plan.platform, several=True))
+                unchanged += delta.base == delta.target
             for package in plan.conda:
                 seen = conda.setdefault(package.pack_path, package)
                 if seen.sha256 != package.sha256:
@@ -128,14 +141,17 @@ def make_multi_plan(
                 pypi=tuple(w.pack_path for w in plan.pypi if w.is_wheel),
                 virtual_packages=tuple(plan.virtual_packages),
                 activation=_pack_activation(plan.activation, scripts, digests),
+                delta=delta,
             )
             suffix = name if len(platforms) == 1 else f"{name}-{plan.platform}"
-            files[f"environment-{suffix}.yml"] = environment_yml(plan)
+            files[f"environment-{suffix}.yml"] = environment_file
             if merged is None:
                 # Each environment's [activation] is in its target, not in the merged plan.
                 merged = dataclasses.replace(plan, conda=[], pypi=[], notes=[], activation=None)
             merged.notes += [n for n in plan.notes if n not in merged.notes]
     assert merged is not None
+    if unchanged == len(environments) * len(platforms):
+        raise PackError(f"nothing changed since '{options.since}': each environment has the same packages")
     merged.conda = list(conda.values())
     merged.pypi = list(wheels.values())
     return merged, MultiLayout(targets, files, scripts)

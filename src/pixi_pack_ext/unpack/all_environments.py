@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..environments import environment_names
+from ..environments import environment_names, is_delta_of_several, parse_environments
 from ..errors import UsageError
 from ..metadata import parse_metadata
 from ..plugins import PluginManager, get_plugin_manager
@@ -26,6 +26,12 @@ def unpack_all(options: UnpackOptions, plugins: PluginManager | None = None) -> 
         raise UsageError("--all reads the pack's list of environments first: pass the pack's path, not '-'")
     fmt = plugins.format_reading(pack)
     text = fmt.peek_metadata(pack) if fmt.peek_metadata is not None else None
+    environments = parse_environments(text or "")
+    if is_delta_of_several(environments):
+        assert environments is not None
+        from .delta import apply_each
+
+        return apply_each(options, fmt, plugins, environments)
     names = environment_names(text or "")
     if not names:
         if text is not None:

@@ -13,19 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import glob
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import rattler
 from rattler.package_cache import PackageCache, ValidationMode
 
-from ..delta import is_delta, parse_delta
+from .. import __version__
+from ..delta import DeltaInfo, is_delta, parse_delta
+from ..environments import (
+    MULTI_FORMAT_VERSION,
+    Target,
+    choose,
+    is_delta_of_several,
+    parse_environments,
+    select,
+)
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
-from ..metadata import METADATA_FILE, pack_wheels
+from ..metadata import METADATA_FILE, PackMetadata, pack_wheels
 from ..package_set import (
     PackageSet,
     PypiDist,
@@ -46,6 +57,7 @@ from .driver import (
     UnpackOptions,
     _open_pack,
     _remove_cache,
+    host_platform,
     package_files,
     unpack,
     validate_metadata,
@@ -61,6 +73,41 @@ from .trust import TrustGate
 from .virtual_packages import check_virtual_packages
 
 
+@dataclass(frozen=True)
+class Delta:
+    """The update a delta pack makes: of its one environment, or of one of a pack of several."""
+
+    metadata: PackMetadata
+    info: DeltaInfo
+    #: The chosen environment of a delta of several environments (None: a delta of one).
+    environment: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"environment '{self.environment}'" if self.environment else "environment"
+
+
+def delta_of(text: str, environment: str | None) -> Delta | None:
+    """The update ``pixi-pack.json`` makes (of ``environment`` in a pack of several); None when the
+    pack is not a delta."""
+    if is_delta(text):
+        if environment is not None:
+            raise UsageError("--environment applies to a pack of several environments; this pack holds one")
+        return Delta(*parse_delta(text))
+    environments = parse_environments(text)
+    if not is_delta_of_several(environments):
+        return None
+    assert environments is not None
+    return chosen_delta(environments, environment)
+
+
+def chosen_delta(environments: dict[str, dict[str, Target]], environment: str | None) -> Delta:
+    name, platform, target = choose(environments, environment, host_platform())
+    assert target.delta is not None
+    metadata = PackMetadata(MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages)
+    return Delta(metadata, target.delta, name)
+
+
 def unpack_or_apply(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
     """``pixi-unpack PACK``: a delta pack updates the environment, any other pack is unpacked."""
     plugins = plugins or get_plugin_manager()
@@ -68,26 +115,25 @@ def unpack_or_apply(options: UnpackOptions, plugins: PluginManager | None = None
     if pack is not None and str(pack) != "-" and pack.exists():
         fmt = plugins.format_reading(pack)
         peeked = fmt.peek_metadata(pack) if fmt.peek_metadata is not None else None
-        if peeked is not None and is_delta(peeked):
-            return apply_delta(options, fmt, plugins, peeked)
+        delta = delta_of(peeked, options.environment) if peeked is not None else None
+        if delta is not None:
+            return apply_delta(options, fmt, plugins, delta)
     return unpack(options, plugins)
 
 
-def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, peeked: str) -> Path:
+def apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, delta: Delta) -> Path:
     """Update ``output_directory/env_name`` with the delta pack ``options.pack``; returns the prefix.
     Holds the output folder's lock (``output_lock``): no other pixi-unpack works there meanwhile."""
     output_dir = options.output_directory.absolute()
     if not output_dir.is_dir():
-        return _apply_delta(options, fmt, plugins, peeked)  # refuses: no environment to update
+        return _apply_delta(options, fmt, plugins, delta)  # refuses: no environment to update
     with locked_output(output_dir):
-        return _apply_delta(options, fmt, plugins, peeked)
+        return _apply_delta(options, fmt, plugins, delta)
 
 
-def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, peeked: str) -> Path:
-    metadata, info = parse_delta(peeked)
-    validate_metadata(metadata)
-    output_dir = options.output_directory.absolute()
-    prefix = output_dir / options.env_name
+def installed_state(prefix: Path, delta: Delta) -> tuple[list[rattler.PrefixRecord], bool]:
+    """The installed records of ``prefix`` and whether they already make the delta's target;
+    refuses an environment that is neither the delta's base nor its target."""
     if not (prefix / "conda-meta").is_dir():
         raise UsageError(
             f"'{prefix}' is not an installed environment, and a delta pack only updates one; pass the "
@@ -96,12 +142,26 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
     recover(prefix)
     records = installed_records(prefix)
     current = installed_set(prefix, records)
-    if current == info.target:
-        raise UsageError(f"this delta is already applied: '{prefix}' has its packages")
-    if current != info.base:
+    if current == delta.info.target:
+        return records, True
+    if current != delta.info.base:
         raise UnpackError(
-            f"'{prefix}' is not the environment this delta was made for: it {current.difference(info.base)}"
+            f"'{prefix}' is not the {delta.where} this delta was made for: "
+            f"it {current.difference(delta.info.base)}"
         )
+    return records, False
+
+
+def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager, delta: Delta) -> Path:
+    metadata, info = delta.metadata, delta.info
+    validate_metadata(metadata)
+    output_dir = options.output_directory.absolute()
+    prefix = output_dir / options.env_name
+    records, applied = installed_state(prefix, delta)
+    if applied and info.base == info.target:
+        raise UsageError(f"this delta does not change {delta.where}: '{prefix}' has its packages")
+    if applied:
+        raise UsageError(f"this delta is already applied: '{prefix}' has its packages")
 
     workdir = make_owned_folder(output_dir, ".pixi-unpack-").resolve()
     ram = RamStaging.create()
@@ -112,10 +172,13 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
             gate = TrustGate(options.trusted_keys, options.manifest_sha256)
             pack_dir = _open_pack(fmt, options.pack, workdir / "pack", prefill, gate)
             text = read_limited(pack_dir / METADATA_FILE, METADATA_FILE).decode("utf-8", "replace")
-            if parse_delta(text) != (metadata, info):
+            if delta_of(text, delta.environment) != delta:
                 raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
             origins: dict[str, Origin] = {}
             shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed, origins=origins)
+            if delta.environment is not None:  # its packages and wheels only, of those of several
+                selection = select(pack_dir, delta.environment, workdir / "selected", delta=True)
+                shipped, pack_dir = selection.keep(shipped), selection.pack_dir
             shipped_lines = {record_line(r) for r in shipped}
             kept = [r for r in records if record_line(r) in info.target.lines - shipped_lines]
             _check_complete(info.target, shipped, kept, pack_wheels(pack_dir), prefix, records)
@@ -302,3 +365,41 @@ def _remove_dist(prefix: Path, dist: PypiDist) -> None:
             while folder != site and folder.is_relative_to(site):
                 folder.rmdir()  # only when empty
                 folder = folder.parent
+
+
+def apply_each(
+    options: UnpackOptions,
+    fmt: PackFormat,
+    plugins: PluginManager,
+    environments: dict[str, dict[str, Target]],
+) -> list[Path]:
+    """``pixi-unpack DELTA --all -o DIR``: update ``DIR/NAME`` for each environment of a delta of
+    several. Each environment is checked first (its base, or already its target: then it is left
+    alone), so a wrong one refuses before any changes; each update is rolled back on its own
+    failure, and a run stopped between two updates is finished by running it again."""
+    output_dir = options.output_directory.absolute()
+    if not output_dir.is_dir():
+        raise UsageError(
+            f"'{output_dir}' holds no environments, and a delta pack only updates them; pass the "
+            "-o/--output-directory the pack of several environments was unpacked into with --all"
+        )
+    updated = []
+    with locked_output(output_dir):
+        deltas = {name: chosen_delta(environments, name) for name in sorted(environments)}
+        pending = []
+        for name, delta in deltas.items():
+            validate_metadata(delta.metadata)
+            _, applied = installed_state(output_dir / name, delta)
+            if not applied:
+                pending.append(name)
+        if not pending:
+            raise UsageError(
+                f"this delta is already applied: each environment in '{output_dir}' has its packages"
+            )
+        for name in pending:
+            one = dataclasses.replace(options, environment=name, env_name=name)
+            prefix = _apply_delta(one, fmt, plugins, deltas[name])
+            for script in output_dir.glob("activate.*"):
+                os.replace(script, output_dir / f"activate-{name}{script.suffix}")
+            updated.append(prefix)
+    return updated
