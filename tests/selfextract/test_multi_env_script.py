@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import needs_linux64, run
+
+from pixi_pack_ext.selfextract.reader import read_layout
 
 from .helpers import clean_env, needs_system_python, run_script
 
@@ -129,3 +132,19 @@ def test_a_signed_script_checks_and_a_changed_environment_list_is_refused(
     refused = run("pixi-pack", "verify", changed, "-k", f"{key}.pub", check=False)
     assert refused.returncode != 0
     assert "is not the one this pixi-pack writes" in refused.stderr.decode()
+
+
+def test_a_windows_script_of_several_environments_names_them(workspace: Path, tmp_path: Path) -> None:
+    """environment.ps1 (not run here: there is no PowerShell) records the environments and its
+    --help text lists them with the two choices."""
+    fake = tmp_path / "pixi-unpack.exe"
+    fake.write_bytes(b"MZ" + bytes(range(256)) * 16)
+    script = tmp_path / "environment.ps1"
+    run("pixi-pack", workspace, "-e", "default", "-e", "prod", "-p", "win-64", "--create-executable",
+        "--pixi-unpack-source", fake, "-o", script)  # fmt: skip
+    layout = read_layout(script)
+    assert layout is not None and layout.script == "ps1"
+    head = script.read_bytes()[: layout.header_size]
+    assert b"$PIXI_PACK_ENVIRONMENTS = 'default,prod'\r\n" in head
+    assert b"--environment NAME" in head and b"--all " in head
+    assert sorted(json.loads(layout.metadata or "{}")["environments"]) == ["default", "prod"]
