@@ -196,8 +196,9 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
             if pypi_line(d.name, d.version) not in info.target.lines
         ]
         journal = PrefixJournal(prefix)
-        written = activation_path(output_dir, options.shell, metadata.platform)
-        journal.begin(outside=sorted({*output_dir.glob("activate.*"), written}))
+        stem = options.activation_script
+        written = activation_path(output_dir, options.shell, metadata.platform, stem)
+        journal.begin(outside=sorted({*output_dir.glob(f"{stem}.*"), written}))
         with deferred_interrupts("the update"):
             for dist in gone_dists:
                 _remove_dist(prefix, dist)
@@ -221,7 +222,7 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
                 pass
             steps.run_all()
             manifest = refresh_scripts(pack_dir, prefix, metadata.activation)
-            write_activation_script(output_dir, prefix, options.shell, metadata.platform, manifest)
+            write_activation_script(output_dir, prefix, options.shell, metadata.platform, manifest, stem)
             result = installed_set(prefix, installed_records(prefix))
             if result != info.target:
                 raise UnpackError(
@@ -397,9 +398,8 @@ def apply_each(
                 f"this delta is already applied: each environment in '{output_dir}' has its packages"
             )
         for name in pending:
-            one = dataclasses.replace(options, environment=name, env_name=name)
-            prefix = _apply_delta(one, fmt, plugins, deltas[name])
-            for script in output_dir.glob("activate.*"):
-                os.replace(script, output_dir / f"activate-{name}{script.suffix}")
-            updated.append(prefix)
+            one = dataclasses.replace(
+                options, environment=name, env_name=name, activation_script=f"activate-{name}"
+            )
+            updated.append(_apply_delta(one, fmt, plugins, deltas[name]))
     return updated
