@@ -109,17 +109,38 @@ def test_help_shows_a_plugin_installed_after_it_was_kept(tmp_path: Path) -> None
     assert "--shiny-level" in after.stdout, after.stderr[-2000:]
 
 
-def test_a_quiet_pack_imports_neither_rich_nor_httpx(workspace: Path, tmp_path: Path) -> None:
-    """rich is for what is shown (progress, log lines, errors), httpx for what rattler's
-    downloader cannot serve: a quiet pack that goes well needs neither; and once the plugins'
-    entry points were listed, importlib.metadata is not needed again until an install changes."""
+#: What a quiet run that goes well does without: rich and rich-click render help, errors and
+#: progress; httpx serves what rattler's downloader cannot; importlib.metadata lists the plugins'
+#: entry points once until an install changes.
+NOT_FOR_A_QUIET_RUN = ("rich", "rich_click", "httpx", "httpcore", "importlib.metadata")
+
+
+def test_a_quiet_pack_and_unpack_import_neither_rich_nor_httpx(workspace: Path, tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     for run in ("first", "again"):
         out = tmp_path / f"{run}.tar"
         result, modules = imported_by([*pack_argv(workspace, out), "-q"], env)
         assert result.returncode == 0, result.stderr[-3000:]
         assert out.is_file()
-    assert heavy(modules, ("rich", "httpx", "httpcore", "importlib.metadata")) == []
+    assert heavy(modules, NOT_FOR_A_QUIET_RUN) == []
+    result, modules = imported_by(
+        [str(BIN / "pixi-unpack"), str(out), "-o", str(tmp_path / "unpacked"), "-q"], env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "unpacked" / "env" / "conda-meta").is_dir()
+    assert heavy(modules, NOT_FOR_A_QUIET_RUN) == []
+
+
+def test_a_usage_error_is_shown_by_rich_click(tmp_path: Path) -> None:
+    """Runs are parsed by click alone; a usage error is still rendered as rich-click renders it."""
+    result, modules = imported_by([str(BIN / "pixi-pack"), "--no-such-flag"])
+    assert result.returncode == 2
+    assert "rich_click" in modules
+    assert "No such option" in result.stderr and "Try 'pixi-pack -h' for help" in result.stderr
+    result, _ = imported_by([str(BIN / "pixi-pack"), "--format", "tar", "--directory-only"])
+    assert result.returncode == 2
+    assert "choose one of --format, --directory-only and --create-executable" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_kept_text_another_user_could_have_written_is_not_read(

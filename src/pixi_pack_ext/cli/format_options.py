@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import rich_click as click
+import click
 
 from ..errors import UsageError
 from ..hookspecs import FormatOption, PackFormat

@@ -127,10 +127,11 @@ def run_pack() -> None:
         return
     from .format_options import add_format_flags
     from .pack import pack_command
+    from .rich_variant import run_command
 
     with contextlib.suppress(PixiPackError):  # a broken plugin set is reported when packing
         add_format_flags(pack_command, get_plugin_manager().formats)  # --base-image, ...
-    pack_command(prog_name="pixi-pack")
+    run_command(pack_command, "pixi-pack")
 
 
 def run_unpack() -> None:
@@ -141,6 +142,7 @@ def run_unpack() -> None:
 
         completion_command(args=args[1:], prog_name="pixi-unpack completion")
         return
-    from .unpack import unpack_command
+    from .rich_variant import run_command
+    from .unpack import HELP_SETTINGS, unpack_command
 
-    unpack_command(prog_name="pixi-unpack")
+    run_command(unpack_command, "pixi-unpack", HELP_SETTINGS)

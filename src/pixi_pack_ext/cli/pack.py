@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import rich_click as click
+import click
 
 from .. import __version__
 from .common import progress_for, run_reporting_errors, setup_logging, stderr
 from .completers import complete_environment, complete_manifest, complete_platform
 from .format_options import META_KEY, format_options_for
-
-click.rich_click.USE_RICH_MARKUP = True
 
 
 @click.command(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import rich_click as click
+import click
 
 from .. import __version__
 from ..config import load_config
@@ -16,13 +16,12 @@ from .common import run_reporting_errors, setup_logging, stderr
 from .keys import trusted_keys
 
 T = TypeVar("T")
+#: The rich help's layout (``rich_variant``): metavars inside the help text, so the option column
+#: fits --ignore-virtual-packages in 80 columns.
+HELP_SETTINGS = {"show_metavars_column": False, "append_metavars_help": True}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-# metavars inside the help text: the option column then fits --ignore-virtual-packages in 80 columns
-@click.rich_config(
-    help_config=click.RichHelpConfiguration(show_metavars_column=False, append_metavars_help=True)
-)
 @click.argument("pack_file", required=False, type=click.Path(path_type=Path), default=Path("environment.tar"))
 @click.option(
     "-o",
@@ -114,7 +113,7 @@ def unpack_command(
         force=force,
         ignore_virtual_packages=ignore_virtual_packages,
         compile_bytecode=compile_bytecode,
-        show_progress=stderr.is_terminal and not quiet,
+        show_progress=not quiet and stderr.is_terminal,
         environment=environment,
         run_post_link_scripts=run_post_link_scripts,
         trusted_keys=keys,

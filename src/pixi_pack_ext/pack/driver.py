@@ -9,38 +9,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import untrusted
-from ..activation_data import ACTIVATION_DIR, PackActivation, script_member
-from ..channel import write_channel_index
 from ..config import AuthStore, Settings, apply_environment, load_config
 from ..errors import DownloadError, PackError, PixiPackError, UsageError
 from ..hookspecs import WriteRequest
 from ..interrupts import held_interrupts
-from ..manifest import build_manifest, seal
 from ..metadata import CHANNEL_DIR, ENVIRONMENT_FILE, METADATA_FILE, PYPI_DIR, environment_yml, metadata_for
 from ..plan import PackPlan
 from ..plugins import PluginManager, get_plugin_manager
 from ..redact import redact_url
-from ..sshsig import load_private_key
 from ..staging_owner import make_owned_folder, remove_tree
-from .delta import make_delta
-from .download_cache import DownloadCache
 from .fetch import Fetcher
 from .fetch_item import FetchItem
-from .injection import apply_injections
 from .lockfile import read_plan
 from .manifest_activation import read_activation
-from .multi_env import is_multi, make_multi_plan
 from .options import PackOptions
 from .output_path import check_cache_folder, check_output
-from .prefix.rebuild import fetch_or_rebuild
+from .preload import preload_in_background
 from .progress import Progress
 from .pypi_selection import select_wheels
-from .sbom import write_sbom
+
+if TYPE_CHECKING:
+    from ..activation_data import PackActivation
+    from .download_cache import DownloadCache
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +72,10 @@ def make_plan(options: PackOptions, plugins: PluginManager, settings: Settings) 
             raise UsageError("--manifest only applies with --prefix; give the workspace as MANIFEST_PATH")
         plan = read_plan(options.manifest, options.environment, options.platform)
         plan.activation = read_activation(options.manifest, options.environment, plan.platform)
-    apply_injections(options.inject, plan, plugins)
+    if options.inject:
+        from .injection import apply_injections
+
+        apply_injections(options.inject, plan, plugins)
     select_wheels(plan, ignore_non_wheel=options.ignore_pypi_non_wheel)
     return plan
 
@@ -167,6 +165,9 @@ def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
 
 def lay_out(plan: PackPlan, staging: Path) -> None:
     """Write the pack's index files and SBOM next to the fetched packages."""
+    from ..channel import write_channel_index
+    from .sbom import write_sbom
+
     write_channel_index(staging / CHANNEL_DIR, plan.subdirs(), plan.conda)
     activation = _lay_out_activation(plan, staging)
     (staging / METADATA_FILE).write_text(
@@ -188,6 +189,8 @@ def known_sha256(plan: PackPlan) -> dict[str, str]:
 def seal_pack(plan: PackPlan, staging: Path, key: object | None) -> Callable[[str], None]:
     """Write the manifest (signed when ``key`` is given) and return how a format adds the sha256
     of the unpacker it embeds (the manifest is then written, and signed, again)."""
+    from ..manifest import build_manifest, seal
+
     manifest = build_manifest(staging, known_sha256(plan))
     seal(staging, key, manifest)
 
@@ -199,6 +202,8 @@ def seal_pack(plan: PackPlan, staging: Path, key: object | None) -> Callable[[st
 
 
 def _open_cache(folder: Path) -> DownloadCache:
+    from .download_cache import DownloadCache
+
     check_cache_folder(folder)
     try:
         return DownloadCache(folder)
@@ -212,6 +217,8 @@ def _lay_out_activation(plan: PackPlan, staging: Path) -> PackActivation | None:
     """Copy the manifest's activation scripts into ``activation/``; what ``pixi-pack.json`` lists."""
     if plan.activation is None or not (plan.activation.env or plan.activation.scripts):
         return None
+    from ..activation_data import ACTIVATION_DIR, PackActivation, script_member
+
     members = []
     for index, script in enumerate(plan.activation.scripts):
         member = script_member(index, script.name)
@@ -219,6 +226,19 @@ def _lay_out_activation(plan: PackPlan, staging: Path) -> PackActivation | None:
         shutil.copyfile(script, staging / member)
         members.append(member)
     return PackActivation(env=plan.activation.env, scripts=tuple(members))
+
+
+#: How long the downloads have to themselves before the preload starts (seconds): the first
+#: requests leave before anything else is imported.
+PRELOAD_AFTER = 0.005
+
+
+async def _fetch_preloading(fetcher: Fetcher, items: list[FetchItem]) -> None:
+    """``fetcher.fetch_all(items)``, importing what the rest of the pack needs meanwhile."""
+    task = asyncio.ensure_future(fetcher.fetch_all(items))
+    await asyncio.wait({task}, timeout=PRELOAD_AFTER)
+    preload_in_background()
+    await task
 
 
 def pack(
@@ -233,9 +253,15 @@ def pack(
     plugins = plugins or get_plugin_manager()
     fmt = plugins.format_named(options.format)
     settings = resolve_settings(options)
-    key = load_private_key(options.sign) if options.sign is not None else None  # before any download
+    key = None
+    if options.sign is not None:  # the key is read before any download
+        from ..sshsig import load_private_key
+
+        key = load_private_key(options.sign)
     multi = None
-    if is_multi(options):
+    if options.is_multi():
+        from .multi_env import make_multi_plan
+
         plan, multi = make_multi_plan(options, plugins, settings, make_plan, fmt.name)
     else:
         plan = make_plan(options, plugins, settings)
@@ -243,7 +269,11 @@ def pack(
     check_plan_hashes(plan)
     for note in plan.notes:
         log.warning("%s", note)
-    delta = make_delta(plan, options.since, fmt.name) if options.since is not None and multi is None else None
+    delta = None
+    if options.since is not None and multi is None:
+        from .delta import make_delta
+
+        delta = make_delta(plan, options.since, fmt.name)
     if fmt.check is not None:  # refuse a platform or options the format cannot use before downloading
         fmt.check(plan.platform, options.format_options)
 
@@ -260,6 +290,8 @@ def pack(
         # so a later pack removes what a killed one left (the format takes the inner folder whole).
         owned = make_owned_folder(staging_parent, ".pixi-pack-")
     except OSError as exc:
+        import tempfile
+
         where = staging_parent or Path(tempfile.gettempdir())
         fix = "choose an -o in a writable folder" if output is not None else "set TMPDIR to a writable folder"
         raise PackError(f"cannot create a staging folder in '{where}': {exc.strerror}; {fix}") from None
@@ -272,12 +304,14 @@ def pack(
         # so that failing to fetch them rebuilds them instead of ending the run
         fallback = {staging / p.pack_path: p for p in plan.conda if p.rebuild_from is not None}
         try:
-            asyncio.run(fetcher.fetch_all([item for item in items if item.dest not in fallback]))
+            asyncio.run(_fetch_preloading(fetcher, [item for item in items if item.dest not in fallback]))
         except DownloadError as exc:
             if not plan.fetch_hint:
                 raise
             raise type(exc)(f"{exc}; {plan.fetch_hint}") from None
         if fallback:
+            from .prefix.rebuild import fetch_or_rebuild
+
             fetch_or_rebuild(
                 [item for item in items if item.dest in fallback],
                 fallback,
@@ -287,6 +321,8 @@ def pack(
         if delta is not None:
             delta.write(staging, plan)
         if multi is not None:
+            from .sbom import write_sbom
+
             multi.write(staging)
             write_sbom(
                 plan, staging, {name: sorted(by_platform) for name, by_platform in multi.targets.items()}

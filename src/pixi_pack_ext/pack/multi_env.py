@@ -77,10 +77,6 @@ def _pack_activation(
     return PackActivation(env=activation.env, scripts=tuple(members))
 
 
-def is_multi(options: PackOptions) -> bool:
-    return len(set(options.environments)) > 1 or len(set(options.platforms)) > 1
-
-
 def make_multi_plan(
     options: PackOptions,
     plugins: PluginManager,

@@ -35,3 +35,7 @@ class PackOptions:
     platforms: list[str] = field(default_factory=list)
     #: An OpenSSH private key file: the pack's manifest is signed with it (``--sign``).
     sign: Path | None = None
+
+    def is_multi(self) -> bool:
+        """Whether this is a pack of several environments or platforms (``pack/multi_env.py``)."""
+        return len(set(self.environments)) > 1 or len(set(self.platforms)) > 1

@@ -19,12 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from .layout import Descriptor, HashingWriter, Layout
+from .media_types import COMPRESSIONS
 
-COMPRESSIONS: dict[str, str] = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-    "none": "application/vnd.oci.image.layer.v1.tar",
-}
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 9
 COPY_CHUNK = 1 << 20

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from pixi_pack_ext.errors import UsageError
 from pixi_pack_ext.hookspecs import FormatOption
 
-from .layer import COMPRESSIONS
+from .media_types import COMPRESSIONS
 
 DEFAULT_PREFIX = PurePosixPath("/app/env")
 ENTRYPOINT_PATH = PurePosixPath("/entrypoint.sh")

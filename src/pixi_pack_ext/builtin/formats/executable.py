@@ -15,19 +15,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from ...archive import safe_extract, write_tar
 from ...errors import InvalidPackError, UsageError
 from ...hookspecs import FormatOption, PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE
-from ...selfextract.layout import is_windows
-from ...selfextract.reader import PayloadReader, read_layout
-from ...selfextract.writer import write_self_extracting
+
+# The self-extractor's modules are imported where they are used: every run loads this plugin.
 
 SOURCE_OPTION = "pixi_unpack_source"
 WHEELHOUSE_OPTION = "unpacker_wheelhouse"
 
 
 def default_output(platform: str) -> str:
+    from ...selfextract.layout import is_windows
+
     return "environment.ps1" if is_windows(platform) else "environment.sh"
 
 
@@ -53,6 +53,10 @@ def check(platform: str, options: dict[str, object]) -> None:
 
 
 def write(request: WriteRequest) -> None:
+    from ...archive import write_tar
+    from ...selfextract.layout import is_windows
+    from ...selfextract.writer import write_self_extracting
+
     assert request.output is not None, "the executable format does not stream"
     output = request.output
     check(request.platform, request.options)
@@ -102,10 +106,15 @@ def _sha256_from(path: Path, offset: int) -> str:
 
 
 def can_read(path: Path | None) -> bool:
+    from ...selfextract.reader import read_layout
+
     return path is not None and path.is_file() and read_layout(path) is not None
 
 
 def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) -> Path:
+    from ...archive import safe_extract
+    from ...selfextract.reader import PayloadReader, read_layout
+
     """Extract the tar straight from the file (no copy) while its sha256 is checked (by a thread,
     or taken over from the header); ``verify`` makes a corrupt tar fail here, before the unpacker
     installs anything it extracted, packages taken straight from the file included."""
@@ -125,6 +134,8 @@ def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) 
 
 
 def peek_metadata(path: Path) -> str | None:
+    from ...selfextract.reader import read_layout
+
     """``pixi-pack.json`` as the header records it: no need to read the payload."""
     layout = read_layout(path)
     return None if layout is None else layout.metadata

@@ -1,20 +1,24 @@
-"""The default format: one uncompressed, deterministic tar (``environment.tar``), or a tar stream."""
+"""The default format: one uncompressed, deterministic tar (``environment.tar``), or a tar stream.
+
+The tar code is imported where it is used: every run loads this plugin, and a pack's downloads
+start before the pack is written.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-import tarfile
 from pathlib import Path
 
-from ...archive import BoundedTarInfo, safe_extract, write_tar
 from ...errors import InvalidPackError
 from ...hookspecs import PackFiles, PackFormat, WriteRequest, hookimpl
 from ...metadata import METADATA_FILE, METADATA_MAX_BYTES, metadata_too_large
 
 
 def write(request: WriteRequest) -> None:
+    from ...archive import write_tar
+
     if request.output is None:
         write_tar(request.staging, sys.stdout.buffer)
         sys.stdout.buffer.flush()
@@ -41,6 +45,10 @@ def can_read(path: Path | None) -> bool:
 
 def _is_tar(path: Path) -> bool:
     """``tarfile.is_tarfile``, but a first header declaring gigabytes is refused, not read."""
+    import tarfile
+
+    from ...archive import BoundedTarInfo
+
     try:
         with tarfile.open(path, tarinfo=BoundedTarInfo):
             return True
@@ -49,6 +57,8 @@ def _is_tar(path: Path) -> bool:
 
 
 def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) -> Path:
+    from ...archive import safe_extract
+
     if path is None:
         safe_extract(sys.stdin.buffer, workdir, files)
     else:
@@ -59,6 +69,10 @@ def open_pack(path: Path | None, workdir: Path, files: PackFiles | None = None) 
 
 def peek_metadata(path: Path) -> str | None:
     """``pixi-pack.json`` of a tar file, read by skipping over the other members' data."""
+    import tarfile
+
+    from ...archive import BoundedTarInfo
+
     try:
         with tarfile.open(path, mode="r:", tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:

@@ -6,12 +6,8 @@ python is checked by the core once every injected file is in (the python may be 
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
-from ...envpython import parse_wheel_name
 from ...errors import InjectionError
 from ...hashing import hash_file
 from ...hookspecs import Injector, hookimpl
@@ -19,6 +15,8 @@ from ...plan import PackPlan, PypiPackage
 
 
 def _check_archive(path: Path) -> None:
+    import zipfile  # imported when a wheel is injected, not whenever the plugin loads
+
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -32,6 +30,10 @@ def _check_archive(path: Path) -> None:
 
 def inject_wheel(path: Path, plan: PackPlan) -> None:
     """Add a local wheel to the plan, replacing a planned PyPI package of the same name."""
+    from packaging.utils import canonicalize_name
+
+    from ...envpython import parse_wheel_name
+
     try:
         wheel = parse_wheel_name(path.name)
     except ValueError as exc:

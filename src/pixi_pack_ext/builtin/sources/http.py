@@ -9,7 +9,6 @@ message: URLs are redacted before they are shown.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import http
 import logging
 import random
@@ -59,6 +58,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return min(float(value), MAX_RETRY_AFTER)
     except ValueError:
+        import email.utils  # only for a Retry-After given as a date
+
         parsed = email.utils.parsedate_to_datetime(value)
         return max(0.0, min(parsed.timestamp() - time.time(), MAX_RETRY_AFTER)) if parsed else None
 
