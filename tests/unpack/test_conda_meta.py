@@ -4,8 +4,8 @@ The reference is ``rattler.install`` of the lock's own records from their origin
 world serves them over HTTP), into the same path, so prefix-dependent fields match too. Fields that
 must differ are the ones naming the package cache an install used: rattler's user cache for the
 reference, a temporary one for the unpack (removed afterwards, so left out):
-``extracted_package_dir``, ``package_tarball_full_path`` and ``link`` (whose ``source`` is that
-folder). Every other field, ``url`` and ``channel`` included, must be equal.
+``extracted_package_dir``, ``package_tarball_full_path``, and ``link``'s ``source`` (that folder;
+the link type stays). Every other field, ``url`` and ``channel`` included, must be equal.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import rattler
 from conftest import needs_linux64, pack_prod, run
 
-from pixi_pack_ext.unpack.conda_meta import CACHE_FIELDS
+from pixi_pack_ext.unpack.conda_meta import CACHE_FIELDS, LINK_FIELD
 
 pytestmark = needs_linux64
 
@@ -82,6 +83,10 @@ def test_conda_meta_matches_an_install_from_the_lock(workspace: Path, tmp_path: 
             if key in CACHE_FIELDS:
                 assert key not in got, f"{name}: {key} names the removed package cache"
                 continue
+            if key == LINK_FIELD:  # how it was linked stays (a copy from a cache in RAM), not the folder
+                assert got[key].keys() == expected[key].keys() and got[key]["source"] == "", got[key]
+                assert got[key]["type"] in (1, 2, 3), f"{name}: {got[key]}"  # hard link, soft link, copy
+                continue
             assert got.get(key) == expected.get(key), f"{name}: field '{key}' differs"
 
 
@@ -137,3 +142,24 @@ def test_a_channel_named_without_a_url_comes_from_the_package_url(workspace: Pat
     for name, record in conda_meta(tmp_path / "again" / "env").items():
         assert record["url"].startswith("http://127.0.0.1:"), name
         assert record["channel"] == record["url"].rsplit("/", 2)[0] + "/", name
+
+
+def test_conda_pack_packs_the_unpacked_environment(workspace: Path, tmp_path: Path) -> None:
+    """conda-pack reads conda-meta (every record's ``link`` among it): it packs an environment
+    pixi-unpack made, and its archive, extracted elsewhere and ``conda-unpack``ed, runs there."""
+    from conda_pack import pack as conda_pack
+
+    pack_prod(workspace, tmp_path / "pack.tar")
+    run("pixi-unpack", tmp_path / "pack.tar", "-o", tmp_path / "out")
+    archive = tmp_path / "env.tar"
+    conda_pack(prefix=str(tmp_path / "out" / "env"), output=str(archive), format="tar", verbose=False)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.unpack_archive(archive, moved)
+    records = sorted(p.name for p in (moved / "conda-meta").glob("*.json"))
+    assert records == sorted(conda_meta(tmp_path / "out" / "env"))
+    run(sys.executable, moved / "bin" / "conda-unpack")
+    # a text file's prefix is rewritten (conda-pack finds prefixes in files itself when the package
+    # cache an environment was linked from is gone, as after any pixi-unpack)
+    script = run(moved / "bin" / "hello-script").stdout.decode().splitlines()
+    assert script[0] == f"hello-script prefix={moved}"

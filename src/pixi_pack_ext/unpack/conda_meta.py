@@ -6,6 +6,10 @@ at deleted folders (``extracted_package_dir``, ``link.source``). The pack's repo
 package's original URL and channel (``pixi_pack_ext.channel.ORIGIN_FIELDS``); they replace the temporary ones,
 and the paths into the removed cache are left out. ``conda list -p env`` then shows the real
 channels, and ``pixi-pack --prefix env`` finds the packages where they came from.
+
+``link`` stays, as conda and rattler write it, with its link type; its ``source`` (the cache
+folder) is the empty path: readers such as conda-pack expect the field and treat a source that is
+not there as a package whose cache was cleared.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from ..channel import is_origin_url
 from ..errors import InvalidPackError
 
 #: Fields of a conda-meta record that name the package cache the install used (gone afterwards).
-CACHE_FIELDS = ("extracted_package_dir", "package_tarball_full_path", "link")
+CACHE_FIELDS = ("extracted_package_dir", "package_tarball_full_path")
+#: The field naming how a package was linked and from which cache folder (kept, without the folder).
+LINK_FIELD = "link"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ def restore_origins(prefix: Path, records: list[rattler.RepoDataRecord], origins
                 data["channel"] = origin.channel
         for key in CACHE_FIELDS:
             data.pop(key, None)
+        link = data.get(LINK_FIELD)
+        if isinstance(link, dict):
+            data[LINK_FIELD] = {**link, "source": ""}
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         os.replace(temp, path)
