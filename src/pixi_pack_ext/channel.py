@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .metadata import compact_json
 from .plan import CondaPackage
 from .redact import public_url
 from .untrusted import MAX_REPODATA_JSON, UntrustedDataError, load_json, read_limited
@@ -75,7 +76,7 @@ def write_channel_index(channel_dir: Path, subdirs: list[str], packages: list[Co
         folder = channel_dir / subdir
         folder.mkdir(parents=True, exist_ok=True)
         document = build_repodata(subdir, [p for p in packages if p.subdir == subdir])
-        (folder / "repodata.json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+        (folder / "repodata.json").write_text(compact_json(document, sort_keys=False) + "\n")
 
 
 def read_repodata(path: Path) -> object:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidPackError
-from .metadata import MANIFEST_FILE, SEAL_FILES, SIGNATURE_FILE
+from .metadata import MANIFEST_FILE, SEAL_FILES, SIGNATURE_FILE, compact_json
 
 __all__ = ["MANIFEST_FILE", "SEAL_FILES", "SIGNATURE_FILE", "FileEntry", "Manifest"]
 MANIFEST_VERSION = 1
@@ -48,7 +48,7 @@ class Manifest:
         }
         if self.unpacker_sha256 is not None:
             data["unpacker-sha256"] = self.unpacker_sha256
-        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        return (compact_json(data) + "\n").encode("utf-8")
 
 
 def sha256_file(path: Path) -> str:

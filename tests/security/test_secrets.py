@@ -148,7 +148,7 @@ def test_secret_is_never_shown_nor_packed(
     assert b"@127.0.0.1" not in indexes and b"/t/" not in indexes, (
         "the pack names the server with credentials"
     )
-    assert b'"url": "http://127.0.0.1:' in indexes
+    assert b'"url":"http://127.0.0.1:' in indexes
 
     if host_platform() == "linux-64":
         out = tmp_path / "out"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PackError
+from ..metadata import compact_json
 from ..redact import public_url
 
 if TYPE_CHECKING:
@@ -107,33 +107,35 @@ def sbom_json(
             qualifiers["channel"] = channel
             properties.append({"name": "conda:channel", "value": channel})
         properties.append({"name": "conda:subdir", "value": package.subdir})
-        purl = PackageURL(type="conda", name=package.name, version=str(record.version), qualifiers=qualifiers)
+        purl = PackageURL(
+            type="conda", name=package.name, version=str(record.version), qualifiers=qualifiers
+        ).to_string()
         component: dict[str, object] = {
-            "bom-ref": purl.to_string(),
+            "bom-ref": purl,
             "type": "library",
             "name": package.name,
             "version": str(record.version),
-            "purl": purl.to_string(),
+            "purl": purl,
             "hashes": _sha256(package.sha256),
             "licenses": _licences(record.license or "", licence_cache),
             "properties": properties,
         }
         components.append({k: v for k, v in component.items() if v != []})
-        identity.append(f"{purl.to_string()} {package.sha256}")
+        identity.append(f"{purl} {package.sha256}")
     for wheel in sorted((w for w in plan.pypi if w.is_wheel), key=lambda w: w.file_name):
         sha256 = wheel.sha256 or wheel_sha256.get(wheel.file_name)
-        purl = PackageURL(type="pypi", name=_pypi_name(wheel.name), version=wheel.version)
+        purl = PackageURL(type="pypi", name=_pypi_name(wheel.name), version=wheel.version).to_string()
         component = {
-            "bom-ref": f"{purl.to_string()}#{wheel.file_name}",
+            "bom-ref": f"{purl}#{wheel.file_name}",
             "type": "library",
             "name": wheel.name,
             "version": wheel.version,
-            "purl": purl.to_string(),
+            "purl": purl,
             "hashes": _sha256(sha256),
             "properties": [{"name": "pypi:file", "value": wheel.file_name}],
         }
         components.append({k: v for k, v in component.items() if v != []})
-        identity.append(f"{purl.to_string()} {wheel.file_name} {sha256}")
+        identity.append(f"{purl} {wheel.file_name} {sha256}")
 
     serial = uuid.uuid5(_SERIAL_NAMESPACE, hashlib.sha256("\n".join(identity).encode()).hexdigest())
     environment_ref = f"pixi-environment:{names}"
@@ -166,7 +168,7 @@ def sbom_json(
         # The environment holds every package; the lock records no edges between them here.
         "dependencies": [{"ref": environment_ref, "dependsOn": refs}, *({"ref": ref} for ref in refs)],
     }
-    return json.dumps(bom, indent=1, sort_keys=True) + "\n"
+    return compact_json(bom) + "\n"
 
 
 def write_sbom(plan: PackPlan, staging: Path, targets: dict[str, list[str]] | None = None) -> None:

@@ -206,7 +206,7 @@ if [ "$signed" = 1 ]; then
         <"$tmp/manifest.json" 2>&1) \
         || die "the pack's signature does not verify with the trusted key(s): $(printf '%s' "$found" | tail -n 1); nothing was run or installed"
     say "${found%% with *} ($(printf '%s' "$found" | sed -n 's/.* key //p'))"
-    grep -F -q "\"unpacker-sha256\": \"$PIXI_PACK_UNPACKER_SHA256\"" "$tmp/manifest.json" \
+    grep -F -q "\"unpacker-sha256\":\"$PIXI_PACK_UNPACKER_SHA256\"" "$tmp/manifest.json" \
         || die "the signed manifest does not cover this file's unpacker; nothing was run or installed"
     PIXI_UNPACK_MANIFEST_SHA256=$(sha256_of <"$tmp/manifest.json") \
         || die "no sha256 tool found (sha256sum, shasum, sha256 or openssl); cannot check '$self'"
