@@ -63,23 +63,41 @@ def record_path(prefix: Path, record: rattler.RepoDataRecord) -> Path:
     return prefix / "conda-meta" / f"{record.name.normalized}-{record.version}-{record.build}.json"
 
 
-def restore_origins(prefix: Path, records: list[rattler.RepoDataRecord], origins: dict[str, Origin]) -> None:
+def restore_origins(
+    prefix: Path, records: list[rattler.RepoDataRecord], origins: dict[str, Origin], *, in_place: bool = False
+) -> None:
     """Rewrite each record's conda-meta file with its original URL and channel (``origins`` is keyed
-    by the URL the install used) and without the paths into the removed package cache."""
+    by the URL the install used) and without the paths into the removed package cache.
+
+    ``in_place``: the files are rewritten where they are, not replaced by new ones; only for an
+    environment still in its staging folder (nothing else holds its files, and a failure discards
+    it). Creating a file is what this step cost (~0.7 ms each on ext4 after an install's many
+    deletions), not the JSON."""
     for record in records:
         path = record_path(prefix, record)
-        data = json.loads(path.read_text(encoding="utf-8"))
-        origin = origins.get(record.url)
-        if origin is not None:
-            if origin.url is not None:
-                data["url"] = origin.url
-            if origin.channel is not None:
-                data["channel"] = origin.channel
-        for key in CACHE_FIELDS:
-            data.pop(key, None)
-        link = data.get(LINK_FIELD)
-        if isinstance(link, dict):
-            data[LINK_FIELD] = {**link, "source": ""}
+        if in_place:
+            with open(path, "r+", encoding="utf-8") as f:
+                text = _restored(json.load(f), origins.get(record.url))
+                f.seek(0)
+                f.write(text)
+                f.truncate()
+            continue
+        text = _restored(json.loads(path.read_text(encoding="utf-8")), origins.get(record.url))
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
+
+
+def _restored(data: dict[str, object], origin: Origin | None) -> str:
+    """The text of a conda-meta record with ``origin``'s URL and channel and no cache paths."""
+    if origin is not None:
+        if origin.url is not None:
+            data["url"] = origin.url
+        if origin.channel is not None:
+            data["channel"] = origin.channel
+    for key in CACHE_FIELDS:
+        data.pop(key, None)
+    link = data.get(LINK_FIELD)
+    if isinstance(link, dict):
+        data[LINK_FIELD] = {**link, "source": ""}
+    return json.dumps(data, indent=2) + "\n"

@@ -508,7 +508,7 @@ def _assembled(
                     records, staged_prefix, cache_dir, metadata.platform, options.show_progress, target=prefix
                 )
                 linking = False
-                restore_origins(staged_prefix, records, origins)
+                restore_origins(staged_prefix, records, origins, in_place=True)
             if not options.run_post_link_scripts:
                 warn_not_run(find_link_scripts(staged_prefix, records, metadata.platform))
             # The environment holds hard links to (or copies of) the cache's files now: removing
