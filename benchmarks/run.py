@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -47,6 +48,26 @@ class SendfileHandler(_QuietHandler):
     def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
         self.wfile.flush()
         self.connection.sendfile(source)
+
+
+class StampingHandler(SendfileHandler):
+    """``SendfileHandler`` noting when each request arrived (``time.perf_counter``, which a child
+    started from this process measures on the same clock)."""
+
+    arrivals: ClassVar[list[float]] = []
+
+    def do_GET(self) -> None:
+        StampingHandler.arrivals.append(time.perf_counter())
+        super().do_GET()
+
+    def do_HEAD(self) -> None:
+        StampingHandler.arrivals.append(time.perf_counter())
+        super().do_HEAD()
+
+
+#: Start-up targets (seconds): --version and a kept --help of either command; a cold pack's first request.
+STARTUP_LIMIT = 0.060
+FIRST_REQUEST_LIMIT = 0.100
 
 
 class StdlibServer:
@@ -221,6 +242,55 @@ class Bench:
         kept = self.scratch / f"{world.workload.name}-environment.tar"
         run_once([PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "-o", kept, "-q"])
         return result["ours"], kept
+
+    def startup(self, world: World) -> None:
+        """How soon a command answers or starts working: ``--version`` and a kept ``--help`` of
+        both commands (target 60 ms), and the time from starting a cold pack to its first request
+        (target 100 ms), against fixed limits; a bare ``python -c pass`` is shown for scale."""
+        name = world.workload.name
+        interpreter = interleaved(self.runs, {"python": lambda: run_once([sys.executable, "-c", "pass"])})
+        self.add(Row(name, "bare interpreter start", interpreter["python"], note="for scale"))
+        for command in (PIXI_PACK, PIXI_UNPACK):
+            run_once([command, "--help"])  # keeps the help for the runs below
+            for flag in ("--version", "--help"):
+                result = interleaved(self.runs, {"ours": lambda c=command, f=flag: run_once([c, f])})
+                series = result["ours"]
+                self.add(
+                    Row(
+                        name,
+                        f"{Path(command).name} {flag}",
+                        series,
+                        note=f"limit {STARTUP_LIMIT * 1000:.0f} ms",
+                        ratio_override=series.median / STARTUP_LIMIT,
+                        limit=1.0,
+                    )
+                )
+        with ChannelServer(world.serve, handler=StampingHandler) as server:
+            ws = world.workspace(self.fresh(f"{name}-ws-first"), server.url)
+
+            def first_request() -> Run:
+                out = self.fresh("first-out")
+                StampingHandler.arrivals.clear()
+                start = time.perf_counter()
+                try:
+                    done = run_once(
+                        [PIXI_PACK, ws, "-e", "default", "-p", "linux-64", "-o", out / "e.tar", "-q"]
+                    )
+                finally:
+                    self.drop(out)
+                return Run(seconds=min(StampingHandler.arrivals) - start, rss_mib=done.rss_mib)
+
+            series = interleaved(self.runs, {"first": first_request})["first"]
+        self.add(
+            Row(
+                name,
+                "first request after start",
+                series,
+                note=f"cold pack; limit {FIRST_REQUEST_LIMIT * 1000:.0f} ms",
+                ratio_override=series.median / FIRST_REQUEST_LIMIT,
+                limit=1.0,
+            )
+        )
 
     def pack_cold_stdlib(self, world: World) -> None:
         """The cold pack again, from ``python -m http.server`` (``StdlibServer``)."""
@@ -674,6 +744,7 @@ def main() -> None:
                 bench.pack_cold_stdlib(world)
         if "T200" in worlds:
             scale: dict[str, dict[str, Series]] = {}
+            bench.startup(worlds["T200"])
             for name in ("T200", "T1000"):
                 world = worlds[name]
                 with ChannelServer(world.serve, handler=SendfileHandler) as server:

@@ -9,12 +9,14 @@ file, so 50 downloads at once lost seconds per pack there (8 s against 0.6 s fro
 keeps connections open).
 
 A request whose answer has begun was accepted, so bounding the requests still waiting for their
-answer bounds what can sit in that queue. The bound is ``BASE`` (fits a backlog of 5; browsers open
-six connections per host over HTTP/1.x) until the origin has answered and is known to keep its
-connections open; from then on only the run's download limit applies. An origin that closes its
-connections keeps the bound for the whole run. While that is not known yet (the probe is out),
-each answer that begins widens the bound by one, up to twice ``BASE``: a pack of many small files
-from a keep-alive server does not wait for the probe with six requests at a time.
+answer bounds what can sit in that queue. Linux queues one connection more than the backlog, so
+``BASE`` (6) fits a backlog of 5 (browsers, too, open six connections per host over HTTP/1.x).
+Until the origin is known to keep its connections open, that is the bound, and while the probe
+that asks is out, its own connection takes one of the places. Once an answer came from an origin
+known to keep connections open, only the run's download limit applies; an origin that closes them
+keeps the bound for the whole run. (Widening the bound while the probe was out, so that small
+files from a keep-alive server did not wait for it, overflowed a backlog of 5 on packs of many
+small files: a handshake dropped there costs a second.)
 """
 
 from __future__ import annotations
@@ -39,15 +41,15 @@ class _Origin:
     #: Whether the origin closes each connection after its answer; None while not known.
     closes: bool | None = None
     answered: bool = False
-    #: Answers that have begun (while ``closes`` is unknown, each one widens the window).
-    answers: int = 0
+    #: Whether a probe is asking the origin (its connection counts against the bound meanwhile).
+    probing: bool = False
     queue: list[asyncio.Future[None]] = field(default_factory=list)
 
     def window(self, limit: int) -> int:
         if self.closes is False and self.answered:
             return limit
-        if self.closes is None:  # while the probe is out: one more for each answer, up to twice
-            return min(limit, BASE + self.answers, 2 * BASE)
+        if self.closes is None and self.probing:  # the probe's connection takes a place
+            return max(1, min(BASE - 1, limit))
         return min(BASE, limit)
 
     def wake(self, limit: int) -> None:
@@ -92,8 +94,11 @@ class AnswerPacer:
 
         def deliver(closes: bool | None) -> None:
             state = self._origins[origin]
+            state.probing = False
             if state.closes is None:  # an answer seen meanwhile knows better
                 self.learn(origin, bool(closes))
+            else:
+                state.wake(self._limit)  # the probe's place is free
 
         def run() -> None:
             closes = probe(url)
@@ -111,6 +116,7 @@ class AnswerPacer:
         if state is None:
             state = self._origins[origin] = _Origin()
             if self._probe is not None and url:
+                state.probing = True
                 self._start_probe(origin, url)
         while state.waiting >= state.window(self._limit):
             waiter = asyncio.get_running_loop().create_future()
@@ -136,7 +142,6 @@ class AnswerPacer:
         def answered() -> None:
             if not freed:
                 state.answered = True
-                state.answers += 1
             free()
 
         try:
