@@ -167,6 +167,7 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
     ram = RamStaging.create()
     cache_dir = ram.cache_folder() if ram is not None else workdir / "cache"
     journal: PrefixJournal | None = None
+    linking = False  # True while rattler links, and after it failed doing so
     try:
         with CachePrefill(cache_dir, ram=ram, disk_dir=workdir / "cache") as prefill:
             gate = TrustGate(options.trusted_keys, options.manifest_sha256)
@@ -202,7 +203,9 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
         with deferred_interrupts("the update"):
             for dist in gone_dists:
                 _remove_dist(prefix, dist)
+            linking = True
             _install(wanted, records, prefix, cache_dir, metadata.platform, options.show_progress)
+            linking = False
             restore_origins(prefix, shipped, origins)
             scripts = find_link_scripts(prefix, shipped, metadata.platform)
             if options.run_post_link_scripts:
@@ -232,6 +235,8 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
     except BaseException as exc:
         with held_interrupts():
             if journal is not None and journal.folder.is_dir():
+                if linking:  # rattler's threads may still be writing: let them end first
+                    journal.settle()
                 journal.rollback()
         if isinstance(exc, OSError) and not isinstance(exc, PixiPackError):
             raise UnpackError(

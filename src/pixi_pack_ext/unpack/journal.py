@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,17 @@ def _walk(prefix: Path) -> tuple[list[str], dict[str, list[int]]]:
                 folders.append(path.relative_to(prefix).as_posix())
         for name in names:
             path = base / name
-            st = path.lstat()
+            try:
+                st = path.lstat()
+            except FileNotFoundError:  # gone since it was listed (a failed install's last writes)
+                continue
             files[path.relative_to(prefix).as_posix()] = [st.st_ino, st.st_size, st.st_mtime_ns]
     return folders, files
+
+
+#: How often, and how long at most, ``settle`` looks at the environment for rattler's last writes.
+SETTLE_PAUSE = 0.05
+SETTLE_LIMIT = 3.0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -169,6 +178,19 @@ class PrefixJournal:
         root = os.path.realpath(self.prefix)
         return Path(os.path.realpath((self.prefix / relative).parent)).is_relative_to(root)
 
+    def settle(self) -> None:
+        """Wait until the environment stops changing (at most ``SETTLE_LIMIT`` seconds): rattler's
+        link threads can go on writing for a moment after an install failed, and a rollback before
+        they end would leave their last files behind."""
+        deadline = time.monotonic() + SETTLE_LIMIT
+        last = _walk(self.prefix) if self.prefix.is_dir() else None
+        while time.monotonic() < deadline:
+            time.sleep(SETTLE_PAUSE)
+            now = _walk(self.prefix) if self.prefix.is_dir() else None
+            if now == last:
+                return
+            last = now
+
     def rollback(self) -> None:
         """Put the environment back as ``begin`` found it, then drop the journal."""
         snapshot = self._snapshot()
@@ -177,7 +199,7 @@ class PrefixJournal:
         _, now = _walk(self.prefix) if self.prefix.is_dir() else ([], {})
         for relative in now:
             if relative not in before_files:
-                (self.prefix / relative).unlink()
+                (self.prefix / relative).unlink(missing_ok=True)
         # Folders that were not there go before the files come back: one may stand where a file was.
         for root, dirs, _ in os.walk(self.prefix, topdown=False):
             for name in dirs:
