@@ -57,3 +57,23 @@ def test_workspace_works_offline_without_a_server(tmp_path: Path) -> None:
     assert hello.stdout.strip()
     # made again in place: the earlier demo workspace is replaced, not refused
     assert demo("--workspace", "ws", cwd=tmp_path).returncode == 0
+
+
+def test_building_the_demo_recipes_writes_nothing_into_the_source_tree(tmp_path: Path) -> None:
+    """rattler-build writes the recipe it parses into its folder: the test world builds from a copy,
+    so examples/ stays as checked out (two test runs at once once truncated a recipe there)."""
+    from pixi_pack_ext.testing.world import build_recipe
+
+    recipes = REPO / "examples" / "demo" / "recipes"
+
+    def snapshot() -> dict[str, tuple[bytes, int]]:
+        return {
+            str(p.relative_to(recipes)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(recipes.rglob("*"))
+            if p.is_file()
+        }
+
+    before = snapshot()
+    for recipe in sorted(recipes.glob("*/recipe.yaml")):
+        assert build_recipe(recipe, tmp_path / "channel")
+    assert snapshot() == before

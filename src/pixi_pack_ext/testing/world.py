@@ -45,27 +45,34 @@ def recipe_platforms(recipe: Any) -> list[str]:
 
 
 def build_recipe(recipe_path: Path, channel_dir: Path, platforms: Sequence[str] | None = None) -> list[Path]:
-    """Build one recipe file into ``channel_dir`` for each of its platforms; returns the package files."""
+    """Build one recipe file into ``channel_dir`` for each of its platforms; returns the package files.
+
+    rattler-build writes the recipe it parses into its recipe folder: it builds from a private copy
+    of that folder, so a recipe in the source tree (``examples/``) is never written, and two runs
+    building the same recipe at once cannot truncate it for each other."""
     from rattler_build import PlatformConfig, RenderConfig, Stage0Recipe, ToolConfiguration
 
     channel_dir.mkdir(parents=True, exist_ok=True)
     text = recipe_path.read_text()
-    recipe = Stage0Recipe.from_yaml(text, recipe_dir=recipe_path.parent)
-    data = recipe.to_dict()
-    fmt = (data.get("extra") or {}).get("package-format", "conda")
     built: list[Path] = []
-    for platform in platforms or recipe_platforms(recipe):
-        target = "linux-64" if platform == "noarch" else platform
-        results = Stage0Recipe.from_yaml(text, recipe_dir=recipe_path.parent).run_build(
-            tool_config=ToolConfiguration(test_strategy="skip"),
-            output_dir=channel_dir,
-            channels=[channel_dir.as_uri()],
-            package_format=fmt,
-            no_build_id=True,
-            render_config=RenderConfig(platform=PlatformConfig(target_platform=target)),
-        )
-        for result in results:
-            built.extend(Path(p) for p in result.packages)
+    with tempfile.TemporaryDirectory(prefix="pixi-pack-recipe-") as scratch:
+        recipe_dir = Path(scratch) / recipe_path.parent.name
+        shutil.copytree(recipe_path.parent, recipe_dir, symlinks=True)
+        recipe = Stage0Recipe.from_yaml(text, recipe_dir=recipe_dir)
+        data = recipe.to_dict()
+        fmt = (data.get("extra") or {}).get("package-format", "conda")
+        for platform in platforms or recipe_platforms(recipe):
+            target = "linux-64" if platform == "noarch" else platform
+            results = Stage0Recipe.from_yaml(text, recipe_dir=recipe_dir).run_build(
+                tool_config=ToolConfiguration(test_strategy="skip"),
+                output_dir=channel_dir,
+                channels=[channel_dir.as_uri()],
+                package_format=fmt,
+                no_build_id=True,
+                render_config=RenderConfig(platform=PlatformConfig(target_platform=target)),
+            )
+            for result in results:
+                built.extend(Path(p) for p in result.packages)
     return built
 
 
