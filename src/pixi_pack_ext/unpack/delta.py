@@ -50,7 +50,7 @@ from ..package_set import (
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
 from ..untrusted import read_limited
-from .activation import activation_path, refresh_scripts, write_activation_script
+from .activation import activation_path, check_pack_activation, refresh_scripts, write_activation_script
 from .cache_prefill import CachePrefill
 from .conda_meta import Origin, restore_origins
 from .driver import (
@@ -104,7 +104,11 @@ def delta_of(text: str, environment: str | None) -> Delta | None:
 def chosen_delta(environments: dict[str, dict[str, Target]], environment: str | None) -> Delta:
     name, platform, target = choose(environments, environment, host_platform())
     assert target.delta is not None
-    metadata = PackMetadata(MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages)
+    # The environment's [activation] comes along: without it the update would drop the scripts and
+    # variables the environment was unpacked with.
+    metadata = PackMetadata(
+        MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages, target.activation or None
+    )
     return Delta(metadata, target.delta, name)
 
 
@@ -175,8 +179,10 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
             text = read_limited(pack_dir / METADATA_FILE, METADATA_FILE).decode("utf-8", "replace")
             if delta_of(text, delta.environment) != delta:
                 raise InvalidPackError(f"the pack's {METADATA_FILE} changed while it was read")
+            check_pack_activation(pack_dir, metadata.activation, options.shell, metadata.platform)
             origins: dict[str, Origin] = {}
             shipped = verify_channel(pack_dir, check_hashes=False, streamed=prefill.streamed, origins=origins)
+            whole_pack = pack_dir  # the activation scripts are here, once for every environment
             if delta.environment is not None:  # its packages and wheels only, of those of several
                 selection = select(pack_dir, delta.environment, workdir / "selected", delta=True)
                 shipped, pack_dir = selection.keep(shipped), selection.pack_dir
@@ -224,7 +230,7 @@ def _apply_delta(options: UnpackOptions, fmt: PackFormat, plugins: PluginManager
             with steps.preparing():
                 pass
             steps.run_all()
-            manifest = refresh_scripts(pack_dir, prefix, metadata.activation)
+            manifest = refresh_scripts(whole_pack, prefix, metadata.activation)
             write_activation_script(output_dir, prefix, options.shell, metadata.platform, manifest, stem)
             result = installed_set(prefix, installed_records(prefix))
             if result != info.target:
