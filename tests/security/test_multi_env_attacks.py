@@ -4,13 +4,17 @@ unpacked by the commands a user runs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import needs_linux64, run
 
+from pixi_pack_ext.metadata import SEAL_FILES
 from pixi_pack_ext.testing.world import ChannelServer, write_lock
+
+from .hostile import error_line, find, read_members, set_data, snapshot, write_pack
 
 pytestmark = needs_linux64
 
@@ -42,7 +46,8 @@ def _workspace(root: Path, url: str, environments: dict[str, list[str]], script:
 def scripted_delta(
     channel_server: ChannelServer, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
-    """(old pack, delta): ``worker`` sources a script and gains hello-bin in the delta."""
+    """(old pack, delta): ``prod`` gains activate-demo, ``worker`` (which sources a script) gains
+    hello-bin; ``prod`` is updated first."""
     root = tmp_path_factory.mktemp("scripted-delta")
     both = ("-e", "prod", "-e", "worker", "-p", "linux-64")
     old_ws = _workspace(
@@ -55,7 +60,7 @@ def scripted_delta(
     new_ws = _workspace(
         root / "new",
         channel_server.url,
-        {"prod": ["hello-bin"], "worker": ["activate-demo", "hello-bin"]},
+        {"prod": ["hello-bin", "activate-demo"], "worker": ["activate-demo", "hello-bin"]},
         "export STEP=new\n",
     )
     run("pixi-pack", new_ws, *both, "--since", root / "v1.tar", "-o", root / "delta.tar")
@@ -91,3 +96,49 @@ def test_a_delta_of_several_environments_installs_its_activation_scripts(
         env={"PATH": "/usr/bin:/bin"},
     )
     assert sourced.stdout == "worker new"
+
+
+def _hostile_delta(delta: Path, out: Path, activation: dict[str, object]) -> Path:
+    """The delta with ``worker``'s activation replaced (its manifest dropped, as an attacker would)."""
+    members = [m for m in read_members(delta) if m.info.name not in SEAL_FILES]
+    data = json.loads(find(members, "pixi-pack.json").data or b"")
+    data["environments"]["worker"]["linux-64"]["activation"] = activation
+    set_data(members, "pixi-pack.json", json.dumps(data).encode())
+    return write_pack(out, members)
+
+
+def test_a_value_the_shell_cannot_hold_refuses_before_any_environment_changes(
+    scripted_delta: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``worker``'s value cannot be written for cmd.exe: refused before ``prod`` (first) is updated."""
+    old, delta = scripted_delta
+    hostile = _hostile_delta(delta, tmp_path / "hostile.tar", {"env": {"X": 'say "hi"'}, "scripts": []})
+    out = tmp_path / "out"
+    run("pixi-unpack", old, "--all", "-o", out, "-s", "cmd")
+    before = snapshot(tmp_path)
+    result = run("pixi-unpack", hostile, "--all", "-o", out, "-s", "cmd", check=False)
+    line = error_line(result)
+    assert result.returncode != 0 and "X" in line and "cmd.exe" in line
+    assert len(result.stderr.decode().strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_a_later_environment_failing_names_the_ones_already_updated(
+    scripted_delta: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``worker`` lists a script the pack lacks: ``prod`` was updated (and stays so), ``worker`` is
+    left as it was, and the one error line says both, and that rerunning finishes."""
+    old, delta = scripted_delta
+    hostile = _hostile_delta(
+        delta, tmp_path / "hostile.tar", {"env": {}, "scripts": ["activation/missing.sh"]}
+    )
+    out = tmp_path / "out"
+    run("pixi-unpack", old, "--all", "-o", out)
+    worker_before = snapshot(out / "worker")
+    result = run("pixi-unpack", hostile, "--all", "-o", out, check=False)
+    line = error_line(result)
+    assert result.returncode != 0 and len(result.stderr.decode().strip().splitlines()) == 1
+    assert "missing.sh" in line and "'worker'" in line and "already updated: prod" in line
+    assert snapshot(out / "worker") == worker_before
+    assert (out / "prod/etc/conda/activate.d").is_dir()  # prod has activate-demo now
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging or journal left

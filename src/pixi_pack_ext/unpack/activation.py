@@ -329,6 +329,14 @@ def check_pack_activation(
         return
     for member in activation.scripts:
         _pack_script(pack_dir, member)
+    check_activation_values(activation, shell, platform)
+
+
+def check_activation_values(activation: PackActivation | None, shell: str | None, platform: str) -> None:
+    """Every value of the pack's activation can be written for ``shell``: one refusal line if not.
+    Needs only ``pixi-pack.json``, so an update of several environments checks each before any."""
+    if not activation:
+        return
     shell = shell or default_shell(platform)
     if shell not in SHELLS:
         raise UsageError(f"unknown shell '{shell}'; choose one of {', '.join(SHELLS)}")

@@ -50,7 +50,13 @@ from ..package_set import (
 from ..plugins import PluginManager, get_plugin_manager
 from ..staging_owner import make_owned_folder
 from ..untrusted import read_limited
-from .activation import activation_path, check_pack_activation, refresh_scripts, write_activation_script
+from .activation import (
+    activation_path,
+    check_activation_values,
+    check_pack_activation,
+    refresh_scripts,
+    write_activation_script,
+)
 from .cache_prefill import CachePrefill
 from .conda_meta import Origin, restore_origins
 from .driver import (
@@ -401,6 +407,7 @@ def apply_each(
         pending = []
         for name, delta in deltas.items():
             validate_metadata(delta.metadata)
+            check_activation_values(delta.metadata.activation, options.shell, delta.metadata.platform)
             _, applied = installed_state(output_dir / name, delta)
             if not applied:
                 pending.append(name)
@@ -412,5 +419,14 @@ def apply_each(
             one = dataclasses.replace(
                 options, environment=name, env_name=name, activation_script=f"activate-{name}"
             )
-            updated.append(_apply_delta(one, fmt, plugins, deltas[name]))
+            try:
+                updated.append(_apply_delta(one, fmt, plugins, deltas[name]))
+            except PixiPackError as exc:
+                if not updated:
+                    raise
+                done = ", ".join(prefix.name for prefix in updated)
+                raise type(exc)(
+                    f"{exc} (environment '{name}'); already updated: {done}; "
+                    "run the same command again to finish once the cause is fixed"
+                ) from None
     return updated
