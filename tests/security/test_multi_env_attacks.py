@@ -142,3 +142,25 @@ def test_a_later_environment_failing_names_the_ones_already_updated(
     assert snapshot(out / "worker") == worker_before
     assert (out / "prod/etc/conda/activate.d").is_dir()  # prod has activate-demo now
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging or journal left
+
+
+def test_a_failure_mid_update_under_all_is_rolled_back(
+    scripted_delta: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``worker``'s update fails once rattler has begun (a folder, with the user's file in it,
+    stands where hello-bin's bin/hello goes): its journal, which keeps ``activate-worker.*``, is
+    used to put ``worker`` back exactly, and nothing of it is left next to the environments."""
+    old, delta = scripted_delta
+    out = tmp_path / "out"
+    run("pixi-unpack", old, "--all", "-o", out)
+    blocker = out / "worker/bin/hello"
+    blocker.mkdir(parents=True)
+    (blocker / "keep.txt").write_text("mine\n")
+    worker_before = snapshot(out / "worker")
+    script_before = (out / "activate-worker.sh").read_bytes()
+    result = run("pixi-unpack", delta, "--all", "-o", out, check=False)
+    line = error_line(result)
+    assert "left as it was" in line and "already updated: prod" in line
+    assert snapshot(out / "worker") == worker_before
+    assert (out / "activate-worker.sh").read_bytes() == script_before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no journal or staging left

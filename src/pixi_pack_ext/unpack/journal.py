@@ -166,10 +166,12 @@ class PrefixJournal:
         return snapshot
 
     def _activation_script(self, path: object) -> bool:
+        """A script next to the environment named for it: ``activate.*``, or ``activate-ENV.*``
+        (``--all`` names each environment's script after it)."""
         return (
             isinstance(path, str)
             and Path(path).parent == self.prefix.parent
-            and Path(path).name.startswith("activate.")
+            and Path(path).name.startswith(("activate.", f"activate-{self.prefix.name}."))
             and "\0" not in path
         )
 
