@@ -48,10 +48,8 @@ def _assemble(
     shutil.rmtree(staging)
 
 
-@pytest.fixture(scope="module")
-def new_server(channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChannelServer]:
-    channel = tmp_path_factory.mktemp("delta-world") / "channel"
-    shutil.copytree(channel_dir, channel)
+def add_libgreet_22(channel: Path) -> None:
+    """The changed package of the delta worlds: libgreet 2.1 -> 2.2 (linux-64)."""
     _assemble(
         channel,
         "libgreet",
@@ -60,6 +58,13 @@ def new_server(channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         {"share/libgreet/platform.txt": "libgreet 2.2 for linux-64\n"},
         ["greeting-data >=1.0"],
     )
+
+
+@pytest.fixture(scope="module")
+def new_server(channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChannelServer]:
+    channel = tmp_path_factory.mktemp("delta-world") / "channel"
+    shutil.copytree(channel_dir, channel)
+    add_libgreet_22(channel)
     _assemble(
         channel,
         "hello-new",

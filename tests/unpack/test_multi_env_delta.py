@@ -19,7 +19,7 @@ from conftest import damage_package, needs_linux64, run
 
 from pixi_pack_ext.testing.world import ChannelServer, index_channel, write_lock
 
-from .test_delta import _assemble, _tree
+from .test_delta import _tree, add_libgreet_22
 
 pytestmark = needs_linux64
 
@@ -40,14 +40,7 @@ def new_workspace(
     root = tmp_path_factory.mktemp("multi-delta-world")
     channel = root / "channel"
     shutil.copytree(channel_dir, channel)
-    _assemble(
-        channel,
-        "libgreet",
-        "2.2",
-        "linux-64",
-        {"share/libgreet/platform.txt": "libgreet 2.2 for linux-64\n"},
-        ["greeting-data >=1.0"],
-    )
+    add_libgreet_22(channel)
     index_channel(channel)
     with ChannelServer(channel) as server:
         folder = root / "ws"
