@@ -61,9 +61,13 @@ def _walk(prefix: Path) -> tuple[list[str], dict[str, list[int]]]:
     return folders, files
 
 
-#: How often, and how long at most, ``settle`` looks at the environment for rattler's last writes.
+#: How often ``settle`` looks at the environment for rattler's last writes, how long it must stay
+#: unchanged (a link thread reading a large file before writing it shows nothing for a while), and
+#: how long at most ``settle`` waits: a link thread goes on with its package after the install
+#: failed, for as long as linking that package takes (a package of 60,000 files: ~0.5 s here).
 SETTLE_PAUSE = 0.05
-SETTLE_LIMIT = 3.0
+SETTLE_QUIET = 0.25
+SETTLE_LIMIT = 60.0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -180,18 +184,28 @@ class PrefixJournal:
         root = os.path.realpath(self.prefix)
         return Path(os.path.realpath((self.prefix / relative).parent)).is_relative_to(root)
 
-    def settle(self) -> None:
-        """Wait until the environment stops changing (at most ``SETTLE_LIMIT`` seconds): rattler's
-        link threads can go on writing for a moment after an install failed, and a rollback before
-        they end would leave their last files behind."""
+    def settle(self) -> bool:
+        """Wait until the environment stays unchanged for ``SETTLE_QUIET`` seconds (at most
+        ``SETTLE_LIMIT``); False when it never did. rattler's link threads go on writing after an
+        install failed, and a rollback before they end would leave their last files behind."""
         deadline = time.monotonic() + SETTLE_LIMIT
-        last = _walk(self.prefix) if self.prefix.is_dir() else None
+        last = self._state()
+        quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(SETTLE_PAUSE)
-            now = _walk(self.prefix) if self.prefix.is_dir() else None
-            if now == last:
-                return
-            last = now
+            now = self._state()
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= SETTLE_QUIET:
+                return True
+        return False
+
+    def _state(self) -> tuple[list[str], dict[str, list[int]]] | None:
+        """The environment's folders and files, or None when it is not there (or not readable)."""
+        try:
+            return _walk(self.prefix) if self.prefix.is_dir() else None
+        except OSError:  # a folder replaced by a file while it was walked: still changing
+            return None
 
     def rollback(self) -> None:
         """Put the environment back as ``begin`` found it, then drop the journal."""
@@ -234,6 +248,32 @@ class PrefixJournal:
             raise UnpackError(
                 f"'{self.prefix}' could not be fully restored: {', '.join(unrestorable[:5])} changed in place"
             )
+        differing = _differences(before_folders, before_files, self.prefix)
+        if differing:
+            raise UnpackError(
+                f"'{self.prefix}' could not be fully restored: {', '.join(differing[:5])} changed while it "
+                "was restored (something still writes into it); check the environment"
+            )
+
+
+def _differences(folders: set[str], files: dict[str, list[int]], prefix: Path) -> list[str]:
+    """The paths where ``prefix`` is not as the snapshot was: a rollback checks its own result, as
+    a writer it could not wait out may have gone on. A put-back file is the journal's link (or
+    copy) of the original: same size and mtime (the inode of a copy differs); a put-back symlink
+    is a new one with the same target (its own mtime)."""
+    try:
+        now_folders, now_files = _walk(prefix) if prefix.is_dir() else ([], {})
+    except OSError:
+        return [prefix.name]
+
+    def changed(relative: str) -> bool:
+        (_, size, mtime), (_, was_size, was_mtime) = now_files[relative], files[relative]
+        return size != was_size or (mtime != was_mtime and not (prefix / relative).is_symlink())
+
+    differing = [p for p in now_files if p not in files or changed(p)]
+    differing += [p for p in files if p not in now_files]
+    differing += sorted(set(now_folders).symmetric_difference(folders))
+    return sorted(set(differing))
 
 
 def _relative_ok(path: object) -> bool:
