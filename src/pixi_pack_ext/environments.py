@@ -234,10 +234,10 @@ def peek_selection(text: str, name: str | None) -> PackMetadata:
     _, platform, target = choose(environments, name, str(rattler.Subdir.current()))
     if target.delta is not None:
         raise InvalidPackError(DELTA_NOT_INSTALLABLE)
-    return _target_metadata(platform, target)
+    return target_metadata(platform, target)
 
 
-def _target_metadata(platform: str, target: Target) -> PackMetadata:
+def target_metadata(platform: str, target: Target) -> PackMetadata:
     """What an unpack of one environment of the pack reads: as a pack of that environment alone."""
     return PackMetadata(
         MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages, target.activation or None
@@ -260,7 +260,7 @@ def select(pack_dir: Path, name: str | None, scratch: Path, delta: bool = False)
         raise InvalidPackError(
             DELTA_NOT_INSTALLABLE if target.delta is not None else "this is not a delta pack"
         )
-    metadata = _target_metadata(platform, target)
+    metadata = target_metadata(platform, target)
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / PYPI_DIR).mkdir()
     for wheel in target.pypi:

@@ -23,15 +23,14 @@ from pathlib import Path
 import rattler
 from rattler.package_cache import PackageCache, ValidationMode
 
-from .. import __version__
 from ..delta import DeltaInfo, is_delta, parse_delta
 from ..environments import (
-    MULTI_FORMAT_VERSION,
     Target,
     choose,
     is_delta_of_several,
     parse_environments,
     select,
+    target_metadata,
 )
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
 from ..hookspecs import PackFormat
@@ -112,10 +111,7 @@ def chosen_delta(environments: dict[str, dict[str, Target]], environment: str | 
     assert target.delta is not None
     # The environment's [activation] comes along: without it the update would drop the scripts and
     # variables the environment was unpacked with.
-    metadata = PackMetadata(
-        MULTI_FORMAT_VERSION, platform, __version__, target.virtual_packages, target.activation or None
-    )
-    return Delta(metadata, target.delta, name)
+    return Delta(target_metadata(platform, target), target.delta, name)
 
 
 def unpack_or_apply(options: UnpackOptions, plugins: PluginManager | None = None) -> Path:
