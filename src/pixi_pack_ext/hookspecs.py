@@ -48,6 +48,10 @@ class DownloadSink(Protocol):
     @property
     def offset(self) -> int: ...
 
+    #: The file's size as the lock records it (None when it does not): a source may choose how to
+    #: receive the file by it; the sink refuses any byte beyond it.
+    limit: int | None
+
     def write(self, chunk: bytes) -> None: ...
 
     def restart(self) -> None: ...

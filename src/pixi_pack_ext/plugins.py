@@ -200,6 +200,15 @@ class PluginManager:
         return [r for _, r in third_party + builtin]
 
     @cached_property
+    def _source_by_scheme(self) -> dict[str, ChannelSource]:
+        """The first source in lookup order for each scheme (looked up once per file)."""
+        by_scheme: dict[str, ChannelSource] = {}
+        for source in self.sources:
+            for scheme in source.schemes:
+                by_scheme.setdefault(scheme.lower(), source)
+        return by_scheme
+
+    @cached_property
     def injectors(self) -> list[Injector]:
         return [r for _, r in self._collect("pixi_pack_injectors")]
 
@@ -219,9 +228,9 @@ class PluginManager:
         scheme = urlsplit(url).scheme.lower()
         if len(scheme) <= 1:  # a plain path, or a Windows drive letter
             scheme = "file"
-        for source in self.sources:
-            if scheme in (s.lower() for s in source.schemes):
-                return source
+        source = self._source_by_scheme.get(scheme)
+        if source is not None:
+            return source
         known = sorted({s for src in self.sources for s in src.schemes})
         raise PluginError(
             f"no channel source handles '{scheme}://' URLs (known: {', '.join(known)}); "

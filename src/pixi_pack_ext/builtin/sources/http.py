@@ -164,14 +164,13 @@ class HttpSession:
 
     async def download(self, url: str, sink: DownloadSink) -> None:
         request_url, headers, auth = self._authorize(url)
-        shown = redact_url(url)
         origin = _origin(request_url)
         if origin in self._unreachable:
             # a host that refused connections for a whole file's retries is not asked again this
             # run: a dead mirror then costs one file's retries, not every file's
             raise DownloadError(
-                f"could not download {shown}: {redact_url(origin)} was unreachable earlier in this run "
-                f"({self._unreachable[origin]})"
+                f"could not download {redact_url(url)}: {redact_url(origin)} was unreachable earlier "
+                f"in this run ({self._unreachable[origin]})"
             )
         attempts = self.settings.retries + 1
         first = 0
@@ -182,6 +181,7 @@ class HttpSession:
                 await self._native.download(request_url, origin, sink)
                 return
             except NativeFailure as exc:
+                shown = redact_url(url)
                 if exc.status is not None and exc.status >= 400 and exc.status not in RETRY_STATUS:
                     # the server's answer is final: asking again through httpx would only request
                     # the same file from the same candidate twice
@@ -192,6 +192,8 @@ class HttpSession:
                 if exc.status in RETRY_STATUS:
                     await asyncio.sleep(0.25 * (1 + random.random()))
         import httpx
+
+        shown = redact_url(url)
 
         for attempt in range(first, attempts):
             last = attempt == attempts - 1

@@ -1,7 +1,11 @@
 """rattler's own downloader (Rust, reqwest) for the first try of a plain HTTP(S) download.
 
-It writes the file itself, outside the event loop and without Python handling each chunk, which
-is what keeps a pack of many files or of fast links at the speed of the network. It is used only
+It writes a big file itself, outside the event loop and without Python handling each chunk, which
+is what keeps a pack of fast links at the speed of the network. A small file (the lock records
+its size, at most ``SMALL_FILE``) is received in memory and handed to the sink in one piece: on
+packs of many small files the file the downloader made, the looks at whether it exists yet and
+the second read to hash it cost more than the download itself, and the sink's writer thread
+creates the files one after another instead of several threads contending for the folder. It is used only
 where nothing that only the httpx path does is needed: no credentials for the URL, no proxy and
 no TLS setting of our own; an origin where it fails without an HTTP status (TLS, connection) is left to
 httpx for the rest of the run. Whatever it wrote before a failure stays in the sink, so the next
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 from pathlib import Path
 
 from ...config import Settings
@@ -27,6 +32,10 @@ PROXY_ENVIRONMENT = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "ht
 _STATUS = re.compile(r"\((\d{3}) ")
 #: The first and the longest pause between looks at whether an answer has begun (seconds).
 ANSWER_POLL = (0.001, 0.05)
+#: Files the lock records at most this size of are received in memory (bytes).
+SMALL_FILE = 1 << 20
+#: How often a download received in memory is looked at while it runs (seconds).
+MEMORY_POLL = 0.1
 
 
 class NativeFailure(Exception):
@@ -54,7 +63,7 @@ class NativeDownloader:
         if not settings.tls_verify or any(os.environ.get(name) for name in PROXY_ENVIRONMENT):
             return False
         try:
-            from rattler.package_streaming import download_to_path  # noqa: F401
+            from rattler.package_streaming import download_to_path, download_to_writer  # noqa: F401
         except ImportError:
             return False
         return True
@@ -69,6 +78,51 @@ class NativeDownloader:
         download, which closes its connection). A failure without an HTTP status (a connection,
         TLS or stalled server) leaves the origin to httpx from then on.
         """
+        try:
+            if sink.limit is not None and sink.limit <= SMALL_FILE:
+                await self._download_to_memory(url, origin, sink, sink.limit)
+            else:
+                await self._download_to_file(url, origin, sink)
+        except PixiPackError:
+            raise  # the sink refused what was sent (more than the lock's size): not worth a retry
+        except Exception as exc:  # rattler raises plain RuntimeError/OSError with a message
+            match = _STATUS.search(str(exc)) if "HTTP status" in str(exc) else None
+            if match is None:
+                self._given_up.add(origin)
+            reason = f"HTTP {match.group(1)}" if match else type(exc).__name__
+            raise NativeFailure(reason, int(match.group(1)) if match else None) from None
+
+    async def _download_to_memory(self, url: str, origin: str, sink: DownloadSink, limit: int) -> None:
+        """Receive ``url`` in memory and write it to ``sink`` in one piece (what arrived before a
+        failure, too). More than ``limit`` bytes stop the download; the sink then refuses them."""
+        from rattler.package_streaming import download_to_writer
+
+        received = _Received(limit)
+        cancelled = False
+        try:
+            async with self._pacer.request(origin, url) as answered:
+                task = asyncio.ensure_future(download_to_writer(self._client, url, received))
+                try:
+                    while not (await asyncio.wait({task}, timeout=MEMORY_POLL))[0]:
+                        if received.size:
+                            answered()
+                        if time.monotonic() - received.last >= self._read_timeout:
+                            raise TimeoutError(f"nothing arrived for {self._read_timeout:g} s")
+                    answered()
+                    task.result()
+                except BaseException as exc:
+                    cancelled = isinstance(exc, asyncio.CancelledError)
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise
+        finally:
+            # what arrived is the sink's, a failed download's part too (the next try resumes
+            # after it); nobody reads the sink of a cancelled run
+            if received.chunks and not cancelled:
+                sink.write(b"".join(received.chunks))
+
+    async def _download_to_file(self, url: str, origin: str, sink: DownloadSink) -> None:
+        """Let rattler write ``url`` at the sink's path; the sink hashes what it wrote."""
         from rattler.package_streaming import download_to_path
 
         async def write_file(path: Path) -> None:
@@ -90,15 +144,26 @@ class NativeDownloader:
                 await asyncio.gather(task, return_exceptions=True)
                 raise
 
-        try:
-            # waiting for room is not part of the stall timeout: the sink starts its clock after
-            async with self._pacer.request(origin, url) as answered:
-                await sink.receive_file(write_file, idle_timeout=self._read_timeout)
-        except PixiPackError:
-            raise  # the sink refused what was sent (more than the lock's size): not worth a retry
-        except Exception as exc:  # rattler raises plain RuntimeError/OSError with a message
-            match = _STATUS.search(str(exc)) if "HTTP status" in str(exc) else None
-            if match is None:
-                self._given_up.add(origin)
-            reason = f"HTTP {match.group(1)}" if match else type(exc).__name__
-            raise NativeFailure(reason, int(match.group(1)) if match else None) from None
+        # waiting for room is not part of the stall timeout: the sink starts its clock after
+        async with self._pacer.request(origin, url) as answered:
+            await sink.receive_file(write_file, idle_timeout=self._read_timeout)
+
+
+class _Received:
+    """The chunks of a download received in memory; rattler calls ``write`` from its own threads.
+
+    A chunk beyond ``limit`` is kept (the sink refuses it, naming the size) and stops the download.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+        self.last = time.monotonic()
+
+    def write(self, chunk: bytes) -> None:
+        self.chunks.append(bytes(chunk))
+        self.size += len(chunk)
+        self.last = time.monotonic()
+        if self.size > self.limit:
+            raise ValueError(f"more than the {self.limit} bytes expected")
