@@ -4,14 +4,16 @@ of 5 (``python -m http.server``) never has handshakes dropped by a burst of new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from pixi_pack_ext.builtin.sources.pacing import BASE, answer_closes
+from pixi_pack_ext.builtin.sources.pacing import BASE, answer_closes, closes_connections
 from pixi_pack_ext.config import Settings
 from pixi_pack_ext.pack.fetch import Fetcher
 from pixi_pack_ext.pack.fetch_item import FetchItem
@@ -120,3 +122,79 @@ def test_a_server_that_keeps_connections_open_gets_the_full_concurrency(tmp_path
 )
 def test_what_answers_say_about_their_connection(version: str, connection: str | None, closes: bool) -> None:
     assert answer_closes(version, connection) is closes
+
+
+class _KeepAlive(_QuietHandler):
+    protocol_version = "HTTP/1.1"
+
+
+class _SaysClose(_QuietHandler):
+    protocol_version = "HTTP/1.1"
+
+    def end_headers(self) -> None:
+        self.send_header("Connection", "close")
+        super().end_headers()
+
+
+@pytest.mark.parametrize(
+    ("handler", "closes"), [(_QuietHandler, True), (_KeepAlive, False), (_SaysClose, True)]
+)
+def test_the_probe_asks_a_real_server(tmp_path: Path, handler: type[_QuietHandler], closes: bool) -> None:
+    (tmp_path / "f.conda").write_bytes(b"x" * 100)
+    with ChannelServer(tmp_path, handler=handler) as server:
+        assert closes_connections(server.url + "f.conda", timeout=5) is closes
+
+
+def _raw_server(answer: bytes, endless: bool = False) -> tuple[str, threading.Thread]:
+    """A server on 127.0.0.1 that answers one connection with ``answer`` (repeated while the
+    client reads, when ``endless``); its URL and thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                with contextlib.suppress(OSError):
+                    conn.sendall(answer)
+                    while endless:
+                        conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/f.conda", thread
+
+
+@pytest.mark.parametrize(
+    ("answer", "closes"),
+    [
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nCONNECTION: Keep-Alive, Close\r\n\r\n", True),
+        (b"HTTP/1.1 404 Not Found\r\nconnection:close\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nX-Connection: close\r\n\r\n", False),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", None),
+        (b"HTTP/2 200\r\n\r\n", None),
+        (b"", None),
+    ],
+)
+def test_the_probe_reads_only_the_status_line_and_connection_headers(
+    answer: bytes, closes: bool | None
+) -> None:
+    url, thread = _raw_server(answer)
+    assert closes_connections(url, timeout=5) is closes
+    thread.join(5)
+
+
+def test_a_server_sending_an_endless_head_costs_the_probe_a_bounded_read() -> None:
+    url, _ = _raw_server(b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * 4096, endless=True)
+    start = time.monotonic()
+    assert closes_connections(url, timeout=5) is False  # what the bounded head said
+    assert time.monotonic() - start < 5
+
+
+def test_a_server_that_never_answers_the_probe_is_given_up_after_the_timeout() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) but never answers
+    with listener:
+        start = time.monotonic()
+        assert closes_connections(f"http://127.0.0.1:{listener.getsockname()[1]}/f", timeout=0.5) is None
+        assert time.monotonic() - start < 3

@@ -162,22 +162,56 @@ def closes_connections(url: str, timeout: float) -> bool | None:
     """Whether the plain-HTTP server of ``url`` closes the connection after an answer (HTTP/1.0
     without keep-alive, or ``Connection: close``), from one ``HEAD`` request without credentials;
     None when it cannot tell. HTTPS servers are not asked (they are taken to keep connections
-    open, as servers behind TLS do in practice): the question would cost a TLS handshake."""
-    import http.client
+    open, as servers behind TLS do in practice): the question would cost a TLS handshake.
+
+    The request is written on a plain socket and only the status line and ``Connection`` headers
+    of the answer are read (at most ``PROBE_HEAD_LIMIT`` bytes): it runs while the first downloads
+    do, and loading an HTTP client for it would hold up the event loop more than the answer helps.
+    """
+    import socket
 
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
+    try:
+        host, port = parts.hostname, parts.port or 80
+    except ValueError:
+        return None
+    if parts.scheme != "http" or not host:
         return None
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    authority = host if ":" not in host else f"[{host}]"
+    if parts.port:
+        authority += f":{parts.port}"
+    request = f"HEAD {path} HTTP/1.1\r\nHost: {authority}\r\nAccept-Encoding: identity\r\n\r\n"
     try:
-        connection.request("HEAD", path)
-        response = connection.getresponse()
-        return bool(response.will_close)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        log.debug("could not tell whether %s keeps connections open: %s", parts.hostname, exc)
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.sendall(request.encode("ascii", "strict"))
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < PROBE_HEAD_LIMIT:
+                chunk = conn.recv(PROBE_HEAD_LIMIT - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except (OSError, UnicodeError, ValueError) as exc:
+        log.debug("could not tell whether %s keeps connections open: %s", host, exc)
         return None
-    finally:
-        connection.close()
+    return _head_closes(head.partition(b"\r\n\r\n")[0])
+
+
+#: The most of an answer's head the probe reads (bytes).
+PROBE_HEAD_LIMIT = 64 << 10
+
+
+def _head_closes(head: bytes) -> bool | None:
+    """``answer_closes`` of an answer's head (status line and headers); None when it is no HTTP answer."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    if version not in ("HTTP/1.0", "HTTP/1.1") or not rest[:3].isdigit():
+        return None
+    connection = ",".join(
+        value
+        for name, _, value in (line.partition(":") for line in lines[1:])
+        if name.strip().lower() == "connection"
+    )
+    return answer_closes(version, connection or None)
