@@ -185,7 +185,9 @@ def closes_connections(url: str, timeout: float) -> bool | None:
         authority += f":{parts.port}"
     request = f"HEAD {path} HTTP/1.1\r\nHost: {authority}\r\nAccept-Encoding: identity\r\n\r\n"
     try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
+        # an ASCII name goes as bytes: a str would load the IDNA codec to encode it
+        address = host.encode("ascii") if host.isascii() else host
+        with socket.create_connection((address, port), timeout=timeout) as conn:
             conn.sendall(request.encode("ascii", "strict"))
             head = b""
             while b"\r\n\r\n" not in head and len(head) < PROBE_HEAD_LIMIT:
