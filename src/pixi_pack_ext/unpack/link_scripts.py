@@ -54,9 +54,13 @@ def find_link_scripts(prefix: Path, records: list[rattler.RepoDataRecord], platf
     found: list[LinkScript] = []
     for record in ordered:
         name = record.name.normalized
-        owned = _installed_files(prefix, record)
+        owned: set[str] | None = None  # its record is read only where a script's file is there
         for kind, path in script_paths(name, platform).items():
-            if path in owned and (prefix / path).is_file():
+            if not (prefix / path).is_file():
+                continue
+            if owned is None:
+                owned = _installed_files(prefix, record)
+            if path in owned:
                 found.append(LinkScript(name, str(record.version), record.build_number, kind, path))
     return found
 
