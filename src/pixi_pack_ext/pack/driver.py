@@ -164,7 +164,8 @@ def fetch_items(plan: PackPlan, staging: Path) -> list[FetchItem]:
 
 
 def lay_out(plan: PackPlan, staging: Path) -> None:
-    """Write the pack's index files and SBOM next to the fetched packages."""
+    """Write the pack's index files and SBOM next to the packages (they come from the lock, so
+    this may run while the packages are fetched; see ``lays_out_while_fetching``)."""
     from ..channel import write_channel_index
     from .sbom import write_sbom
 
@@ -177,6 +178,15 @@ def lay_out(plan: PackPlan, staging: Path) -> None:
     if any(p.is_wheel for p in plan.pypi):
         (staging / PYPI_DIR).mkdir(exist_ok=True)
     write_sbom(plan, staging)
+
+
+def lays_out_while_fetching(plan: PackPlan) -> bool:
+    """Whether ``lay_out`` needs nothing fetched: the SBOM hashes a wheel the lock gives no sha256
+    for from its file, and a package rebuilt from an extracted folder (``--prefix``) gets the
+    rebuilt file's hashes in the index."""
+    return not any(w.is_wheel and not w.sha256 for w in plan.pypi) and not any(
+        p.rebuild_from is not None for p in plan.conda
+    )
 
 
 def known_sha256(plan: PackPlan) -> dict[str, str]:
@@ -233,12 +243,25 @@ def _lay_out_activation(plan: PackPlan, staging: Path) -> PackActivation | None:
 PRELOAD_AFTER = 0.005
 
 
-async def _fetch_preloading(fetcher: Fetcher, items: list[FetchItem]) -> None:
-    """``fetcher.fetch_all(items)``, importing what the rest of the pack needs meanwhile."""
+async def _fetch_preloading(
+    fetcher: Fetcher, items: list[FetchItem], alongside: Callable[[], None] | None = None
+) -> None:
+    """``fetcher.fetch_all(items)``, importing what the rest of the pack needs meanwhile and
+    running ``alongside`` on a thread (the event loop mostly waits for the network). The thread
+    has ended when this returns or raises (a failed fetch's staging folder is removed next); a
+    failed fetch is what is raised, else what ``alongside`` raised."""
     task = asyncio.ensure_future(fetcher.fetch_all(items))
     await asyncio.wait({task}, timeout=PRELOAD_AFTER)
     preload_in_background()
-    await task
+    if alongside is None:
+        await task
+        return
+    side = asyncio.ensure_future(asyncio.to_thread(alongside))
+    try:
+        await task
+    finally:
+        await asyncio.wait({side})
+    side.result()
 
 
 def pack(
@@ -304,7 +327,14 @@ def pack(
         # so that failing to fetch them rebuilds them instead of ending the run
         fallback = {staging / p.pack_path: p for p in plan.conda if p.rebuild_from is not None}
         try:
-            asyncio.run(_fetch_preloading(fetcher, [item for item in items if item.dest not in fallback]))
+            early = lays_out_while_fetching(plan)
+            asyncio.run(
+                _fetch_preloading(
+                    fetcher,
+                    [item for item in items if item.dest not in fallback],
+                    (lambda: lay_out(plan, staging)) if early else None,
+                )
+            )
         except DownloadError as exc:
             if not plan.fetch_hint:
                 raise
@@ -317,7 +347,8 @@ def pack(
                 fallback,
                 lambda batch: asyncio.run(Fetcher(plugins, settings, cache=cache).fetch_all(batch)),
             )
-        lay_out(plan, staging)
+        if not early:
+            lay_out(plan, staging)
         if delta is not None:
             delta.write(staging, plan)
         if multi is not None:
