@@ -198,3 +198,25 @@ def test_a_server_that_never_answers_the_probe_is_given_up_after_the_timeout() -
         start = time.monotonic()
         assert closes_connections(f"http://127.0.0.1:{listener.getsockname()[1]}/f", timeout=0.5) is None
         assert time.monotonic() - start < 3
+
+
+def test_a_server_trickling_its_head_is_given_up_after_the_timeout() -> None:
+    """One byte every 0.2 s never trips a read's own timeout; the probe's whole wait is bounded."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn, contextlib.suppress(OSError):
+                conn.recv(4096)
+                while not stop.wait(0.2):
+                    conn.sendall(b"a")
+
+    threading.Thread(target=serve, daemon=True).start()
+    start = time.monotonic()
+    try:
+        assert closes_connections(f"http://127.0.0.1:{listener.getsockname()[1]}/f", timeout=1) is None
+        assert time.monotonic() - start < 3
+    finally:
+        stop.set()

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -190,7 +191,12 @@ def closes_connections(url: str, timeout: float) -> bool | None:
         with socket.create_connection((address, port), timeout=timeout) as conn:
             conn.sendall(request.encode("ascii", "strict"))
             head = b""
+            deadline = time.monotonic() + timeout  # a server trickling its head gets no longer
             while b"\r\n\r\n" not in head and len(head) < PROBE_HEAD_LIMIT:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the answer's head did not end in time")
+                conn.settimeout(left)
                 chunk = conn.recv(PROBE_HEAD_LIMIT - len(head))
                 if not chunk:
                     break
