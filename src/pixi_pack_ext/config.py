@@ -17,11 +17,6 @@ from typing import Any
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on old pythons only
-    import tomli as tomllib
-
 log = logging.getLogger(__name__)
 
 DEFAULT_DOWNLOADS = 50
@@ -106,6 +101,15 @@ TOML_TYPE_NAMES = {
 }
 
 
+def _toml() -> Any:
+    """The TOML parser, loaded when a config file is there to read."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on old pythons only
+        import tomli as tomllib
+    return tomllib
+
+
 def _toml_type(value: Any) -> str:
     return next((name for kind, name in TOML_TYPE_NAMES.items() if isinstance(value, kind)), "a date/time")
 
@@ -132,10 +136,10 @@ def load_config(path: Path | None) -> Settings:
     if path is None:
         return settings
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = _toml().loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' does not exist; check the -c/--config path") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (_toml().TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
     settings.raw = data
     for alias, key in SNAKE_CASE_ALIASES.items():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from ...errors import InvalidPackError, UsageError
@@ -53,6 +52,8 @@ def check(platform: str, options: dict[str, object]) -> None:
 
 
 def write(request: WriteRequest) -> None:
+    import tempfile
+
     from ...archive import write_tar
     from ...selfextract.layout import is_windows
     from ...selfextract.writer import write_self_extracting

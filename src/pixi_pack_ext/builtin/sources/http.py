@@ -9,9 +9,7 @@ message: URLs are redacted before they are shown.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
-import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -90,6 +88,8 @@ def _describe(exc: Exception, settings: Settings, attempts: int | None = None) -
 
 def _phrase(status: int) -> str:
     try:
+        import http
+
         return http.HTTPStatus(status).phrase
     except ValueError:
         return ""
@@ -111,6 +111,13 @@ def _basic_auth(username: str, password: str) -> httpx.Auth:
     import httpx
 
     return httpx.BasicAuth(username, password)
+
+
+def _jitter() -> float:
+    """A random number in [0, 1) that spreads retries apart (``random`` loads only on a retry)."""
+    import random
+
+    return random.random()
 
 
 def _origin(url: str) -> str:
@@ -190,7 +197,7 @@ class HttpSession:
                     ) from None
                 log.info("retrying %s after %s", shown, exc)
                 if exc.status in RETRY_STATUS:
-                    await asyncio.sleep(0.25 * (1 + random.random()))
+                    await asyncio.sleep(0.25 * (1 + _jitter()))
         import httpx
 
         shown = redact_url(url)
@@ -219,7 +226,7 @@ class HttpSession:
                 delay, reason = retry
                 if last:
                     raise DownloadError(f"could not download {shown}: {reason} after {attempts} attempts")
-            await asyncio.sleep(delay if delay is not None else (0.25 * 2**attempt) * (1 + random.random()))
+            await asyncio.sleep(delay if delay is not None else (0.25 * 2**attempt) * (1 + _jitter()))
 
     def _native_first(
         self,
@@ -275,7 +282,7 @@ class HttpSession:
                 raise _status_error(status, response.reason_phrase, url, shown, sent=sent)
             if status in RETRY_STATUS:
                 log.info("%s answered HTTP %s; retrying", shown, status)
-                return _retry_after(response) or 0.25 + random.random() * 0.25, f"HTTP {status}"
+                return _retry_after(response) or 0.25 + _jitter() * 0.25, f"HTTP {status}"
             if status == 416 and resume_from:
                 sink.restart()
                 return 0.0, "HTTP 416"

@@ -17,9 +17,7 @@ import contextlib
 import json
 import logging
 import os
-import random
 import re
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -131,6 +129,8 @@ class S3Session:
             if not failure.transient or attempt == attempts - 1:
                 raise failure.error
             log.info("retrying %s after: %s", url, failure)
+            import random
+
             await asyncio.sleep(0.25 * 2**attempt * (1 + random.random()))
 
 
@@ -147,6 +147,8 @@ def _rattler_auth_file(settings: Settings) -> Iterator[None]:
         return
     for secret in settings.auth.secrets():
         register_secret(secret)
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="pixi-pack-auth-") as folder:
         path = Path(folder) / "credentials.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
