@@ -18,7 +18,6 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import rattler
@@ -130,6 +129,8 @@ SITE_PACKAGES_GLOBS = ("lib/python*/site-packages", "Lib/site-packages")
 
 def installed_pypi(prefix: Path, records: list[rattler.PrefixRecord]) -> list[PypiDist]:
     """The ``*.dist-info`` of the prefix's site-packages that no conda package installed."""
+    from email.parser import BytesHeaderParser  # here: an unpack without a delta never needs it
+
     conda_files = {Path(f).as_posix() for record in records for f in record.files}
     found = []
     for pattern in SITE_PACKAGES_GLOBS:

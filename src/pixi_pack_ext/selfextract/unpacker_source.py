@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from ..errors import DownloadError, UsageError
+from ..file_urls import url2pathname
 from ..redact import redact_url
 
 

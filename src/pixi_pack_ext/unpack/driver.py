@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import rattler
 from rattler import Channel, RepoData
@@ -43,6 +42,7 @@ from .. import untrusted
 from ..channel import read_repodata
 from ..environments import peek_selection, select
 from ..errors import InvalidPackError, PixiPackError, UnpackError, UsageError, one_line_reason
+from ..file_urls import url2pathname
 from ..hashing import hash_file
 from ..hookspecs import PackFormat
 from ..interrupts import deferred_interrupts, held_interrupts
