@@ -101,6 +101,7 @@ class NativeDownloader:
         cancelled = False
         try:
             async with self._pacer.request(origin, url) as answered:
+                received.last = time.monotonic()  # waiting for room is not part of the stall timeout
                 task = asyncio.ensure_future(download_to_writer(self._client, url, received))
                 try:
                     while not (await asyncio.wait({task}, timeout=MEMORY_POLL))[0]:
