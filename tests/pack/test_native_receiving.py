@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 
 from pixi_pack_ext.builtin.sources import native_http
 from pixi_pack_ext.builtin.sources.native_http import NativeDownloader, NativeFailure
-from pixi_pack_ext.builtin.sources.pacing import AnswerPacer
+from pixi_pack_ext.builtin.sources.pacing import BASE, AnswerPacer
 from pixi_pack_ext.config import Settings
 from pixi_pack_ext.errors import OversizeDownloadError
 from pixi_pack_ext.pack.sinks import DiskWriter, HashingSink
@@ -155,3 +158,41 @@ def test_waiting_for_room_at_the_origin_is_not_a_stall(receiving: str, tmp_path:
 
     asyncio.run(run())
     assert (tmp_path / "out.conda").read_bytes() == body
+
+
+def test_a_connection_dropped_before_any_answer_does_not_widen_the_pacing(
+    receiving: str, tmp_path: Path
+) -> None:
+    """Only an answer tells the pacer that requests to an origin get through; a connection the
+    server drops before answering does not (the next requests would overflow its backlog)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def drop_one() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # a reset, before any byte of an answer
+
+    dropper = threading.Thread(target=drop_one, daemon=True)
+    dropper.start()
+    origin = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    async def run() -> None:
+        pacer = AnswerPacer(50)
+        pacer.learn(origin, closes=False)  # keeps connections open, as far as it is known
+        writer = DiskWriter()
+        sink = HashingSink(tmp_path / "out.conda", lambda _n: None, writer=writer, limit=SIZE)
+        try:
+            with pytest.raises(NativeFailure):
+                await NativeDownloader(Settings(read_timeout=5), pacer).download(
+                    origin + "/a.conda", origin, sink
+                )
+        finally:
+            await sink.finish()
+            sink.close()
+            writer.close()
+        assert pacer.window(origin) == BASE
+
+    with listener:
+        asyncio.run(run())
+    dropper.join(5)
