@@ -8,6 +8,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import struct
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +19,12 @@ import pytest
 
 from pixi_pack_ext.builtin.sources import native_http
 from pixi_pack_ext.builtin.sources.native_http import NativeDownloader, NativeFailure
+from pixi_pack_ext.builtin.sources.pacing import BASE, AnswerPacer
 from pixi_pack_ext.config import Settings
 from pixi_pack_ext.errors import OversizeDownloadError
 from pixi_pack_ext.pack.sinks import DiskWriter, HashingSink
 from pixi_pack_ext.testing.faulty_server import FaultyServer, Garbage, Reset, Stall, Status, Truncate
+from pixi_pack_ext.testing.world import ChannelServer, _QuietHandler
 
 SIZE = 300 << 10
 NAME = "/linux-64/big-1.0-0.conda"
@@ -106,3 +112,87 @@ def test_an_http_status_is_reported_with_its_code(receiving: str, served, tmp_pa
     sink, raised = _receive(server, tmp_path / "out.conda")
     assert isinstance(raised, NativeFailure) and raised.status == 404
     assert sink.offset == 0
+
+
+class _SlowToAnswer(_QuietHandler):
+    """Answers each request 0.2 s after reading it: slow, but well within the read timeout."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        time.sleep(0.2)
+        super().do_GET()
+
+
+def test_waiting_for_room_at_the_origin_is_not_a_stall(receiving: str, tmp_path: Path) -> None:
+    """The read timeout starts when the request is sent, not while it waits for the pacer: a file
+    queued behind others for longer than the timeout still arrives on the first try."""
+    body = os.urandom(SIZE)
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "a.conda").write_bytes(body)
+
+    async def run() -> None:
+        with ChannelServer(tmp_path / "serve", handler=_SlowToAnswer) as server:
+            origin = server.url.rstrip("/")
+            pacer = AnswerPacer(1)  # one request may wait for its answer at a time
+            held = asyncio.Event()
+
+            async def hold_the_place() -> None:
+                async with pacer.request(origin):
+                    held.set()
+                    await asyncio.sleep(1.0)  # twice the read timeout
+
+            holder = asyncio.ensure_future(hold_the_place())
+            await held.wait()
+            writer = DiskWriter()
+            sink = HashingSink(tmp_path / "out.conda", lambda _n: None, writer=writer, limit=SIZE)
+            try:
+                downloader = NativeDownloader(Settings(read_timeout=0.5), pacer)
+                await downloader.download(origin + "/a.conda", origin, sink)
+            finally:
+                await sink.finish()
+                sink.close()
+                writer.close()
+                await holder
+            assert downloader.serves(origin)
+
+    asyncio.run(run())
+    assert (tmp_path / "out.conda").read_bytes() == body
+
+
+def test_a_connection_dropped_before_any_answer_does_not_widen_the_pacing(
+    receiving: str, tmp_path: Path
+) -> None:
+    """Only an answer tells the pacer that requests to an origin get through; a connection the
+    server drops before answering does not (the next requests would overflow its backlog)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def drop_one() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # a reset, before any byte of an answer
+
+    dropper = threading.Thread(target=drop_one, daemon=True)
+    dropper.start()
+    origin = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    async def run() -> None:
+        pacer = AnswerPacer(50)
+        pacer.learn(origin, closes=False)  # keeps connections open, as far as it is known
+        writer = DiskWriter()
+        sink = HashingSink(tmp_path / "out.conda", lambda _n: None, writer=writer, limit=SIZE)
+        try:
+            with pytest.raises(NativeFailure):
+                await NativeDownloader(Settings(read_timeout=5), pacer).download(
+                    origin + "/a.conda", origin, sink
+                )
+        finally:
+            await sink.finish()
+            sink.close()
+            writer.close()
+        assert pacer.window(origin) == BASE
+
+    with listener:
+        asyncio.run(run())
+    dropper.join(5)

@@ -101,6 +101,7 @@ class NativeDownloader:
         cancelled = False
         try:
             async with self._pacer.request(origin, url) as answered:
+                received.last = time.monotonic()  # waiting for room is not part of the stall timeout
                 task = asyncio.ensure_future(download_to_writer(self._client, url, received))
                 try:
                     while not (await asyncio.wait({task}, timeout=MEMORY_POLL))[0]:
@@ -108,7 +109,9 @@ class NativeDownloader:
                             answered()
                         if time.monotonic() - received.last >= self._read_timeout:
                             raise TimeoutError(f"nothing arrived for {self._read_timeout:g} s")
-                    answered()
+                    error = task.exception()
+                    if received.size or error is None or "HTTP status" in str(error):
+                        answered()  # an answer began; a connection lost before one only frees the place
                     task.result()
                 except BaseException as exc:
                     cancelled = isinstance(exc, asyncio.CancelledError)
