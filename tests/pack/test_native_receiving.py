@@ -196,3 +196,14 @@ def test_a_connection_dropped_before_any_answer_does_not_widen_the_pacing(
     with listener:
         asyncio.run(run())
     dropper.join(5)
+
+
+def test_a_chunk_after_the_bytes_were_taken_changes_nothing() -> None:
+    """rattler's thread may still deliver a chunk after a stopped download's bytes went to the
+    sink (whose writer thread writes that very buffer): it is refused, the taken bytes stay."""
+    received = native_http._Received(limit=100)
+    received.write(b"abc")
+    taken = received.take()
+    with pytest.raises(ValueError):
+        received.write(b"def")
+    assert taken == b"abc"

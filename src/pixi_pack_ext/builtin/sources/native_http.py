@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -121,8 +122,9 @@ class NativeDownloader:
         finally:
             # what arrived is the sink's, a failed download's part too (the next try resumes
             # after it); nobody reads the sink of a cancelled run
-            if received.chunks and not cancelled:
-                sink.write(b"".join(received.chunks))
+            data = received.take()
+            if data and not cancelled:
+                sink.write(data)
 
     async def _download_to_file(self, url: str, origin: str, sink: DownloadSink) -> None:
         """Let rattler write ``url`` at the sink's path; the sink hashes what it wrote."""
@@ -153,20 +155,35 @@ class NativeDownloader:
 
 
 class _Received:
-    """The chunks of a download received in memory; rattler calls ``write`` from its own threads.
+    """The bytes of a download received in memory, in one buffer that the sink then takes as it is
+    (no second copy); rattler calls ``write`` from its own threads.
 
-    A chunk beyond ``limit`` is kept (the sink refuses it, naming the size) and stops the download.
+    A chunk beyond ``limit`` is kept (the sink refuses it, naming the size) and stops the download;
+    so does any chunk after ``take`` (a stopped download's last call cannot change what was taken).
     """
 
     def __init__(self, limit: int) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
+        self.data = bytearray()
         self.limit = limit
         self.last = time.monotonic()
+        self._lock = threading.Lock()
+        self._taken = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
     def write(self, chunk: bytes) -> None:
-        self.chunks.append(bytes(chunk))
-        self.size += len(chunk)
+        with self._lock:
+            if self._taken:
+                raise ValueError("the download was stopped")
+            self.data += chunk
         self.last = time.monotonic()
         if self.size > self.limit:
             raise ValueError(f"more than the {self.limit} bytes expected")
+
+    def take(self) -> bytearray:
+        """What arrived; nothing is added to it afterwards."""
+        with self._lock:
+            self._taken = True
+            return self.data
