@@ -48,16 +48,23 @@ class _SlowToAnswer(_QuietHandler):
         super().do_GET()
 
 
-def _serve_files(root: Path) -> list[tuple[str, str]]:
+def _serve_files(root: Path) -> list[tuple[str, str, int]]:
     names = []
     for i in range(FILES):
         data = f"file {i}\n".encode() * 50
         (root / f"f{i:03d}.bin").write_bytes(data)
-        names.append((f"f{i:03d}.bin", hashlib.sha256(data).hexdigest()))
+        names.append((f"f{i:03d}.bin", hashlib.sha256(data).hexdigest(), len(data)))
     return names
 
 
-def _fetch_all(tmp_path: Path, handler: type[_SlowToAnswer]) -> _Waiting:
+@pytest.fixture(params=["file", "memory"])
+def sized(request: pytest.FixtureRequest) -> bool:
+    """Without a size from the lock rattler writes each file itself; with one (small files) it is
+    received in memory: the pacing must hold either way."""
+    return bool(request.param == "memory")
+
+
+def _fetch_all(tmp_path: Path, handler: type[_SlowToAnswer], sized: bool) -> _Waiting:
     """Download FILES files from a server with ``handler``, 50 at a time; how many waited at once."""
     served = tmp_path / "served"
     served.mkdir()
@@ -65,19 +72,27 @@ def _fetch_all(tmp_path: Path, handler: type[_SlowToAnswer]) -> _Waiting:
     waiting = _Waiting()
     with ChannelServer(served, handler=type("Handler", (handler,), {"waiting": waiting})) as server:
         items = [
-            FetchItem(label=name, url=server.url + name, dest=tmp_path / "out" / name, sha256=digest)
-            for name, digest in names
+            FetchItem(
+                label=name,
+                url=server.url + name,
+                dest=tmp_path / "out" / name,
+                sha256=digest,
+                size=size if sized else None,
+            )
+            for name, digest, size in names
         ]
         fetcher = Fetcher(PluginManager(autoload=False), Settings(downloads=50))
         asyncio.run(fetcher.fetch_all(items))
-    for name, _ in names:
+    for name, _, _ in names:
         assert (tmp_path / "out" / name).read_bytes() == (served / name).read_bytes()
     return waiting
 
 
-def test_a_server_that_closes_each_connection_never_has_many_requests_waiting(tmp_path: Path) -> None:
+def test_a_server_that_closes_each_connection_never_has_many_requests_waiting(
+    tmp_path: Path, sized: bool
+) -> None:
     # without pacing, all 50 downloads wait at the server at once; with it, BASE at most
-    waiting = _fetch_all(tmp_path, _SlowToAnswer)
+    waiting = _fetch_all(tmp_path, _SlowToAnswer, sized)
     assert waiting.most <= BASE, f"{waiting.most} requests waited for an answer at once"
 
 
@@ -94,9 +109,9 @@ class _SlowToTell(_SlowToAnswer):
         super().do_HEAD()
 
 
-def test_while_the_probe_is_out_its_connection_counts_too(tmp_path: Path) -> None:
+def test_while_the_probe_is_out_its_connection_counts_too(tmp_path: Path, sized: bool) -> None:
     """A backlog of 5 holds 6 connections: the probe and the downloads together never exceed that."""
-    waiting = _fetch_all(tmp_path, _SlowToTell)
+    waiting = _fetch_all(tmp_path, _SlowToTell, sized)
     assert waiting.most <= BASE, f"{waiting.most} connections waited for an answer at once"
 
 
@@ -104,8 +119,8 @@ class _KeepsConnections(_SlowToAnswer):
     protocol_version = "HTTP/1.1"
 
 
-def test_a_server_that_keeps_connections_open_gets_the_full_concurrency(tmp_path: Path) -> None:
-    waiting = _fetch_all(tmp_path, _KeepsConnections)
+def test_a_server_that_keeps_connections_open_gets_the_full_concurrency(tmp_path: Path, sized: bool) -> None:
+    waiting = _fetch_all(tmp_path, _KeepsConnections, sized)
     assert waiting.most > BASE, f"only {waiting.most} requests waited at once: the pacing held it back"
 
 
