@@ -41,9 +41,16 @@ SECTIONS = ("pack", "warm", "unpack", "conda-pack", "sfx", "rss", "delta")
 
 class SendfileHandler(_QuietHandler):
     """Serve file bodies with ``sendfile`` so the server is never what limits a loopback download;
-    HTTP/1.1, so connections are kept open between requests (the keep-alive server)."""
+    HTTP/1.1, so connections are kept open between requests (the keep-alive server).
+
+    Without ``TCP_NODELAY`` (the standard library's default) a small file's body waited for the
+    client to acknowledge its headers, which a client delays by up to 40 ms on a kept connection:
+    curl and pixi-pack alike spent most of a pack of small files waiting for that (T1000 from this
+    server: curl 0.93 s against 0.57 s with it). Servers made to serve files (nginx, S3) set it.
+    """
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
         self.wfile.flush()
